@@ -1,0 +1,37 @@
+# One entry point for setup, the main job, tests and benchmarks. Everything runs in .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/autoprompt-search
+SPACE ?= search_spaces/mr.yaml
+SEED ?= 13
+
+.PHONY: setup assets main test test-unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+assets: setup
+	$(CLI) assets fetch
+
+main: assets
+	HF_HUB_OFFLINE=1 $(CLI) evaluate --dataset mr --model smollm2-135m \
+		--template '{text} In summary, this film is {mask}' \
+		--verbalizer '{"negative": ["negative"], "positive": ["positive"]}' --calibrate prior --out results/main_evaluate.json
+
+test: assets
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+test-unit: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -m "not integration"
+
+bench: assets
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scoring.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,305 @@
+"""Frozen language models behind one method: log-probabilities of the next token at the slot.
+
+Three kinds share the interface:
+
+- ``masked``: the slot is ``width`` mask tokens; a word of n tokens is scored left to right,
+  filling the masks already decided (chain rule, one query per prefix);
+- ``causal``: the slot is the continuation of the prompt (the template ends with the slot);
+- ``seq2seq``: a T5-style sentinel marks the slot in the encoder input and the decoder
+  predicts the word after the sentinel.
+
+Only the slot position goes through the vocabulary projection, and batches are sorted by
+length to cut padding.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from autoprompt_search.errors import UserError
+from autoprompt_search.templates import RenderedPrompt
+from autoprompt_search.tokenization import special_tokens_around
+
+ModelKind = Literal["masked", "causal", "seq2seq"]
+MODEL_KINDS: tuple[str, ...] = ("masked", "causal", "seq2seq")
+DEFAULT_MAX_LENGTH = 256
+SENTINEL = "<extra_id_0>"
+
+
+@dataclass(frozen=True)
+class SlotQuery:
+    """Which next-token distribution to compute at the slot.
+
+    ``width`` is the number of slot tokens (masked models only); ``prefix`` holds the word's
+    tokens already placed at the slot.
+    """
+
+    width: int = 1
+    prefix: tuple[int, ...] = ()
+
+
+class Backend(ABC):
+    """A frozen model and its tokenizer."""
+
+    kind: ModelKind
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, path: Path | None = None,
+                 device: str = "cpu", batch_size: int = 32, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        self.model = model.eval().requires_grad_(False).to(device)
+        self.tokenizer = tokenizer
+        self.path = path
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.specials = special_tokens_around(tokenizer)
+        self.pad_id = _pad_id(tokenizer, model)
+        self.forward_passes = 0
+        self.forward_seconds = 0.0
+        self.sequences_processed = 0
+        self._weights_hash: str | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def weights_hash(self) -> str:
+        """sha256 of the model's weight files (or of its parameters for an in-memory model)."""
+        if self._weights_hash is None:
+            if self.path is not None and any(self.path.glob("*.safetensors")):
+                from autoprompt_search.assets import model_weights_hash
+
+                self._weights_hash = model_weights_hash(self.path)
+            else:
+                self._weights_hash = _parameters_hash(self.model)
+        return self._weights_hash
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.kind}:{self.weights_hash}:{self.model.config.model_type}"
+
+    @property
+    def slot_follows_space_default(self) -> bool:
+        return True
+
+    def normalize(self, query: SlotQuery) -> SlotQuery:
+        """Autoregressive kinds do not depend on the word's width: one cache entry serves all."""
+        return query
+
+    def max_prompt_tokens(self, width: int = 1) -> int:
+        """Room for the rendered prompt once special and slot tokens are added."""
+        return self.max_length - len(self.specials.prefix) - len(self.specials.suffix) - self._slot_tokens(width)
+
+    @abstractmethod
+    def _slot_tokens(self, width: int) -> int: ...
+
+    @abstractmethod
+    def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
+        """Logits ``[batch, vocab]`` at the slot for one batch."""
+
+    @abstractmethod
+    def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int: ...
+
+    @torch.inference_mode()
+    def next_token_log_probs(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> torch.Tensor:
+        """``[len(prompts), vocab]`` float32 log-probabilities of the token at the slot."""
+        query = self.normalize(query)
+        order = sorted(range(len(prompts)), key=lambda i: self._length(prompts[i], query))
+        output = torch.empty((len(prompts), self.vocab_size), dtype=torch.float32)
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            began = time.perf_counter()
+            logits = self._forward_batch([prompts[i] for i in indices], query)
+            output[indices] = torch.log_softmax(logits.float(), dim=-1).cpu()
+            self.forward_seconds += time.perf_counter() - began
+            self.forward_passes += 1
+            self.sequences_processed += len(indices)
+        return output
+
+    def _pad(self, sequences: list[list[int]], *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(len(ids) for ids in sequences)
+        ids = torch.full((len(sequences), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            if left:
+                ids[row, longest - len(sequence):] = torch.tensor(sequence)
+                mask[row, longest - len(sequence):] = 1
+            else:
+                ids[row, : len(sequence)] = torch.tensor(sequence)
+                mask[row, : len(sequence)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+
+class MaskedBackend(Backend):
+    kind = "masked"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **kwargs) -> None:
+        super().__init__(model, tokenizer, **kwargs)
+        if tokenizer.mask_token_id is None:
+            raise UserError(f"model {self.path or ''}: its tokenizer has no mask token, so it cannot be used as a masked LM")
+        self.mask_id = int(tokenizer.mask_token_id)
+        self._head = _separate_mlm_head(model)
+
+    def _slot_tokens(self, width: int) -> int:
+        return width
+
+    def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int:
+        return len(prompt.before) + len(prompt.after) + query.width
+
+    def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
+        slot = list(query.prefix) + [self.mask_id] * (query.width - len(query.prefix))
+        sequences = [[*self.specials.prefix, *p.before, *slot, *p.after, *self.specials.suffix] for p in prompts]
+        positions = torch.tensor([len(self.specials.prefix) + len(p.before) + len(query.prefix) for p in prompts], device=self.device)
+        ids, mask = self._pad(sequences)
+        rows = torch.arange(len(prompts), device=self.device)
+        if self._head is not None:
+            hidden = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            return self._head(hidden[rows, positions])
+        return self.model(input_ids=ids, attention_mask=mask).logits[rows, positions]
+
+
+class CausalBackend(Backend):
+    kind = "causal"
+
+    def normalize(self, query: SlotQuery) -> SlotQuery:
+        return replace(query, width=1)
+
+    def _slot_tokens(self, width: int) -> int:
+        return width  # room for the word's tokens after the prompt
+
+    def max_prompt_tokens(self, width: int = 1) -> int:
+        return self.max_length - len(self.specials.prefix) - width
+
+    def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int:
+        return len(prompt.before) + len(query.prefix)
+
+    def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
+        sequences = [[*self.specials.prefix, *p.before, *query.prefix] for p in prompts]
+        ids, mask = self._pad(sequences, left=True)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=False)
+        return output.logits[:, -1]
+
+
+class Seq2SeqBackend(Backend):
+    kind = "seq2seq"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **kwargs) -> None:
+        super().__init__(model, tokenizer, **kwargs)
+        sentinel = tokenizer.convert_tokens_to_ids(SENTINEL)
+        if sentinel is None or sentinel == tokenizer.unk_token_id:
+            raise UserError(f"model {self.path or ''}: encoder-decoder models are supported when their tokenizer has the T5-style sentinel {SENTINEL}")
+        self.sentinel_id = int(sentinel)
+        start = model.config.decoder_start_token_id
+        self.decoder_start_id = int(start if start is not None else self.pad_id)
+
+    def normalize(self, query: SlotQuery) -> SlotQuery:
+        return replace(query, width=1)
+
+    def _slot_tokens(self, width: int) -> int:
+        return 1
+
+    def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int:
+        return len(prompt.before) + len(prompt.after)
+
+    def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
+        sequences = [[*self.specials.prefix, *p.before, self.sentinel_id, *p.after, *self.specials.suffix] for p in prompts]
+        ids, mask = self._pad(sequences)
+        decoder = torch.tensor([[self.decoder_start_id, self.sentinel_id, *query.prefix]] * len(prompts), device=self.device)
+        return self.model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder, use_cache=False).logits[:, -1]
+
+
+_BACKENDS: dict[str, tuple[type[Backend], type]] = {
+    "masked": (MaskedBackend, AutoModelForMaskedLM),
+    "causal": (CausalBackend, AutoModelForCausalLM),
+    "seq2seq": (Seq2SeqBackend, AutoModelForSeq2SeqLM),
+}
+
+
+def detect_kind(config) -> ModelKind:
+    """The model kind from its config: encoder-decoder, masked or causal LM."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    architectures = " ".join(getattr(config, "architectures", None) or [])
+    if "MaskedLM" in architectures:
+        return "masked"
+    if "CausalLM" in architectures or "LMHead" in architectures:
+        return "causal"
+    if type(config) in AutoModelForMaskedLM._model_mapping and type(config) not in AutoModelForCausalLM._model_mapping:
+        return "masked"
+    return "causal"
+
+
+def load_backend(model: str | Path, *, kind: str | None = None, device: str = "auto", batch_size: int = 32,
+                 max_length: int | None = None) -> Backend:
+    """Load a registered model name or a local Hugging Face folder, frozen, as a backend."""
+    from autoprompt_search.assets import resolve_model
+
+    path = resolve_model(str(model))
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"model folder {path}: cannot read its config.json ({error})") from None
+    kind = kind or detect_kind(config)
+    if kind not in _BACKENDS:
+        raise UserError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    backend_class, auto_class = _BACKENDS[kind]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        loaded = auto_class.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"model folder {path}: cannot load it as a {kind} language model ({error})") from None
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    limit = _position_limit(config, tokenizer)
+    max_length = min(max_length or DEFAULT_MAX_LENGTH, limit) if limit else (max_length or DEFAULT_MAX_LENGTH)
+    return backend_class(loaded, tokenizer, path=path, device=device, batch_size=batch_size, max_length=max_length)
+
+
+def _position_limit(config, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if model_max and model_max < 1_000_000:
+        limits.append(model_max)
+    limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
+    return min(limits) if limits else None
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> int:
+    for candidate in (tokenizer.pad_token_id, getattr(model.config, "pad_token_id", None), tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _separate_mlm_head(model: PreTrainedModel) -> torch.nn.Module | None:
+    """The MLM head when the model is exactly ``base_model`` + one head, so only slots are projected."""
+    children = [module for module in model.children() if module is not model.base_model]
+    if len(children) == 1 and model.base_model is not model:
+        return children[0]
+    return None
+
+
+def _parameters_hash(model: PreTrainedModel) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,46 @@
+"""Entry point of the ``autoprompt-search`` command: parses arguments and dispatches.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``, which adds its
+parser and sets ``func`` (``args -> int`` exit code) as a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autoprompt_search import __version__
+from autoprompt_search.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from autoprompt_search.cli import assets_cmd, evaluate_cmd, validate_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="autoprompt-search",
+        description="Find discrete prompts that make a frozen language model classify text well.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (assets_cmd, evaluate_cmd, validate_cmd):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        print(f"autoprompt-search: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("autoprompt-search: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""A complete prompt as found by a search: everything needed to apply it again."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autoprompt_search.scoring import Calibration
+from autoprompt_search.templates import Template
+from autoprompt_search.verbalizers import Verbalizer
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which frozen model a prompt was found on."""
+
+    name: str  # registered name or folder as the user gave it
+    kind: str
+    weights_sha256: str
+    path: str = ""
+    max_length: int = 256
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Template + verbalizer + calibration on one model, for a dataset's labels and fields."""
+
+    template: str
+    verbalizer: dict[str, list[str]]
+    labels: tuple[str, ...]
+    fields: tuple[str, ...]
+    calibration: Calibration = field(default_factory=Calibration)
+    trigger_ids: tuple[int, ...] = ()
+
+    def parsed(self) -> tuple[Template, Verbalizer]:
+        return Template.parse(self.template, fields=self.fields), Verbalizer.parse(self.verbalizer, self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        data["fields"] = list(self.fields)
+        data["trigger_ids"] = list(self.trigger_ids)
+        data["calibration"] = self.calibration.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PromptSpec":
+        calibration = data.get("calibration") or {}
+        return cls(
+            template=data["template"],
+            verbalizer={label: list(words) for label, words in data["verbalizer"].items()},
+            labels=tuple(data["labels"]),
+            fields=tuple(data["fields"]),
+            calibration=Calibration(calibration.get("method", "none"), tuple(calibration.get("bias", ()))),
+            trigger_ids=tuple(data.get("trigger_ids", ())),
+        )

@@ -1,0 +1,49 @@
+"""What produced a result: library versions, command line, machine."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+
+_LIBRARIES = ("autoprompt-search", "torch", "transformers", "tokenizers", "optuna", "scikit-learn", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def command_line() -> str:
+    return shlex.join(["autoprompt-search" if sys.argv and sys.argv[0].endswith("autoprompt-search") else sys.argv[0], *sys.argv[1:]]) if sys.argv else ""
+
+
+def machine() -> dict[str, str | int]:
+    import os
+
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count() or 0,
+        "torch_threads": torch.get_num_threads(),
+        "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+
+
+def stamp() -> dict:
+    """The provenance block every result file carries."""
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(),
+        "versions": library_versions(),
+        "machine": machine(),
+    }

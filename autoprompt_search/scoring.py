@@ -1,0 +1,202 @@
+"""Score prompts (template + verbalizer + calibration) on labelled examples with a frozen model.
+
+The expensive part, the slot distribution of a template over the whole vocabulary, is computed
+once per chunk of examples and kept in a :class:`SlotCache`; every verbalizer and calibration
+choice after that is indexing. Examples are processed in chunks so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+
+from autoprompt_search.backends import Backend, SlotQuery
+from autoprompt_search.cache import SlotCache
+from autoprompt_search.errors import UserError
+from autoprompt_search.templates import RenderedPrompt, Template, TemplateRenderer
+from autoprompt_search.verbalizers import Verbalizer, WordIds, combine_word_log_probs
+
+CalibrationMethod = Literal["none", "contextual", "prior"]
+CALIBRATION_METHODS: tuple[str, ...] = ("none", "contextual", "prior")
+CONTENT_FREE_INPUTS = ("N/A", "", "{mask_token}")
+MAX_WORD_TOKENS = 8  # room kept at the slot so truncation never depends on the verbalizer
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A per-class log-space correction applied to the class scores of a prompt."""
+
+    method: CalibrationMethod = "none"
+    bias: tuple[float, ...] = ()
+
+    def apply(self, raw_scores: torch.Tensor) -> torch.Tensor:
+        """Calibrated class log-scores; their softmax is the class probability."""
+        if self.method == "prior":
+            return raw_scores - torch.tensor(self.bias, dtype=raw_scores.dtype)
+        normalized = torch.log_softmax(raw_scores, dim=1)
+        if self.method == "contextual":
+            return normalized - torch.tensor(self.bias, dtype=raw_scores.dtype)
+        return normalized
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "bias": list(self.bias)}
+
+
+@dataclass
+class PromptScore:
+    """How one prompt did on a set of labelled examples."""
+
+    accuracy: float
+    macro_f1: float
+    n: int
+    mean_margin: float
+    predictions: np.ndarray
+    gold: np.ndarray
+    log_scores: np.ndarray  # calibrated, [n, classes]
+    margins: np.ndarray  # gold score minus best other score, per example
+    calibration: Calibration = field(default_factory=Calibration)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        shifted = self.log_scores - self.log_scores.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def summary(self) -> dict:
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n, "mean_margin": self.mean_margin}
+
+
+class PromptScorer:
+    """Scores prompts for one backend, sharing a slot-distribution cache."""
+
+    def __init__(self, backend: Backend, cache: SlotCache | None = None, *, chunk_size: int = 256) -> None:
+        self.backend = backend
+        self.cache = cache if cache is not None else SlotCache()
+        self.chunk_size = chunk_size
+
+    # -- rendering -----------------------------------------------------------------------
+    def render(self, template: Template, texts: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] | None = None) -> list[RenderedPrompt]:
+        template.check_for_model(self.backend.kind)
+        renderer = TemplateRenderer(template, self.backend.tokenizer, trigger_ids=trigger_ids)
+        return renderer.render(texts, self.backend.max_prompt_tokens(MAX_WORD_TOKENS))
+
+    def word_ids(self, template: Template, verbalizer: Verbalizer) -> tuple[tuple[WordIds, ...], ...]:
+        ids = verbalizer.token_ids(self.backend.tokenizer, leading_space=template.slot_follows_space())
+        for label, words in zip(verbalizer.labels, ids):
+            for word in words:
+                if len(word) > MAX_WORD_TOKENS:
+                    raise UserError(f"verbalizer: a word of label {label!r} is {len(word)} tokens long; at most {MAX_WORD_TOKENS} are supported")
+        return ids
+
+    # -- log-probabilities -----------------------------------------------------------------
+    def slot_log_probs(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> np.ndarray:
+        """The slot distribution of one chunk of prompts, from the cache or one batched pass."""
+        query = self.backend.normalize(query)
+        key = SlotCache.key(self.backend.fingerprint, query, prompts)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        computed = self.backend.next_token_log_probs(prompts, query).numpy()
+        self.cache.put(key, computed)
+        return computed
+
+    def chunks(self, prompts: Sequence[RenderedPrompt]) -> Iterator[tuple[int, Sequence[RenderedPrompt]]]:
+        """The fixed chunks (start, prompts) that are the cache's unit; everyone reads through them."""
+        for start in range(0, len(prompts), self.chunk_size):
+            yield start, prompts[start : start + self.chunk_size]
+
+    def word_log_probs(self, prompts: Sequence[RenderedPrompt], words: Sequence[WordIds]) -> torch.Tensor:
+        """``[n, len(words)]`` log-probability of each whole word at the slot (chain rule over its tokens)."""
+        result = torch.zeros((len(prompts), len(words)), dtype=torch.float64)
+        for start, chunk in self.chunks(prompts):
+            queries: dict[SlotQuery, list[tuple[int, int]]] = {}
+            for column, word in enumerate(words):
+                for position, token in enumerate(word):
+                    query = self.backend.normalize(SlotQuery(width=len(word), prefix=tuple(word[:position])))
+                    queries.setdefault(query, []).append((column, token))
+            for query, targets in queries.items():
+                distribution = self.slot_log_probs(chunk, query)
+                columns = np.array([c for c, _ in targets])
+                tokens = np.array([t for _, t in targets])
+                values = torch.from_numpy(np.asarray(distribution[:, tokens], dtype=np.float64))
+                result[start : start + len(chunk)].index_add_(1, torch.from_numpy(columns), values)
+        return result
+
+    def class_scores(self, prompts: Sequence[RenderedPrompt], word_ids: tuple[tuple[WordIds, ...], ...]) -> torch.Tensor:
+        """Raw class log-scores ``[n, classes]``: log of the mean probability of each label's words."""
+        words = [word for label_words in word_ids for word in label_words]
+        owner = [label for label, label_words in enumerate(word_ids) for _ in label_words]
+        return combine_word_log_probs(self.word_log_probs(prompts, words), owner, len(word_ids))
+
+    # -- calibration and scoring --------------------------------------------------------------
+    def prepare(self, template: Template, texts: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] | None = None) -> "PreparedPrompts":
+        """Render a template on texts once, to score any number of verbalizers on it."""
+        return PreparedPrompts(template, tuple(trigger_ids or ()), self.render(template, texts, trigger_ids))
+
+    def fit_calibration(self, method: str, prepared: "PreparedPrompts", word_ids: tuple[tuple[WordIds, ...], ...],
+                        unlabelled: "PreparedPrompts | None" = None) -> Calibration:
+        """``contextual``: content-free inputs; ``prior``: mean class scores of unlabelled prompts
+        (the scored prompts themselves when none are given: no labels are used)."""
+        if method == "none":
+            return Calibration()
+        if method == "contextual":
+            mask_text = self.backend.tokenizer.mask_token or ""
+            template = prepared.template
+            texts = [{name: value.format(mask_token=mask_text) for name in template.fields_used} for value in CONTENT_FREE_INPUTS]
+            raw = self.class_scores(self.render(template, texts, prepared.trigger_ids or None), word_ids)
+            content_free = torch.softmax(raw, dim=1).mean(dim=0)
+            return Calibration("contextual", tuple(float(v) for v in torch.log(content_free)))
+        if method == "prior":
+            raw = self.class_scores((unlabelled or prepared).prompts, word_ids)
+            return Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
+        raise UserError(f"unknown calibration {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+
+    def score(self, prepared: "PreparedPrompts", verbalizer: Verbalizer, gold: Sequence[int], *,
+              calibration: str | Calibration = "none", unlabelled: "PreparedPrompts | None" = None) -> PromptScore:
+        """Score one prompt on prepared examples with gold label indices (in the verbalizer's order)."""
+        word_ids = self.word_ids(prepared.template, verbalizer)
+        raw = self.class_scores(prepared.prompts, word_ids)
+        if not isinstance(calibration, Calibration):
+            if calibration == "prior" and unlabelled is None:
+                calibration = Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
+            else:
+                calibration = self.fit_calibration(calibration, prepared, word_ids, unlabelled)
+        return evaluate_scores(calibration.apply(raw), gold, calibration)
+
+
+@dataclass(frozen=True)
+class PreparedPrompts:
+    """A template rendered on a list of examples."""
+
+    template: Template
+    trigger_ids: tuple[int, ...]
+    prompts: list[RenderedPrompt]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def evaluate_scores(log_scores: torch.Tensor, gold: Sequence[int], calibration: Calibration = Calibration()) -> PromptScore:
+    """Accuracy, macro-F1 and margins of calibrated class scores against gold label indices."""
+    scores = log_scores.double().numpy()
+    gold_array = np.asarray(gold, dtype=np.int64)
+    predictions = scores.argmax(axis=1)
+    others = scores.copy()
+    others[np.arange(len(scores)), gold_array] = -np.inf
+    margins = scores[np.arange(len(scores)), gold_array] - others.max(axis=1)
+    labels = list(range(scores.shape[1]))
+    return PromptScore(
+        accuracy=float(accuracy_score(gold_array, predictions)),
+        macro_f1=float(f1_score(gold_array, predictions, average="macro", labels=labels, zero_division=0)),
+        n=len(gold_array),
+        mean_margin=float(margins.mean()) if len(margins) else 0.0,
+        predictions=predictions,
+        gold=gold_array,
+        log_scores=scores,
+        margins=margins,
+        calibration=calibration,
+    )

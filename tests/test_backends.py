@@ -1,0 +1,112 @@
+"""Backends: slot log-probabilities agree with a direct full forward pass, for every kind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, LlamaConfig, T5Config
+
+from autoprompt_search.backends import SlotQuery, detect_kind, load_backend
+from autoprompt_search.errors import UserError
+from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.templates import Template
+from autoprompt_search.testing import MULTI_TOKEN_WORDS
+from autoprompt_search.verbalizers import Verbalizer
+
+TEXTS = [{"text": "the movie was great and the acting good"}, {"text": "bad"},
+         {"text": "it was an awful film with a terrible plot and bad acting"}]
+TEMPLATES = {"causal": "{text} All in all it was {mask}", "masked": "{text} All in all it was {mask}.",
+             "seq2seq": "{text} All in all it was {mask}."}
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_masked_lm, tiny_causal_lm, tiny_seq2seq, tiny_causal_sp):
+    return {
+        "masked": load_backend(tiny_masked_lm, batch_size=2),
+        "causal": load_backend(tiny_causal_lm, batch_size=2),
+        "seq2seq": load_backend(tiny_seq2seq, batch_size=2),
+        "causal_sp": load_backend(tiny_causal_sp, batch_size=2),
+    }
+
+
+def test_kinds_are_detected_from_the_config() -> None:
+    assert detect_kind(BertConfig(architectures=["BertForMaskedLM"])) == "masked"
+    assert detect_kind(LlamaConfig(architectures=["LlamaForCausalLM"])) == "causal"
+    assert detect_kind(T5Config()) == "seq2seq"
+
+
+def test_models_are_frozen(backends) -> None:
+    for backend in backends.values():
+        assert not backend.model.training
+        assert not any(parameter.requires_grad for parameter in backend.model.parameters())
+
+
+def _direct_word_log_prob(backend, prompt, word) -> float:
+    """Teacher-forced log p(word) with one unbatched full forward pass per token."""
+    model, total = backend.model, 0.0
+    with torch.no_grad():
+        for k in range(len(word)):
+            if backend.kind == "causal":
+                ids = [*backend.specials.prefix, *prompt.before, *word[:k]]
+                logits = model(torch.tensor([ids])).logits[0, -1]
+            elif backend.kind == "masked":
+                slot = [*word[:k]] + [backend.mask_id] * (len(word) - k)
+                ids = [*backend.specials.prefix, *prompt.before, *slot, *prompt.after, *backend.specials.suffix]
+                logits = model(torch.tensor([ids])).logits[0, len(backend.specials.prefix) + len(prompt.before) + k]
+            else:
+                ids = [*backend.specials.prefix, *prompt.before, backend.sentinel_id, *prompt.after, *backend.specials.suffix]
+                decoder = [backend.decoder_start_id, backend.sentinel_id, *word[:k]]
+                logits = model(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([decoder])).logits[0, -1]
+            total += torch.log_softmax(logits, -1)[word[k]].item()
+    return total
+
+
+@pytest.mark.parametrize("name", ["masked", "causal", "seq2seq", "causal_sp"])
+def test_batched_word_log_probs_match_direct_computation(backends, name: str) -> None:
+    backend = backends[name]
+    scorer = PromptScorer(backend)
+    template = Template.parse(TEMPLATES[backend.kind])
+    verbalizer = Verbalizer.parse({"negative": ["terrible", "bad"], "positive": ["great", MULTI_TOKEN_WORDS[0]]})
+    word_ids = scorer.word_ids(template, verbalizer)
+    words = [word for label_words in word_ids for word in label_words]
+    assert any(len(word) > 1 for word in words), "the test needs a multi-token word"
+    prompts = scorer.prepare(template, TEXTS).prompts
+    batched = scorer.word_log_probs(prompts, words)
+    for row, prompt in enumerate(prompts):
+        for column, word in enumerate(words):
+            assert batched[row, column].item() == pytest.approx(_direct_word_log_prob(backend, prompt, word), abs=1e-4)
+
+
+def test_masked_head_fast_path_equals_full_logits(backends) -> None:
+    backend = backends["masked"]
+    assert backend._head is not None
+    prompts = PromptScorer(backend).prepare(Template.parse(TEMPLATES["masked"]), TEXTS).prompts
+    fast = backend.next_token_log_probs(prompts)
+    backend_head, backend._head = backend._head, None
+    try:
+        full = backend.next_token_log_probs(prompts)
+    finally:
+        backend._head = backend_head
+    assert torch.allclose(fast, full, atol=1e-5)
+
+
+def test_batches_are_length_sorted_without_changing_the_result(backends) -> None:
+    backend = backends["causal"]
+    prompts = PromptScorer(backend).prepare(Template.parse(TEMPLATES["causal"]), TEXTS).prompts
+    together = backend.next_token_log_probs(prompts)
+    one_by_one = torch.cat([backend.next_token_log_probs([prompt]) for prompt in prompts])
+    assert torch.allclose(together, one_by_one, atol=1e-5)
+
+
+def test_autoregressive_kinds_ignore_the_slot_width(backends) -> None:
+    assert backends["causal"].normalize(SlotQuery(width=3, prefix=(5,))) == SlotQuery(width=1, prefix=(5,))
+    assert backends["masked"].normalize(SlotQuery(width=3)) == SlotQuery(width=3)
+
+
+def test_a_folder_that_is_not_a_model(tmp_path) -> None:
+    with pytest.raises(UserError, match="config.json"):
+        load_backend(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match=str(tmp_path)):
+        load_backend(tmp_path)

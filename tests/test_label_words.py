@@ -1,0 +1,191 @@
+"""Label-word candidates: ranking on known matrices, the whole-word filter, reading the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from autoprompt_search.backends import load_backend
+from autoprompt_search.candidates.label_words import generate_label_words, rank_label_words, whole_word_tokens
+from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.templates import Template
+from autoprompt_search.testing import MULTI_TOKEN_WORDS, TINY_CORPUS
+from autoprompt_search.tokenization import encode_in_context, encode_plain
+
+LABELS = ["negative", "positive"]
+WORDS = {0: "great", 1: "terrible", 2: "good", 3: "bad", 4: "movie", 5: "Great", 6: "fine", 8: "nice"}
+# Per class, the probability of each token: "movie" is the likeliest word under every class;
+# token 7 is not an allowed word; "nice" (8) has the same column as "fine" (6).
+PROBABILITIES = {
+    "negative": [0.01, 0.2, 0.01, 0.1, 0.4, 0.02, 0.02, 0.22, 0.02],
+    "positive": [0.2, 0.01, 0.1, 0.01, 0.4, 0.05, 0.02, 0.19, 0.02],
+}
+
+
+def _synthetic() -> tuple[np.ndarray, np.ndarray]:
+    rows, gold = [], []
+    for index, label in enumerate(LABELS):
+        for jitter in (0.9, 1.0, 1.1):
+            rows.append(np.log(np.array(PROBABILITIES[label]) * jitter))
+            gold.append(index)
+    return np.array(rows, dtype=np.float32), np.array(gold)
+
+
+def _words(result) -> dict[str, list[str]]:
+    return {label: [c.word for c in candidates] for label, candidates in result.items()}
+
+
+def test_class_specific_words_beat_a_word_likely_under_every_class() -> None:
+    log_probs, gold = _synthetic()
+    result = rank_label_words(log_probs, gold, LABELS, WORDS, words_per_class=2, shortlist=5)
+    assert _words(result) == {"negative": ["terrible", "bad"], "positive": ["great", "good"]}
+    great = result["positive"][0]
+    assert great.token_id == 0 and great.label == "positive"
+    assert great.log_likelihood_ratio == pytest.approx(np.log(20), rel=1e-5)
+    assert great.mean_log_prob == pytest.approx(np.mean(np.log(0.2 * np.array([0.9, 1.0, 1.1]))), rel=1e-5)
+
+
+def test_shortlist_is_by_mean_log_prob_then_ordered_by_ratio() -> None:
+    log_probs, gold = _synthetic()
+    result = rank_label_words(log_probs, gold, LABELS, WORDS, words_per_class=5, shortlist=3)
+    # Positive's three likeliest words are movie, great, good; movie (ratio 0) goes last.
+    assert _words(result)["positive"] == ["great", "good"]
+    # "movie" ties at ratio 0 in both classes: it goes to the earlier class only.
+    assert _words(result)["negative"] == ["terrible", "bad", "movie"]
+
+
+def test_a_word_goes_to_one_class_only_case_insensitively() -> None:
+    log_probs, gold = _synthetic()
+    result = rank_label_words(log_probs, gold, LABELS, WORDS, words_per_class=10, shortlist=10)
+    words = [c.word.lower() for candidates in result.values() for c in candidates]
+    assert len(words) == len(set(words))
+    assert "Great" not in _words(result)["positive"]  # "great" has the higher ratio
+    assert all(c.log_likelihood_ratio >= 0 for c in result["positive"] if c.word in ("great", "good"))
+
+
+def test_exclude_and_words_per_class() -> None:
+    log_probs, gold = _synthetic()
+    result = rank_label_words(log_probs, gold, LABELS, WORDS, words_per_class=1, shortlist=10, exclude=[" GREAT", "terrible"])
+    assert _words(result) == {"negative": ["bad"], "positive": ["good"]}
+    for k in (1, 2, 3):
+        result = rank_label_words(log_probs, gold, LABELS, WORDS, words_per_class=k, shortlist=10)
+        assert all(len(candidates) <= k for candidates in result.values())
+
+
+def test_ranking_is_deterministic_with_ties_broken_by_token_id() -> None:
+    log_probs, gold = _synthetic()
+    first = rank_label_words(log_probs, gold, LABELS, WORDS, words_per_class=10, shortlist=10)
+    again = rank_label_words(log_probs.copy(), gold, LABELS, dict(reversed(WORDS.items())), words_per_class=10, shortlist=10)
+    assert first == again
+    owner = [label for label, candidates in first.items() if any(c.word == "fine" for c in candidates)]
+    order = [c.word for c in first[owner[0]]]
+    assert order.index("fine") < order.index("nice")  # same scores: lower token id first
+
+
+def test_rank_rejects_a_class_without_examples() -> None:
+    log_probs, _ = _synthetic()
+    with pytest.raises(Exception, match="no training example"):
+        rank_label_words(log_probs, np.zeros(len(log_probs), dtype=int), LABELS, WORDS, words_per_class=1)
+
+
+# -- the whole-word filter ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokenizers(tiny_masked_lm, tiny_causal_lm, tiny_seq2seq, tiny_causal_sp):
+    folders = {"wordpiece": tiny_masked_lm, "byte_bpe": tiny_causal_lm, "sentencepiece": tiny_seq2seq, "sentencepiece_bos": tiny_causal_sp}
+    return {name: AutoTokenizer.from_pretrained(folder) for name, folder in folders.items()}
+
+
+@pytest.mark.parametrize("family", ["wordpiece", "byte_bpe", "sentencepiece", "sentencepiece_bos"])
+def test_whole_word_tokens_keep_words_and_reject_fragments(tokenizers, family: str) -> None:
+    tokenizer = tokenizers[family]
+    words = whole_word_tokens(tokenizer, leading_space=True)
+    assert {"great", "terrible", "good", "bad"} <= set(words.values())
+    for word in ("great", "terrible"):
+        assert words[encode_in_context(tokenizer, [" " + word])[0][0]] == word
+    assert all(w.isalpha() and len(w) >= 2 for w in words.values())
+    assert not set(words) & set(tokenizer.all_special_ids)
+    for punctuation in (".", ",", "!"):
+        assert not set(words) & set(encode_in_context(tokenizer, [punctuation])[0])
+    for word in MULTI_TOKEN_WORDS:
+        assert word not in words.values()
+        pieces = encode_in_context(tokenizer, [" " + word])[0]
+        assert len(pieces) > 1
+        assert not set(words) & set(pieces[1:]), f"a continuation piece of {word!r} was kept"
+
+
+def test_wordpiece_continuation_pieces_are_rejected(tokenizers) -> None:
+    tokenizer = tokenizers["wordpiece"]
+    words = whole_word_tokens(tokenizer, leading_space=True)
+    for piece in ("##tas", "##tic", "##watch", "##piece"):
+        assert tokenizer.convert_tokens_to_ids(piece) not in words
+
+
+def test_byte_bpe_modes_follow_the_space(tokenizers) -> None:
+    tokenizer = tokenizers["byte_bpe"]
+    spaced = whole_word_tokens(tokenizer, leading_space=True)
+    plain = whole_word_tokens(tokenizer, leading_space=False)
+    (with_space,) = encode_in_context(tokenizer, [" great"])[0]
+    (without,) = encode_plain(tokenizer, ["Great"])[0]
+    assert with_space in spaced and with_space not in plain
+    assert plain[without] == "Great" and without not in spaced
+
+
+def test_whole_word_tokens_are_memoised_and_copied(tokenizers) -> None:
+    tokenizer = tokenizers["byte_bpe"]
+    first = whole_word_tokens(tokenizer, leading_space=True)
+    first.clear()
+    assert whole_word_tokens(tokenizer, leading_space=True)
+
+
+# -- generation from the model through the cache ------------------------------------------------------
+TEXTS = [{"text": sentence} for sentence in TINY_CORPUS[:16]]
+GOLD = [i % 2 for i in range(len(TEXTS))]
+TEMPLATES = [Template.parse("{text} All in all it was {mask}"), Template.parse("{text} Overall it was {mask}")]
+
+
+@pytest.fixture(scope="module")
+def causal_backend(tiny_causal_lm):
+    return load_backend(tiny_causal_lm, batch_size=4)
+
+
+def test_generated_words_are_whole_and_distinct_and_reuse_the_cache(causal_backend) -> None:
+    scorer = PromptScorer(causal_backend, chunk_size=5)
+    result = generate_label_words(scorer, TEMPLATES, TEXTS, GOLD, LABELS, words_per_class=4, shortlist=30)
+    allowed = whole_word_tokens(causal_backend.tokenizer, leading_space=True)
+    assert set(result) == set(LABELS)
+    assert all(1 <= len(candidates) <= 4 for candidates in result.values())
+    words = [c.word.lower() for candidates in result.values() for c in candidates]
+    assert len(words) == len(set(words))
+    assert all(allowed[c.token_id] == c.word for candidates in result.values() for c in candidates)
+
+    passes = causal_backend.forward_passes
+    again = generate_label_words(scorer, TEMPLATES, TEXTS, GOLD, LABELS, words_per_class=4, shortlist=30)
+    assert causal_backend.forward_passes == passes
+    assert again == result
+
+
+def test_generated_scores_average_probabilities_over_templates(causal_backend) -> None:
+    scorer = PromptScorer(causal_backend, chunk_size=5)
+    result = generate_label_words(scorer, TEMPLATES, TEXTS, GOLD, LABELS, words_per_class=2)
+    per_template = []
+    for template in TEMPLATES:
+        prompts = scorer.prepare(template, TEXTS).prompts
+        per_template.append(np.concatenate([scorer.slot_log_probs(chunk) for _, chunk in scorer.chunks(prompts)]))
+    mixture = np.log(np.mean(np.exp(np.array(per_template, dtype=np.float64)), axis=0))
+    gold = np.array(GOLD)
+    for index, label in enumerate(LABELS):
+        for candidate in result[label]:
+            column = mixture[:, candidate.token_id]
+            inside = np.log(np.exp(column[gold == index]).mean())
+            outside = np.log(np.exp(column[gold != index]).mean())
+            assert candidate.mean_log_prob == pytest.approx(column[gold == index].mean(), abs=1e-4)
+            assert candidate.log_likelihood_ratio == pytest.approx(inside - outside, abs=1e-4)
+
+
+def test_generation_works_for_a_masked_model(tiny_masked_lm) -> None:
+    scorer = PromptScorer(load_backend(tiny_masked_lm, batch_size=8))
+    result = generate_label_words(scorer, [Template.parse("{text} It was {mask}.")], TEXTS, GOLD, LABELS, words_per_class=3)
+    allowed = set(whole_word_tokens(scorer.backend.tokenizer, leading_space=True))
+    assert all(len(candidates) == 3 for candidates in result.values())
+    assert all(c.token_id in allowed for candidates in result.values() for c in candidates)

@@ -1,0 +1,114 @@
+"""The scorer and its cache: reuse without forward passes, calibration, metrics, chunking."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from autoprompt_search.backends import load_backend
+from autoprompt_search.cache import SlotCache
+from autoprompt_search.scoring import Calibration, PromptScorer, evaluate_scores
+from autoprompt_search.templates import Template
+from autoprompt_search.testing import TINY_CORPUS
+from autoprompt_search.verbalizers import Verbalizer
+
+LABELS = ["negative", "positive"]
+TEXTS = [{"text": sentence} for sentence in TINY_CORPUS[:12]]
+GOLD = [i % 2 for i in range(len(TEXTS))]
+TEMPLATE = Template.parse("{text} All in all it was {mask}")
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_causal_lm):
+    return load_backend(tiny_causal_lm, batch_size=4)
+
+
+def _verbalizer(negative: str, positive: str) -> Verbalizer:
+    return Verbalizer.parse({"negative": [negative], "positive": [positive]}, LABELS)
+
+
+def test_cached_template_scores_new_verbalizers_without_forward_passes(backend) -> None:
+    scorer = PromptScorer(backend, SlotCache())
+    prepared = scorer.prepare(TEMPLATE, TEXTS)
+    scorer.score(prepared, _verbalizer("bad", "good"), GOLD)
+    passes = backend.forward_passes
+    for negative, positive in [("terrible", "great"), ("awful", "wonderful"), ("bad", "great")]:
+        scorer.score(prepared, _verbalizer(negative, positive), GOLD, calibration="prior")
+    assert backend.forward_passes == passes
+    assert scorer.cache.hits >= 3
+
+
+def test_disk_cache_is_reused_across_scorers(backend, tmp_path) -> None:
+    first = PromptScorer(backend, SlotCache(tmp_path)).prepare(TEMPLATE, TEXTS)
+    reference = PromptScorer(backend, SlotCache(tmp_path)).score(first, _verbalizer("bad", "good"), GOLD)
+    passes = backend.forward_passes
+    scorer = PromptScorer(backend, SlotCache(tmp_path))
+    again = scorer.score(scorer.prepare(TEMPLATE, TEXTS), _verbalizer("bad", "good"), GOLD)
+    assert backend.forward_passes == passes
+    assert np.array_equal(again.log_scores, reference.log_scores)
+    # Another template misses.
+    other = scorer.prepare(Template.parse("{text} Overall it was {mask}"), TEXTS)
+    scorer.score(other, _verbalizer("bad", "good"), GOLD)
+    assert backend.forward_passes > passes
+
+
+def test_damaged_cache_file_is_recomputed(backend, tmp_path) -> None:
+    scorer = PromptScorer(backend, SlotCache(tmp_path))
+    prepared = scorer.prepare(TEMPLATE, TEXTS)
+    reference = scorer.score(prepared, _verbalizer("bad", "good"), GOLD)
+    for path in tmp_path.rglob("*.npy"):
+        path.write_bytes(b"garbage")
+    fresh = PromptScorer(backend, SlotCache(tmp_path))
+    assert np.allclose(fresh.score(prepared, _verbalizer("bad", "good"), GOLD).log_scores, reference.log_scores)
+
+
+def test_chunking_does_not_change_scores(backend) -> None:
+    whole = PromptScorer(backend, SlotCache(), chunk_size=256)
+    chunked = PromptScorer(backend, SlotCache(), chunk_size=5)
+    a = whole.score(whole.prepare(TEMPLATE, TEXTS), _verbalizer("bad", "good"), GOLD)
+    b = chunked.score(chunked.prepare(TEMPLATE, TEXTS), _verbalizer("bad", "good"), GOLD)
+    assert np.allclose(a.log_scores, b.log_scores, atol=1e-6)
+
+
+def test_prior_calibration_subtracts_each_class_mean(backend) -> None:
+    scorer = PromptScorer(backend)
+    prepared = scorer.prepare(TEMPLATE, TEXTS)
+    verbalizer = _verbalizer("bad", "good")
+    raw = scorer.class_scores(prepared.prompts, scorer.word_ids(TEMPLATE, verbalizer))
+    calibrated = scorer.score(prepared, verbalizer, GOLD, calibration="prior")
+    assert np.allclose(calibrated.log_scores, (raw - raw.mean(0)).numpy())
+    assert np.allclose(calibrated.log_scores.mean(0), 0, atol=1e-9)
+
+
+def test_contextual_calibration_uses_content_free_inputs(backend) -> None:
+    scorer = PromptScorer(backend)
+    prepared = scorer.prepare(TEMPLATE, TEXTS)
+    verbalizer = _verbalizer("bad", "good")
+    score = scorer.score(prepared, verbalizer, GOLD, calibration="contextual")
+    content_free = scorer.prepare(TEMPLATE, [{"text": "N/A"}, {"text": ""}, {"text": ""}])
+    raw = scorer.class_scores(content_free.prompts, scorer.word_ids(TEMPLATE, verbalizer))
+    expected_bias = torch.log(torch.softmax(raw, 1).mean(0))
+    assert np.allclose(score.calibration.bias, expected_bias.numpy())
+    probabilities = score.probabilities
+    assert np.allclose(probabilities.sum(1), 1)
+
+
+def test_metrics_and_margins() -> None:
+    scores = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2]]))
+    result = evaluate_scores(scores, [0, 0, 1, 1], Calibration())
+    assert result.accuracy == 0.5
+    assert result.macro_f1 == pytest.approx(0.5)
+    assert result.margins[0] == pytest.approx(math.log(9))
+    assert result.margins[1] == pytest.approx(math.log(0.4 / 0.6))
+    assert list(result.predictions) == [0, 1, 1, 0]
+
+
+def test_memory_cache_is_bounded() -> None:
+    cache = SlotCache(memory_bytes=3 * 400)
+    for index in range(5):
+        cache.put(f"k{index}", np.zeros((10, 10), dtype=np.float32))
+    assert cache.get("k0") is None and cache.get("k4") is not None
+    assert cache._memory_used <= 3 * 400

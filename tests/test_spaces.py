@@ -1,0 +1,255 @@
+"""Tests for autoprompt_search.spaces: loading, includes, validation messages, overrides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from autoprompt_search import data
+from autoprompt_search.cli import validate_cmd
+from autoprompt_search.errors import UserError
+from autoprompt_search.spaces import REGISTERED_LABELS, Budget, SearchSpace, load_space
+
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+BUNDLED = sorted(p for p in SPACES.glob("*.yaml") if p.name != "base.yaml")
+
+MINIMAL = """\
+dataset: mr
+templates:
+  seeds: ["{text} It was {mask}"]
+verbalizers:
+  seeds: [{negative: [bad], positive: [good]}]
+"""
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(UserError) as info:
+        load_space(path)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- bundled spaces
+
+
+def test_every_bundled_dataset_has_a_space():
+    assert {p.stem for p in BUNDLED} == data.REGISTERED
+    assert set(REGISTERED_LABELS) == data.REGISTERED
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
+def test_bundled_space_validates(path):
+    space = load_space(path)
+    assert space.name == path.stem and space.dataset.name == path.stem and space.dataset.registered
+    assert space.source == path and space.raw["dataset"] == path.stem and "include" not in space.raw
+    assert space.labels == REGISTERED_LABELS[path.stem]
+    assert space.model == "smollm2-135m" and space.model_kind == "causal"
+    assert all(t.text_after_slot() == "" for t in space.templates.seeds)  # causal: {mask} is last
+    assert all(set(v.labels) == set(space.labels) for v in space.verbalizers.seeds)
+    assert 30 <= space.templates.max_candidates <= 40 and 40 <= space.budget.trials <= 80
+    assert space.few_shot.k == 16 and space.few_shot.seeds == data.LMBFF_SEEDS
+    json.dumps(space.to_dict())
+
+
+def test_base_alone_is_not_runnable():
+    assert "base.yaml: dataset is required" in _error(SPACES / "base.yaml")
+
+
+def test_mr_space_values():
+    space = load_space(SPACES / "mr.yaml")
+    assert space.templates.seeds[0].source == "Review: {text}\nSentiment: {mask}"
+    assert space.verbalizers.seeds[0].to_dict() == {"negative": ["negative"], "positive": ["positive"]}
+    assert space.calibration == ("none", "contextual", "prior") and space.objective == "accuracy"
+    assert space.pruner.type == "median" and space.ensemble.size == 5
+    assert space.generators.label_words.scoring == ("mean_log_prob", "likelihood_ratio")
+
+
+def test_validate_command_prints_one_line_per_file(capsys):
+    parser = argparse.ArgumentParser()
+    validate_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["validate", str(SPACES / "mr.yaml"), str(SPACES / "bbc.yaml")])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert re.search(r"mr\.yaml: ok: mr: dataset mr .*model smollm2-135m, 4 seed templates \+ 48 block combinations"
+                     r" -> 40 candidates .*3 verbalizer seeds, budget 60 trials", lines[0])
+
+
+# ---------------------------------------------------------------- includes and defaults
+
+
+def test_minimal_file_gets_defaults(tmp_path):
+    space = load_space(_write(tmp_path, "tiny.yaml", MINIMAL))
+    assert space.name == "tiny" and space.model == "smollm2-135m" and space.templates.blocks is None
+    assert space.budget == Budget(60, None) and space.few_shot.seeds == data.LMBFF_SEEDS
+
+
+def test_include_deep_merge_including_file_wins(tmp_path):
+    _write(tmp_path, "base.yaml", "budget: {trials: 10, timeout_seconds: 30}\ncalibration: [none, prior]\n"
+                                  "pruner: {type: wilcoxon, chunks: 8}\n")
+    child = _write(tmp_path, "child.yaml", "include: base.yaml\nbudget: {trials: 5}\ncalibration: [contextual]\n" + MINIMAL)
+    space = load_space(child)
+    assert space.budget == Budget(5, 30)  # mappings merge
+    assert space.calibration == ("contextual",)  # lists replace
+    assert space.pruner.type == "wilcoxon" and space.pruner.chunks == 8
+    assert space.raw["budget"] == {"trials": 5, "timeout_seconds": 30}
+
+
+def test_include_list_in_order_and_relative_to_the_including_file(tmp_path):
+    (tmp_path / "shared").mkdir()
+    _write(tmp_path, "shared/a.yaml", "include: b.yaml\nobjective: macro_f1\nensemble: {size: 2}\n")
+    _write(tmp_path, "shared/b.yaml", "ensemble: {size: 9}\nbudget: {trials: 7}\n")
+    _write(tmp_path, "shared/c.yaml", "ensemble: {size: 3}\n")
+    space = load_space(_write(tmp_path, "main.yaml", "include: [shared/a.yaml, shared/c.yaml]\n" + MINIMAL))
+    assert (space.objective, space.ensemble.size, space.budget.trials) == ("macro_f1", 3, 7)
+
+
+def test_include_cycle_names_the_chain(tmp_path):
+    _write(tmp_path, "a.yaml", "include: b.yaml\n" + MINIMAL)
+    _write(tmp_path, "b.yaml", "include: a.yaml\n")
+    message = _error(tmp_path / "a.yaml")
+    assert "include cycle" in message and re.search(r"a\.yaml -> .*b\.yaml -> .*a\.yaml", message)
+    _write(tmp_path, "self.yaml", "include: self.yaml\n")
+    assert "include cycle" in _error(tmp_path / "self.yaml")
+
+
+def test_included_file_missing_names_the_includer(tmp_path):
+    message = _error(_write(tmp_path, "a.yaml", "include: nowhere.yaml\n" + MINIMAL))
+    assert "a.yaml: include:" in message and "nowhere.yaml: no such file" in message
+
+
+def test_error_in_included_value_names_the_included_file(tmp_path):
+    _write(tmp_path, "base.yaml", "budget: {trials: 0}\n")
+    message = _error(_write(tmp_path, "child.yaml", "include: base.yaml\n" + MINIMAL))
+    assert message.startswith(str(tmp_path / "base.yaml")) and "budget.trials must be at least 1" in message
+
+
+def test_file_dataset_relative_to_yaml(tmp_path):
+    (tmp_path / "data").mkdir()
+    _write(tmp_path, "data/pairs.csv", "premise,hypothesis,gold\na,b,yes\nc,d,no\n")
+    (tmp_path / "spaces").mkdir()
+    path = _write(tmp_path, "spaces/nli.yaml", """\
+dataset: {path: ../data/pairs.csv, text_fields: [premise, hypothesis], label_field: gold, labels: ["yes", "no"]}
+templates:
+  seeds: ["{premise} Question: {hypothesis}? Answer: {mask}"]
+  blocks: {endings: ["Answer: {mask}"]}
+verbalizers:
+  seeds: [{"yes": ["Yes"], "no": ["No"]}]
+""")
+    space = load_space(path)
+    assert space.dataset.path == tmp_path / "data" / "pairs.csv" and space.dataset.path.is_absolute()
+    assert space.dataset.text_fields == ("premise", "hypothesis") and space.labels == ("yes", "no")
+    loaded = data.load_split(space.dataset.spec, "all", **space.dataset.load_kwargs())
+    assert loaded.labels == ["yes", "no"] and loaded.fields == ["premise", "hypothesis"] and len(loaded) == 2
+
+
+def test_file_dataset_without_labels_takes_sorted_verbalizer_labels(tmp_path):
+    _write(tmp_path, "d.jsonl", '{"text": "x", "label": "b"}\n')
+    space = load_space(_write(tmp_path, "s.yaml", MINIMAL.replace("dataset: mr", "dataset: d.jsonl")
+                              .replace("{negative: [bad], positive: [good]}", "{z: [bad], a: [good]}")))
+    assert space.dataset.labels is None and space.labels == ("a", "z")
+
+
+def test_with_overrides(tmp_path):
+    space = load_space(SPACES / "mr.yaml")
+    changed = space.with_overrides(model="some/folder", trials=3, timeout=12.5)
+    assert (changed.model, changed.budget.trials, changed.budget.timeout_seconds) == ("some/folder", 3, 12.5)
+    assert changed.model_kind is None and changed.overrides["model"] == "some/folder"
+    assert space.budget.trials == 60 and space.with_overrides() == space
+    with pytest.raises(UserError, match=r"mr\.yaml: .*budget\.trials must be at least 1"):
+        space.with_overrides(trials=0)
+
+
+# ---------------------------------------------------------------- errors name the file and the field
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("dataset: mr\ntemplate: {}\n", r"template: unknown key \(did you mean 'templates'\?"),
+    ("budget: {trails: 5}\n", r"budget\.trails: unknown key \(did you mean 'trials'\?"),
+    ("templates:\n  blocks: {endngs: []}\n", r"templates\.blocks\.endngs: unknown key \(did you mean 'endings'\?"),
+    ("generators: {label_word: {}}\n", r"generators\.label_word: unknown key \(did you mean 'label_words'\?"),
+])  # fmt: skip
+def test_unknown_key_names_the_path(tmp_path, text, expected):
+    message = _error(_write(tmp_path, "bad.yaml", text))
+    assert message.startswith(str(tmp_path / "bad.yaml") + ": ") and re.search(expected, message)
+
+
+def _bad(tmp_path: Path, old: str, new: str) -> str:
+    return _error(_write(tmp_path, "bad.yaml", MINIMAL.replace(old, new, 1) if old else MINIMAL + new))
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('seeds: ["{text} It was {mask}"]', 'seeds: ["{text} It was {mask}", "{text} It was good."]',
+     re.escape("templates.seeds[1]: template '{text} It was good.' has no label slot {mask}")),
+    ('seeds: ["{text} It was {mask}"]', 'seeds: ["{txt} It was {mask}"]', r"templates.seeds\[0\]: template .* unknown field \{txt\}"),
+    ('seeds: ["{text} It was {mask}"]', 'seeds: ["{text} It was {mask}."]', r"templates.seeds\[0\] continues after the slot .*causal"),
+    ('seeds: ["{text} It was {mask}"]', "seeds: [{text} It was {mask}]", r"line 3, column \d+: invalid YAML: .*put templates in quotes"),
+    ('seeds: ["{text} It was {mask}"]', "seeds:\n    - {text: 1}", r"templates.seeds\[0\] must be a quoted string, got \{'text': 1\} \(YAML reads"),
+    ("{negative: [bad], positive: [good]}", "{negative: [bad], positve: [good]}", r"verbalizers.seeds\[0\]: unknown label 'positve'"),
+    ("{negative: [bad], positive: [good]}", "{negative: [bad]}", r"verbalizers.seeds\[0\]: no words for label 'positive'"),
+    ("{negative: [bad], positive: [good]}", "{negative: [no], positive: [yes]}", r"verbalizers.seeds\[0\] has False, .*quotes"),
+    ("", "calibration: [none, contextul]\n", r"calibration\[1\] must be one of none, contextual, prior, got 'contextul' \(did you mean 'contextual'\?\)"),
+    ("", "budget: {trials: 0}\n", "budget.trials must be at least 1, got 0"),
+    ("", "budget: {trials: null}\n", "budget must set trials, timeout_seconds or both"),
+    ("", "budget: {timeout_seconds: -1}\n", "budget.timeout_seconds must be a number of seconds above 0"),
+    ("", "objective: f1\n", "objective must be one of accuracy, macro_f1"),
+    ("", "pruner: {type: hyperband}\n", "pruner.type must be one of median, wilcoxon, none"),
+    ("", "ensemble: {size: 0}\n", "ensemble.size must be at least 1"),
+    ("", "few_shot: {k: 0}\n", "few_shot.k must be at least 1"),
+    ("", "few_shot: {seeds: []}\n", "few_shot.seeds must list at least one seed"),
+    ("", "few_shot: {seeds: [1, x]}\n", r"few_shot.seeds\[1\] must be an integer, got 'x'"),
+    ("", "generators: {label_words: {scoring: [pmi]}}\n", r"generators.label_words.scoring\[0\] must be one of"),
+    ("", "generators: {label_words: {words_per_class: 0}}\n", "generators.label_words.words_per_class must be at least 1"),
+    ("seeds: [", "max_candidates: 0\n  seeds: [", "templates.max_candidates must be at least 1"),
+    ('seeds: ["{text} It was {mask}"]', "seeds: []", "templates must give seeds, blocks or both"),
+    ("seeds: [", "blocks: {endings: [It was]}\n  seeds: [", r"templates.blocks.endings\[0\]: template .* has no label slot"),
+    ("seeds: [", "blocks: {prefixes: ['{mask} '], endings: ['{mask}']}\n  seeds: [", r"templates.blocks.prefixes\[0\]: .* 2 label slots"),
+    ("seeds: [", "blocks: {endings: ['It was {mask}!']}\n  seeds: [", r"templates.blocks.endings\[0\] continues after the slot"),
+    ("dataset: mr", "dataset: imdb", r"dataset 'imdb' is not a registered dataset"),
+    ("dataset: mr", "dataset: {name: mr, labels: [a, b]}", "only for data files"),
+    ("dataset: mr", "dataset: missing.csv", r"dataset.path 'missing.csv': no such file"),
+    ("", "model: no-such-model\n", "model 'no-such-model' is neither a registered model"),
+    ("", "name: ''\n", "name must be a non-empty string"),
+])  # fmt: skip
+def test_errors_name_file_and_field(tmp_path, old, new, expected):
+    message = _bad(tmp_path, old, new)
+    assert message.startswith(str(tmp_path / "bad.yaml") + ": "), message
+    assert re.search(expected, message), message
+
+
+def test_yaml_syntax_error_has_line_number(tmp_path):
+    message = _error(_write(tmp_path, "bad.yaml", "dataset: mr\ntemplates:\n  seeds: [\"{text} {mask}\"\nverbalizers: x\n"))
+    assert re.match(re.escape(str(tmp_path / "bad.yaml")) + r": line \d+, column \d+: invalid YAML", message)
+    message = _error(_write(tmp_path, "tabs.yaml", "dataset: mr\n\tbudget: 3\n"))
+    assert "line 2" in message
+
+
+@pytest.mark.parametrize("text, expected", [("", "the file is empty"), ("- a\n- b\n", "expected a mapping")])
+def test_file_not_a_mapping(tmp_path, text, expected):
+    assert expected in _error(_write(tmp_path, "bad.yaml", text))
+
+
+def test_duplicate_key_is_an_error(tmp_path):
+    message = _error(_write(tmp_path, "bad.yaml", MINIMAL + "templates: {max_candidates: 3}\n"))
+    assert message == f"{tmp_path / 'bad.yaml'}: line 6: duplicate key 'templates' (first at line 2)"
+
+
+def test_file_not_found(tmp_path):
+    assert _error(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: no such file"
+
+
+def test_dataclasses_validate_on_direct_construction():
+    with pytest.raises(UserError, match="budget.trials must be at least 1"):
+        Budget(trials=0)
+    space = load_space(SPACES / "mr.yaml")
+    with pytest.raises(UserError, match="objective must be one of"):
+        SearchSpace(**{**{f: getattr(space, f) for f in ("name", "dataset", "templates", "verbalizers")}, "objective": "f1"})
