@@ -14,7 +14,6 @@ length to cut padding.
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -249,8 +248,11 @@ def detect_kind(config) -> ModelKind:
 def load_backend(model: str | Path, *, kind: str | None = None, device: str = "auto", batch_size: int = 32,
                  max_length: int | None = None) -> Backend:
     """Load a registered model name or a local Hugging Face folder, frozen, as a backend."""
+    from transformers.utils import logging as transformers_logging
+
     from autoprompt_search.assets import resolve_model
 
+    transformers_logging.disable_progress_bar()
     path = resolve_model(str(model))
     try:
         config = AutoConfig.from_pretrained(path)

@@ -286,3 +286,44 @@ def build_tiny_seq2seq(folder: Path, seed: int = 0) -> Path:
         initializer_factor=1.0,
     )
     return _save(_seeded(lambda: T5ForConditionalGeneration(config), seed), tokenizer, folder)
+
+
+def write_tiny_dataset(path: Path, copies: int = 1) -> Path:
+    """A CSV (label,text) of TINY_CORPUS: even lines positive, odd lines negative."""
+    import csv
+
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["label", "text"])
+        for copy in range(copies):
+            suffix = "" if copy == 0 else f" ({copy})"
+            for index, sentence in enumerate(TINY_CORPUS):
+                writer.writerow(["positive" if index % 2 == 0 else "negative", sentence + suffix])
+    return path
+
+
+def write_tiny_space(folder: Path, model_folder: Path, *, trials: int = 6, k: int = 4, extra: str = "") -> Path:
+    """A runnable search space over :func:`write_tiny_dataset` and a tiny model folder."""
+    folder = Path(folder)
+    write_tiny_dataset(folder / "tiny.csv", copies=2)
+    space = folder / "tiny.yaml"
+    space.write_text(f"""\
+name: tiny
+dataset: {{path: tiny.csv, text_fields: [text], label_field: label, labels: [negative, positive], test_fraction: 0.3}}
+model: {model_folder}
+few_shot: {{k: {k}, seeds: [13, 21]}}
+templates:
+  seeds: ["{{text}} It was {{mask}}", "{{text}} All in all, the movie was {{mask}}"]
+  blocks: {{prefixes: ["", "Review: "], connectors: [" "], endings: ["It was {{mask}}", "Overall it was {{mask}}"]}}
+  max_candidates: 6
+verbalizers:
+  seeds: [{{negative: [bad], positive: [good]}}, {{negative: [terrible], positive: [great]}}]
+generators:
+  label_words: {{enabled: true, words_per_class: 3, templates: 2}}
+calibration: [none, prior]
+budget: {{trials: {trials}}}
+pruner: {{type: median, chunks: 2}}
+ensemble: {{size: 3}}
+{extra}""")
+    return space

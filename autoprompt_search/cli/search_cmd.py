@@ -1,0 +1,278 @@
+"""``autoprompt-search search``: the main job. Wires data -> candidates -> scorer -> search ->
+ensemble -> export for one search space and one few-shot seed, into one run folder."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autoprompt_search.cli.options import add_model_options, model_options, slot_cache
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("search", help="search prompts for a dataset and a frozen model",
+                                   description="Run a prompt search described by a search-space YAML file.")
+    parser.add_argument("space", help="search space YAML, e.g. search_spaces/mr.yaml")
+    add_model_options(parser, default=None)
+    parser.add_argument("--trials", type=int, help="search trials after the manual baselines (overrides budget.trials)")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument("--seed", type=int, help="few-shot sampling and sampler seed (default: the space's first seed)")
+    parser.add_argument("--out", help="run folder (default: results/runs/<space>-<model>-seed<seed>)")
+    parser.add_argument("--storage", help="Optuna storage: an RDB URL (sqlite:///…, postgresql://…) or journal:PATH "
+                                          "for several local processes (default: sqlite in the run folder)")
+    parser.add_argument("--resume", action="store_true", help="continue the study in the run folder")
+    parser.add_argument("--test-limit", type=int, help="score only a seeded sample of this many test examples")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoprompt_search.errors import UserError
+    from autoprompt_search.spaces import load_space
+
+    if args.trials is not None and args.trials < 0:
+        raise UserError("--trials must be 0 or more")
+    space = load_space(args.space).with_overrides(model=args.model, trials=args.trials, timeout=args.timeout)
+    seed = args.seed if args.seed is not None else space.few_shot.seeds[0]
+    out = Path(args.out) if args.out else Path("results/runs") / f"{space.name}-{_slug(space.model)}-seed{seed}"
+    job = SearchJob(space, seed, out, args)
+    return job.run()
+
+
+class SearchJob:
+    """One search run; each method is one stage, and the run folder records all of them."""
+
+    def __init__(self, space, seed: int, out: Path, args: argparse.Namespace) -> None:
+        self.space, self.seed, self.out, self.args = space, seed, out, args
+        self.timings: dict[str, float] = {}
+        self.began = time.perf_counter()
+
+    def log(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def run(self) -> int:
+        from autoprompt_search import data
+        from autoprompt_search.backends import load_backend
+        from autoprompt_search.errors import UserError
+        from autoprompt_search.fileio import atomic_write_json
+        from autoprompt_search.scoring import PromptScorer
+        from autoprompt_search.search import Pools, PromptSearch, build_pools, enqueue_manual, finished_trials, open_study, Progress
+
+        space, args = self.space, self.args
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported by us, without a traceback
+        if self.out.exists() and any(self.out.iterdir()) and not args.resume:
+            raise UserError(f"run folder {self.out} is not empty: pass --resume to continue it, or --out for a new run")
+        self.out.mkdir(parents=True, exist_ok=True)
+        dataset = space.dataset
+        pool = data.load_split(dataset.spec, "train_pool", **dataset.load_kwargs())
+        test = data.load_split(dataset.spec, "test", **dataset.load_kwargs())
+        if args.test_limit:
+            test = data.sample(test, args.test_limit, self.seed)
+        self.train, self.dev = data.few_shot(pool, space.few_shot.k, self.seed)
+        self.test = test
+        self.backend = load_backend(space.model, **model_options(args))
+        self.scorer = PromptScorer(self.backend, slot_cache(args))
+        self.timings["setup_seconds"] = time.perf_counter() - self.began
+        self.write_manifest("running")
+
+        pools_path = self.out / "pools.json"
+        if args.resume and pools_path.exists():
+            pools = Pools.from_dict(json.loads(pools_path.read_text()))
+        else:
+            began = time.perf_counter()
+            pools = build_pools(space, self.scorer, self.train, log=self.log)
+            self.timings["candidates_seconds"] = time.perf_counter() - began
+            atomic_write_json(pools_path, pools.to_dict())
+        self.pools = pools
+        storage = _storage(args.storage, self.out)
+        study = open_study(storage, seed=self.seed, pruner=space.pruner.type, resume=args.resume)
+        if not args.resume:
+            enqueue_manual(study, pools)
+        planned = len(pools.manual) + (space.budget.trials if space.budget.trials is not None else 10**9)
+        remaining = max(0, planned - finished_trials(study))
+        self.log(f"search: {len(pools.templates)} templates, {[len(w) for w in pools.words]} word options per label, "
+                 f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines; {remaining} trials to run")
+        search = PromptSearch(self.scorer, self.train, self.dev, pools, objective=space.objective,
+                              pruner=space.pruner.type, chunks=space.pruner.chunks)
+        progress = Progress(self.scorer, remaining if space.budget.trials is not None else None, self.log)
+        began, forward_before = time.perf_counter(), self.backend.forward_seconds
+        try:
+            search.run(study, remaining if space.budget.trials is not None else None, space.budget.timeout_seconds, [progress])
+        except KeyboardInterrupt:
+            progress.close()
+            self.write_manifest("interrupted")
+            self.log(f"interrupted: {finished_trials(study)} finished trials are saved in {self.out}; continue with --resume")
+            raise
+        progress.close()
+        self.timings["search_seconds"] = time.perf_counter() - began
+        self.timings["search_forward_seconds"] = self.backend.forward_seconds - forward_before
+        self.finish(study, search)
+        return 0
+
+    def finish(self, study, search) -> None:
+        """Rank, ensemble, score on test, and write every output file."""
+        from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_distinct
+        from autoprompt_search.search import leaderboard
+        from autoprompt_search.scoring import evaluate_scores
+
+        board = leaderboard(study)
+        if not board:
+            from autoprompt_search.errors import UserError
+
+            raise UserError("the search finished no trial: raise --trials or --timeout")
+        began, forward_before = time.perf_counter(), self.backend.forward_seconds
+        best = board[0]
+        manual = [result for result in board if result.manual]
+        members = select_distinct(board, self.space.ensemble.size, key=lambda r: r.template)
+        dev_gold = [self.dev.labels.index(e.label) for e in self.dev.examples]
+        test_gold = [self.test.labels.index(e.label) for e in self.test.examples]
+        dev_scores = {id(r): self.score_result(r, self.dev, dev_gold) for r in {id(r): r for r in [best, *manual[:1], *members]}.values()}
+        fit = fit_weights([dev_scores[id(m)].probabilities for m in members], dev_gold, seed=self.seed)
+        test_scores = {key: self.score_result(r, self.test, test_gold) for key, r in
+                       {id(r): r for r in [best, *manual[:1], *members]}.items()}
+        import torch
+
+        ensemble_dev = evaluate_scores(torch.log(torch.from_numpy(combine_probabilities([dev_scores[id(m)].probabilities for m in members], fit.weights))), dev_gold)
+        ensemble_test = evaluate_scores(torch.log(torch.from_numpy(combine_probabilities([test_scores[id(m)].probabilities for m in members], fit.weights))), test_gold)
+        self.timings["test_seconds"] = time.perf_counter() - began
+        self.timings["test_forward_seconds"] = self.backend.forward_seconds - forward_before
+        self.timings["total_seconds"] = time.perf_counter() - self.began
+        self.timings["forward_seconds"] = self.backend.forward_seconds
+        summary = {
+            "best": {"trial": best.number, "dev": dev_scores[id(best)].summary(), "test": test_scores[id(best)].summary()},
+            "best_manual": ({"trial": manual[0].number, "dev": dev_scores[id(manual[0])].summary(), "test": test_scores[id(manual[0])].summary(),
+                             "template": manual[0].template, "verbalizer": manual[0].verbalizer, "calibration": manual[0].calibration.method}
+                            if manual else None),
+            "ensemble": {"members": [m.number for m in members], "weights": list(fit.weights), "dev": ensemble_dev.summary(), "test": ensemble_test.summary()},
+        }
+        self.write_outputs(study, board, best, members, fit, dev_scores, test_scores, summary)
+        self.print_leaderboard(board, summary)
+
+    def score_result(self, result, dataset, gold):
+        template = self._template(result.template)
+        from autoprompt_search.verbalizers import Verbalizer
+
+        prepared = self.scorer.prepare(template, [e.fields for e in dataset.examples])
+        return self.scorer.score(prepared, Verbalizer.parse(result.verbalizer, dataset.labels), gold, calibration=result.calibration)
+
+    def _template(self, source: str):
+        from autoprompt_search.templates import Template
+
+        return Template.parse(source, fields=self.dev.fields)
+
+    def spec(self, result):
+        from autoprompt_search.prompt import PromptSpec
+
+        return PromptSpec(result.template, result.verbalizer, tuple(self.dev.labels), tuple(self.dev.fields), result.calibration)
+
+    def model_info(self):
+        from autoprompt_search.prompt import ModelInfo
+
+        return ModelInfo(self.space.model, self.backend.kind, self.backend.weights_hash, str(self.backend.path), self.backend.max_length)
+
+    def dataset_info(self) -> dict[str, Any]:
+        return {"name": self.space.dataset.name, "k": self.space.few_shot.k, "seed": self.seed,
+                "splits": {name: {"n": len(split), "content_hash": split.content_hash()}
+                           for name, split in (("train", self.train), ("dev", self.dev), ("test", self.test))},
+                "test_limit": self.args.test_limit}
+
+    def write_outputs(self, study, board, best, members, fit, dev_scores, test_scores, summary) -> None:
+        from autoprompt_search.export import write_ensemble, write_prompt
+        from autoprompt_search.fileio import atomic_write_json, atomic_write_text
+        from autoprompt_search.provenance import stamp
+
+        provenance = stamp()
+        batch_size = self.backend.batch_size
+        tokenizer = self.backend.tokenizer
+
+        def word_ids(result):
+            ids = self.scorer.word_ids(self._template(result.template), self.spec(result).parsed()[1])
+            return {label: [list(w) for w in words] for label, words in zip(self.dev.labels, ids)}
+
+        write_prompt(self.out / "best.json", self.spec(best), self.model_info(),
+                     scores={"dev": dev_scores[id(best)].summary(), "test": test_scores[id(best)].summary()},
+                     dataset=self.dataset_info(), provenance=provenance, word_token_ids=word_ids(best),
+                     batch_size=batch_size, chunk_size=self.scorer.chunk_size, tokenizer=tokenizer)
+        write_ensemble(self.out / "ensemble.json",
+                       [(self.spec(m), w, {"dev": dev_scores[id(m)].summary(), "test": test_scores[id(m)].summary()}) for m, w in zip(members, fit.weights)],
+                       self.model_info(), scores={"dev": summary["ensemble"]["dev"], "test": summary["ensemble"]["test"]},
+                       dataset=self.dataset_info(), provenance=provenance, weights_fit=fit.to_dict(), batch_size=batch_size,
+                       chunk_size=self.scorer.chunk_size, word_token_ids=[word_ids(m) for m in members], tokenizer=tokenizer)
+        atomic_write_text(self.out / "trials.csv", _trials_csv(study))
+        atomic_write_json(self.out / "results.json", {**summary, "dataset": self.dataset_info(), "timings": self.timings,
+                                                      "objective": self.space.objective, "provenance": provenance})
+        self.write_manifest("complete", study=study)
+
+    def write_manifest(self, status: str, study=None) -> None:
+        from autoprompt_search.fileio import atomic_write_json
+        from autoprompt_search.provenance import stamp
+
+        manifest = {
+            "status": status, "seed": self.seed, "space": self.space.to_dict(),
+            "dataset": self.dataset_info() if hasattr(self, "train") else None,
+            "model": self.model_info().__dict__ if hasattr(self, "backend") else None,
+            "storage": self.args.storage or "sqlite (study.db in this folder)",
+            "cache": ({"hits": self.scorer.cache.hits, "misses": self.scorer.cache.misses,
+                       "forward_passes": self.backend.forward_passes, "sequences": self.backend.sequences_processed}
+                      if hasattr(self, "scorer") else None),
+            "pools": (self.pools.origins | {"sizes": {"templates": len(self.pools.templates), "words": [len(w) for w in self.pools.words]}}
+                      if hasattr(self, "pools") else None),
+            "trials": ({"finished": len(study.trials)} if study is not None else None),
+            "timings": self.timings, "provenance": stamp(),
+        }
+        atomic_write_json(self.out / "manifest.json", manifest)
+
+    def print_leaderboard(self, board, summary, rows: int = 10) -> None:
+        print(f"\nLeaderboard ({self.space.name}, {self.space.model}, seed {self.seed}; dev n={len(self.dev)}, test n={len(self.test)})")
+        print(f"{'#':>3} {'trial':>5} {'dev':>6} {'margin':>7} {'cal':<10} {'verbalizer':<34} template")
+        for rank, result in enumerate(board[:rows], 1):
+            verbalizer = ", ".join("/".join(words) for words in result.verbalizer.values())
+            template = result.template.replace("\n", "\\n")
+            print(f"{rank:>3} {result.number:>5} {result.objective:>6.3f} {result.mean_margin:>7.3f} {result.calibration.method:<10} "
+                  f"{verbalizer[:34]:<34} {template[:70]}{' (manual)' if result.manual else ''}")
+        print()
+        for name in ("best_manual", "best", "ensemble"):
+            entry = summary[name]
+            if entry:
+                print(f"{name:<12} dev accuracy {entry['dev']['accuracy']:.4f}   test accuracy {entry['test']['accuracy']:.4f}   "
+                      f"test macro-F1 {entry['test']['macro_f1']:.4f}")
+        print(f"\nwrote {self.out}/best.json, ensemble.json, results.json, trials.csv, manifest.json "
+              f"({self.timings['total_seconds']:.0f} s, of which forward passes {self.timings['forward_seconds']:.0f} s)")
+
+
+def _storage(url: str | None, out: Path):
+    if not url:
+        return f"sqlite:///{(out / 'study.db').resolve()}"
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    return url
+
+
+def _trials_csv(study) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["number", "state", "value", "accuracy", "macro_f1", "mean_margin", "calibration", "manual",
+                     "template", "verbalizer", "seconds"])
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else ""
+        writer.writerow([trial.number, trial.state.name, "" if trial.value is None else trial.value, attrs.get("accuracy", ""),
+                         attrs.get("macro_f1", ""), attrs.get("mean_margin", ""), trial.params.get("calibration", ""),
+                         bool(attrs.get("manual", False)), attrs.get("template_text", ""),
+                         json.dumps(attrs.get("verbalizer", "")), seconds])
+    return buffer.getvalue()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(text).name if "/" in text else text).strip("-")

@@ -1,0 +1,344 @@
+"""The Optuna study over frozen candidate pools.
+
+Every candidate is generated before the first trial (templates, label-word options per class,
+calibrations) and frozen into :class:`Pools`; a trial picks indices into them. The space's
+manual prompts (seed templates x seed verbalizers x calibrations) are enqueued as the first
+trials, so the best manual prompt is measured the same way as everything the search finds.
+
+A trial scores its prompt on dev chunk by chunk and reports after each chunk, so a pruner can
+stop a poor new template before its whole dev pass; templates already seen cost no forward pass.
+Many prompts tie on a small dev set: the ranking breaks ties by the mean log-likelihood margin,
+never by trial order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import optuna
+from optuna.samplers import RandomSampler, TPESampler
+from optuna.samplers._lazy_random_state import LazyRandomState
+from optuna.trial import FrozenTrial, TrialState
+
+from autoprompt_search.data import Dataset
+from autoprompt_search.errors import UserError
+from autoprompt_search.scoring import Calibration, PreparedPrompts, PromptScorer, evaluate_scores
+from autoprompt_search.templates import Template
+from autoprompt_search.verbalizers import Verbalizer
+
+STUDY_NAME = "autoprompt_search"
+POOLS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Pools:
+    """The frozen choices of a study. ``words[c]`` lists the word options (each a list of
+    words) for the c-th label; ``manual`` lists the enqueued baseline parameter sets."""
+
+    labels: tuple[str, ...]
+    templates: tuple[str, ...]
+    words: tuple[tuple[tuple[str, ...], ...], ...]
+    calibrations: tuple[str, ...]
+    manual: tuple[dict[str, Any], ...] = ()
+    origins: dict[str, Any] = field(default_factory=dict)  # where each option came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": POOLS_FORMAT, "labels": list(self.labels), "templates": list(self.templates),
+                "words": [[list(option) for option in options] for options in self.words],
+                "calibrations": list(self.calibrations), "manual": list(self.manual), "origins": self.origins}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Pools":
+        return cls(tuple(data["labels"]), tuple(data["templates"]),
+                   tuple(tuple(tuple(option) for option in options) for options in data["words"]),
+                   tuple(data["calibrations"]), tuple(data.get("manual", ())), data.get("origins", {}))
+
+    def verbalizer(self, params: dict[str, Any]) -> Verbalizer:
+        return Verbalizer.parse({label: list(self.words[c][params[word_param(c)]]) for c, label in enumerate(self.labels)}, self.labels)
+
+    def params_for(self, template: str, verbalizer: Verbalizer, calibration: str) -> dict[str, Any]:
+        """The parameter set that selects exactly these choices (they must be in the pools)."""
+        params: dict[str, Any] = {"template": self.templates.index(template)}
+        for c, words in enumerate(verbalizer.words):
+            params[word_param(c)] = self.words[c].index(tuple(words))
+        params["calibration"] = calibration
+        return params
+
+
+def word_param(label_index: int) -> str:
+    return f"words_{label_index}"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """A finished trial as the leaderboard sees it."""
+
+    number: int
+    objective: float
+    accuracy: float
+    macro_f1: float
+    mean_margin: float
+    template: str
+    verbalizer: dict[str, list[str]]
+    calibration: Calibration
+    manual: bool
+
+    @property
+    def rank_key(self) -> tuple[float, float]:
+        return (self.objective, self.mean_margin)
+
+
+class TrialSeededTPESampler(TPESampler):
+    """TPE whose randomness depends only on the seed and the trial number.
+
+    Optuna does not restore a sampler's random state when a study resumes; re-seeding per trial
+    makes a resumed study draw what an uninterrupted one would have drawn from the same history.
+    """
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial_seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
+        self._rng = LazyRandomState(trial_seed)
+        self._random_sampler = RandomSampler(seed=trial_seed)
+        super().before_trial(study, trial)
+
+
+def make_pruner(kind: str) -> optuna.pruners.BasePruner:
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if kind == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=8)
+    return optuna.pruners.NopPruner()
+
+
+class PromptSearch:
+    """Scores trials of one study: one frozen model, one few-shot split, frozen pools."""
+
+    def __init__(self, scorer: PromptScorer, train: Dataset, dev: Dataset, pools: Pools, *,
+                 objective: str = "accuracy", pruner: str = "median", chunks: int = 4) -> None:
+        self.scorer = scorer
+        self.pools = pools
+        self.objective = objective
+        self.pruner = pruner
+        self.train_texts = [example.fields for example in train.examples]
+        ordered = _interleave_classes(dev)
+        self.dev = dev.subset(ordered)
+        self.dev_gold = np.array([dev.labels.index(example.label) for example in self.dev.examples])
+        n_chunks = max(1, min(chunks if pruner != "none" else 1, len(self.dev)))
+        self.dev_bounds = np.linspace(0, len(self.dev), n_chunks + 1).round().astype(int)
+        self._templates = [Template.parse(source, fields=dev.fields) for source in pools.templates]
+        self._dev_pieces: dict[int, list[PreparedPrompts]] = {}
+        self._train_prepared: dict[int, PreparedPrompts] = {}
+
+    # -- preparing (rendering is cached per template; slot distributions by the scorer) ----------
+    def dev_pieces(self, template_index: int) -> list[PreparedPrompts]:
+        if template_index not in self._dev_pieces:
+            template = self._templates[template_index]
+            texts = [example.fields for example in self.dev.examples]
+            self._dev_pieces[template_index] = [self.scorer.prepare(template, texts[start:end])
+                                                for start, end in zip(self.dev_bounds[:-1], self.dev_bounds[1:])]
+        return self._dev_pieces[template_index]
+
+    def train_prepared(self, template_index: int) -> PreparedPrompts:
+        if template_index not in self._train_prepared:
+            self._train_prepared[template_index] = self.scorer.prepare(self._templates[template_index], self.train_texts)
+        return self._train_prepared[template_index]
+
+    def calibration(self, method: str, template_index: int, verbalizer: Verbalizer) -> Calibration:
+        """Fitted without dev labels: content-free inputs, or the mean over train texts."""
+        word_ids = self.scorer.word_ids(self._templates[template_index], verbalizer)
+        if method == "prior":
+            return self.scorer.fit_calibration("prior", self.train_prepared(template_index), word_ids)
+        return self.scorer.fit_calibration(method, self.dev_pieces(template_index)[0], word_ids)
+
+    # -- one trial ---------------------------------------------------------------------------
+    def objective_function(self, trial: optuna.Trial) -> float:
+        params = {"template": trial.suggest_categorical("template", list(range(len(self.pools.templates))))}
+        for c in range(len(self.pools.labels)):
+            params[word_param(c)] = trial.suggest_categorical(word_param(c), list(range(len(self.pools.words[c]))))
+        params["calibration"] = trial.suggest_categorical("calibration", list(self.pools.calibrations))
+        template_index = params["template"]
+        template = self._templates[template_index]
+        verbalizer = self.pools.verbalizer(params)
+        calibration = self.calibration(params["calibration"], template_index, verbalizer)
+        word_ids = self.scorer.word_ids(template, verbalizer)
+        scores = []
+        for step, piece in enumerate(self.dev_pieces(template_index)):
+            scores.append(calibration.apply(self.scorer.class_scores(piece.prompts, word_ids)))
+            self._report(trial, step, np.concatenate([s.numpy() for s in scores]))
+            if step < len(self.dev_bounds) - 2 and not trial.user_attrs.get("manual") and trial.should_prune():
+                raise optuna.TrialPruned()
+        import torch
+
+        result = evaluate_scores(torch.cat(scores), self.dev_gold, calibration)
+        trial.set_user_attr("accuracy", result.accuracy)
+        trial.set_user_attr("macro_f1", result.macro_f1)
+        trial.set_user_attr("mean_margin", result.mean_margin)
+        trial.set_user_attr("template_text", template.source)
+        trial.set_user_attr("verbalizer", verbalizer.to_dict())
+        trial.set_user_attr("calibration_bias", list(calibration.bias))
+        return result.accuracy if self.objective == "accuracy" else result.macro_f1
+
+    def _report(self, trial: optuna.Trial, step: int, scores_so_far: np.ndarray) -> None:
+        gold = self.dev_gold[: len(scores_so_far)]
+        if self.pruner == "wilcoxon":
+            # Per-example margins, one step per dev example, as WilcoxonPruner expects.
+            others = scores_so_far.copy()
+            others[np.arange(len(gold)), gold] = -np.inf
+            margins = scores_so_far[np.arange(len(gold)), gold] - others.max(axis=1)
+            start = self.dev_bounds[step]
+            for index in range(start, len(gold)):
+                trial.report(float(margins[index]), int(index))
+        else:
+            trial.report(float((scores_so_far.argmax(axis=1) == gold).mean()), step)
+
+    # -- the study ---------------------------------------------------------------------------
+    def run(self, study: optuna.Study, n_trials: int | None, timeout: float | None,
+            callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
+        study.optimize(self.objective_function, n_trials=n_trials, timeout=timeout, callbacks=list(callbacks),
+                       catch=())
+
+
+def open_study(storage: str | optuna.storages.BaseStorage, *, seed: int, pruner: str, resume: bool) -> optuna.Study:
+    """Create a study, or load it for ``--resume``; a study left by another run is never reused silently."""
+    sampler = TrialSeededTPESampler(seed, multivariate=True, n_startup_trials=10)
+    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    if STUDY_NAME in names and not resume:
+        raise UserError("the run folder already holds a study: pass --resume to continue it, or --out for a new run")
+    if STUDY_NAME not in names and resume:
+        raise UserError("--resume: there is no study to resume in this run folder / storage")
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", sampler=sampler,
+                                pruner=make_pruner(pruner), load_if_exists=resume)
+    if resume:
+        _requeue_interrupted(study)
+    return study
+
+
+def _requeue_interrupted(study: optuna.Study) -> None:
+    """Trials left RUNNING by a killed process are marked failed and enqueued again."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        if trial.state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}), user_attrs=dict(trial.user_attrs))
+
+
+def enqueue_manual(study: optuna.Study, pools: Pools) -> None:
+    for params in pools.manual:
+        study.enqueue_trial(params, user_attrs={"manual": True})
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def leaderboard(study: optuna.Study) -> list[TrialResult]:
+    """Completed trials, best first: objective, then mean margin (identical prompts stay together)."""
+    results = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        results.append(TrialResult(
+            number=trial.number, objective=float(trial.value), accuracy=attrs["accuracy"], macro_f1=attrs["macro_f1"],
+            mean_margin=attrs["mean_margin"], template=attrs["template_text"], verbalizer=attrs["verbalizer"],
+            calibration=Calibration(trial.params["calibration"], tuple(attrs["calibration_bias"])),
+            manual=bool(attrs.get("manual", False)),
+        ))
+    results.sort(key=lambda r: (-r.objective, -r.mean_margin, r.template, json.dumps(r.verbalizer), r.calibration.method))
+    return results
+
+
+def _interleave_classes(dataset: Dataset) -> list[int]:
+    """Indices in round-robin class order, so every dev chunk is close to balanced."""
+    by_class = [[i for i, e in enumerate(dataset.examples) if e.label == label] for label in dataset.labels]
+    order: list[int] = []
+    for position in range(max((len(members) for members in by_class), default=0)):
+        order.extend(members[position] for members in by_class if position < len(members))
+    return order
+
+
+class Progress:
+    """A progress line per trial: trials done, best dev score, cache hit rate."""
+
+    def __init__(self, scorer: PromptScorer, total: int | None, log: Callable[[str], None]) -> None:
+        from tqdm import tqdm
+
+        self.scorer = scorer
+        self.bar = tqdm(total=total, desc="trials", unit="trial", dynamic_ncols=True, leave=True)
+        self.began = time.perf_counter()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        best = max((t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))), default=float("nan"))
+        self.bar.set_postfix(best=f"{best:.3f}", cache_hits=f"{self.scorer.cache.hit_rate:.0%}",
+                             forward_s=f"{self.scorer.backend.forward_seconds:.0f}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def build_pools(space, scorer: PromptScorer, train: Dataset, log: Callable[[str], None] = print) -> Pools:
+    """Generate and freeze every candidate: the template pool, label-word options per class
+    (seed verbalizers' words, then words read from the model's distribution), calibrations."""
+    from autoprompt_search.candidates.label_words import generate_label_words
+    from autoprompt_search.candidates.template_pool import build_template_pool
+
+    labels = tuple(train.labels)
+    templates = build_template_pool(space, model_kind=scorer.backend.kind)
+    seeds = [Verbalizer.parse(verbalizer.to_dict(), labels) for verbalizer in space.verbalizers.seeds]
+    for template in templates[: len(space.templates.seeds)]:
+        for verbalizer in seeds:
+            scorer.word_ids(template, verbalizer)  # a seed word the tokenizer cannot spell fails here, early
+    options: list[list[tuple[str, ...]]] = [[] for _ in labels]
+    for verbalizer in seeds:
+        for c, words in enumerate(verbalizer.words):
+            if tuple(words) not in options[c]:
+                options[c].append(tuple(words))
+    origins: dict[str, Any] = {"templates": {"seeds": len(space.templates.seeds), "combinations": len(templates) - len(space.templates.seeds)}}
+    generator = space.generators.label_words
+    if generator.enabled:
+        train_texts = [example.fields for example in train.examples]
+        train_gold = [labels.index(example.label) for example in train.examples]
+        chosen = _generation_templates(scorer, templates[: len(space.templates.seeds)], seeds, train_texts, train_gold, generator.templates)
+        shortlist = {("mean_log_prob",): generator.words_per_class, ("likelihood_ratio",): 10_000}.get(tuple(generator.scoring), 100)
+        seed_words = {word for group in (w for opts in options for w in opts) for word in group}
+        began = time.perf_counter()
+        generated = generate_label_words(scorer, chosen, train_texts, train_gold, labels, words_per_class=generator.words_per_class,
+                                         shortlist=shortlist, exclude=seed_words)
+        for c, label in enumerate(labels):
+            words = [candidate.word for candidate in generated.get(label, [])]
+            options[c].extend((word,) for word in words if (word,) not in options[c])
+            if len(words) >= 3:
+                options[c].append(tuple(words[:3]))
+        origins["label_words"] = {
+            "templates": [t.source for t in chosen], "seconds": time.perf_counter() - began, "shortlist": shortlist,
+            "words": {label: [{"word": w.word, "token_id": w.token_id, "mean_log_prob": w.mean_log_prob,
+                               "log_likelihood_ratio": w.log_likelihood_ratio} for w in generated.get(label, [])] for label in labels},
+        }
+        log("label words: " + "; ".join(f"{label}: {', '.join(w.word for w in generated.get(label, [])[:8])}" for label in labels))
+    for c, label in enumerate(labels):
+        if not options[c]:
+            raise UserError(f"{space.source}: the word pool of label {label!r} is empty after filtering")
+    pools = Pools(labels, tuple(t.source for t in templates), tuple(tuple(o) for o in options), tuple(space.calibration), origins=origins)
+    manual = tuple(pools.params_for(template.source, verbalizer, calibration)
+                   for template in templates[: len(space.templates.seeds)] for verbalizer in seeds for calibration in space.calibration)
+    return Pools(pools.labels, pools.templates, pools.words, pools.calibrations, manual, origins)
+
+
+def _generation_templates(scorer: PromptScorer, templates: Sequence[Template], verbalizers: Sequence[Verbalizer],
+                          texts: list, gold: list[int], count: int) -> list[Template]:
+    """The seed templates whose best seed verbalizer does best on train (prior-calibrated)."""
+    ranked = []
+    for template in templates:
+        prepared = scorer.prepare(template, texts)
+        best = max((scorer.score(prepared, v, gold, calibration="prior") for v in verbalizers), key=lambda s: (s.accuracy, s.mean_margin))
+        ranked.append((best.accuracy, best.mean_margin, template))
+    ranked.sort(key=lambda item: (-item[0], -item[1]))
+    leading = [template for _, _, template in ranked[:count]]
+    follows_space = leading[0].slot_follows_space()
+    return [t for t in leading if t.slot_follows_space() == follows_space]

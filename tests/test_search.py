@@ -1,0 +1,165 @@
+"""The search job end to end on a tiny model: outputs, reproducibility, resume, interruption."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from autoprompt_search import data, load
+from autoprompt_search.cli.main import main
+from autoprompt_search.scoring import Calibration
+from autoprompt_search.search import STUDY_NAME, TrialSeededTPESampler, leaderboard
+from autoprompt_search.testing import write_tiny_space
+
+
+@pytest.fixture
+def space(tmp_path, tiny_causal_lm, isolated_cache) -> Path:
+    return write_tiny_space(tmp_path, tiny_causal_lm)
+
+
+def _run(space: Path, out: Path, *extra: str) -> int:
+    return main(["search", str(space), "--out", str(out), "--batch-size", "8", *extra])
+
+
+def test_search_writes_every_output_with_provenance(space, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert _run(space, out) == 0
+    for name in ("best.json", "ensemble.json", "trials.csv", "manifest.json", "results.json", "pools.json", "study.db"):
+        assert (out / name).exists(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["seed"] == 13
+    assert set(manifest["dataset"]["splits"]) == {"train", "dev", "test"}
+    assert all(len(split["content_hash"]) == 64 for split in manifest["dataset"]["splits"].values())
+    assert len(manifest["model"]["weights_sha256"]) == 64
+    assert {"torch", "transformers", "optuna"} <= set(manifest["provenance"]["versions"])
+    assert manifest["provenance"]["command"]
+    with open(out / "trials.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    pools = json.loads((out / "pools.json").read_text())
+    assert len(rows) == len(pools["manual"]) + 6
+    assert sum(row["manual"] == "True" for row in rows) == len(pools["manual"])
+    assert "Leaderboard" in capsys.readouterr().out
+
+
+def test_loaded_prompt_reproduces_the_reported_test_scores(space, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert _run(space, out) == 0
+    results = json.loads((out / "results.json").read_text())
+    test = data.load_split(str(tmp_path / "tiny.csv"), "test", labels=["negative", "positive"], test_fraction=0.3)
+    texts = [example.text for example in test.examples]
+    gold = [example.label for example in test.examples]
+    best = load(out / "best.json")
+    assert best.score(texts, gold) == results["best"]["test"]["accuracy"]
+    ensemble = load(out / "ensemble.json")
+    assert ensemble.score(texts, gold) == results["ensemble"]["test"]["accuracy"]
+    assert np.allclose(ensemble.predict_proba(texts).sum(axis=1), 1)
+
+
+def test_the_same_seed_gives_the_same_best_prompt(space, tmp_path) -> None:
+    assert _run(space, tmp_path / "a") == 0
+    assert _run(space, tmp_path / "b", "--no-cache") == 0
+    first, second = (json.loads((tmp_path / name / "best.json").read_text())["prompt"] for name in ("a", "b"))
+    assert first == second
+
+
+def test_resume_continues_without_redoing_finished_trials(space, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert _run(space, out, "--trials", "2") == 0
+    storage = f"sqlite:///{out / 'study.db'}"
+    before = {t.number: t.value for t in optuna.load_study(study_name=STUDY_NAME, storage=storage).trials}
+    assert _run(space, out, "--trials", "5", "--resume") == 0
+    after = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
+    assert {t.number: t.value for t in after if t.number in before} == before
+    manual = len(json.loads((out / "pools.json").read_text())["manual"])
+    assert len(after) == manual + 5
+
+
+def test_a_non_empty_run_folder_needs_resume(space, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert _run(space, out, "--trials", "1") == 0
+    assert _run(space, out, "--trials", "1") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert _run(space, tmp_path / "fresh", "--resume") == 2
+
+
+def _start(space: Path, out: Path, trials: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "autoprompt_search.cli.main", "search", str(space), "--out", str(out), "--trials", str(trials)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+
+
+def _wait_for_finished_trials(out: Path, count: int, process: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.time() + limit
+    while time.time() < deadline and process.poll() is None:
+        if (out / "study.db").exists():
+            try:
+                study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
+                if sum(t.state.is_finished() for t in study.trials) >= count:
+                    return
+            except Exception:  # the study is not created yet, or sqlite is busy with the writer
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"the search did not reach {count} trials: {process.poll()} {process.stderr.read() if process.poll() is not None else ''}")
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_search_resumes_and_loses_no_finished_trial(space, tmp_path, how) -> None:
+    out = tmp_path / "run"
+    process = _start(space, out, trials=400)
+    _wait_for_finished_trials(out, 12, process)
+    process.send_signal(how)
+    _, stderr = process.communicate(timeout=60)
+    storage = f"sqlite:///{out / 'study.db'}"
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
+    finished = {t.number: (t.value, t.params) for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    done = sum(t.state.is_finished() for t in trials)
+    assert len(finished) >= 5
+    if how == signal.SIGINT:
+        assert process.returncode == 130
+        assert "--resume" in stderr and "Traceback" not in stderr
+        assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+    manual = len(json.loads((out / "pools.json").read_text())["manual"])
+    assert _run(space, out, "--trials", str(max(done - manual, 0) + 3), "--resume") == 0
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    kept = {t.number: (t.value, t.params) for t in study.trials if t.number in finished}
+    assert kept == finished
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_leaderboard_breaks_ties_by_margin_not_by_trial_order() -> None:
+    study = optuna.create_study(direction="maximize")
+    distribution = {"calibration": optuna.distributions.CategoricalDistribution(["none"])}
+    for number, margin in enumerate([0.1, 0.5, 0.3]):
+        study.add_trial(optuna.trial.create_trial(
+            value=0.75, params={"calibration": "none"}, distributions=distribution,
+            user_attrs={"accuracy": 0.75, "macro_f1": 0.75, "mean_margin": margin, "template_text": f"t{number} {{text}} {{mask}}",
+                        "verbalizer": {"a": ["x"]}, "calibration_bias": []}))
+    board = leaderboard(study)
+    assert [result.mean_margin for result in board] == [0.5, 0.3, 0.1]
+    assert board[0].calibration == Calibration("none", ())
+
+
+def test_trial_seeded_sampler_depends_only_on_seed_and_history() -> None:
+    def suggestions(burn: int) -> list[int]:
+        sampler = TrialSeededTPESampler(7, n_startup_trials=3)
+        for _ in range(burn):
+            sampler._rng.rng.rand()  # disturb the state, as a restart would
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        values = []
+        for _ in range(8):
+            trial = study.ask()
+            values.append(trial.suggest_categorical("x", list(range(20))))
+            study.tell(trial, float(values[-1] % 7))
+        return values
+
+    assert suggestions(0) == suggestions(5)
