@@ -86,6 +86,8 @@ class TrialResult:
     verbalizer: dict[str, list[str]]
     calibration: Calibration
     manual: bool
+    params: dict[str, Any] = field(default_factory=dict)
+    dev_accuracy: float = float("nan")
 
     @property
     def rank_key(self) -> tuple[float, float]:
@@ -119,7 +121,12 @@ def make_pruner(kind: str) -> optuna.pruners.BasePruner:
 
 
 class PromptSearch:
-    """Scores trials of one study: one frozen model, one few-shot split, frozen pools."""
+    """Scores trials of one study: one frozen model, one few-shot split, frozen pools.
+
+    A trial is judged on all labelled few-shot examples, train and dev (64 for K=16 and two
+    classes): on so few examples the selection noise of dev alone (32) dominates what the search
+    can gain. Train texts also fit the ``prior`` calibration, without their labels.
+    """
 
     def __init__(self, scorer: PromptScorer, train: Dataset, dev: Dataset, pools: Pools, *,
                  objective: str = "accuracy", pruner: str = "median", chunks: int = 4) -> None:
@@ -127,83 +134,136 @@ class PromptSearch:
         self.pools = pools
         self.objective = objective
         self.pruner = pruner
-        self.train_texts = [example.fields for example in train.examples]
-        ordered = _interleave_classes(dev)
-        self.dev = dev.subset(ordered)
-        self.dev_gold = np.array([dev.labels.index(example.label) for example in self.dev.examples])
-        n_chunks = max(1, min(chunks if pruner != "none" else 1, len(self.dev)))
-        self.dev_bounds = np.linspace(0, len(self.dev), n_chunks + 1).round().astype(int)
+        self.train = train.subset(_interleave_classes(train))
+        self.dev = dev.subset(_interleave_classes(dev))
+        labels = list(dev.labels)
+        self.gold = np.array([labels.index(e.label) for e in self.train.examples + self.dev.examples])
+        n_chunks = max(1, chunks if pruner != "none" else 1)
+        self.pieces = _piece_bounds(len(self.train), n_chunks) + [
+            (len(self.train) + a, len(self.train) + b) for a, b in _piece_bounds(len(self.dev), n_chunks)]
+        self.n_train_pieces = len(_piece_bounds(len(self.train), n_chunks))
+        self._texts = [example.fields for example in self.train.examples + self.dev.examples]
         self._templates = [Template.parse(source, fields=dev.fields) for source in pools.templates]
-        self._dev_pieces: dict[int, list[PreparedPrompts]] = {}
-        self._train_prepared: dict[int, PreparedPrompts] = {}
+        self._prepared: dict[int, list[PreparedPrompts]] = {}
 
-    # -- preparing (rendering is cached per template; slot distributions by the scorer) ----------
-    def dev_pieces(self, template_index: int) -> list[PreparedPrompts]:
-        if template_index not in self._dev_pieces:
+    def prepared(self, template_index: int) -> list[PreparedPrompts]:
+        """The template rendered on each piece (train pieces first); rendering is kept per template."""
+        if template_index not in self._prepared:
             template = self._templates[template_index]
-            texts = [example.fields for example in self.dev.examples]
-            self._dev_pieces[template_index] = [self.scorer.prepare(template, texts[start:end])
-                                                for start, end in zip(self.dev_bounds[:-1], self.dev_bounds[1:])]
-        return self._dev_pieces[template_index]
-
-    def train_prepared(self, template_index: int) -> PreparedPrompts:
-        if template_index not in self._train_prepared:
-            self._train_prepared[template_index] = self.scorer.prepare(self._templates[template_index], self.train_texts)
-        return self._train_prepared[template_index]
+            self._prepared[template_index] = [self.scorer.prepare(template, self._texts[a:b]) for a, b in self.pieces]
+        return self._prepared[template_index]
 
     def calibration(self, method: str, template_index: int, verbalizer: Verbalizer) -> Calibration:
-        """Fitted without dev labels: content-free inputs, or the mean over train texts."""
+        """Fitted without labels: content-free inputs, or the mean class scores of the train texts."""
         word_ids = self.scorer.word_ids(self._templates[template_index], verbalizer)
+        pieces = self.prepared(template_index)
         if method == "prior":
-            return self.scorer.fit_calibration("prior", self.train_prepared(template_index), word_ids)
-        return self.scorer.fit_calibration(method, self.dev_pieces(template_index)[0], word_ids)
+            import torch
 
-    # -- one trial ---------------------------------------------------------------------------
-    def objective_function(self, trial: optuna.Trial) -> float:
-        params = {"template": trial.suggest_categorical("template", list(range(len(self.pools.templates))))}
-        for c in range(len(self.pools.labels)):
-            params[word_param(c)] = trial.suggest_categorical(word_param(c), list(range(len(self.pools.words[c]))))
-        params["calibration"] = trial.suggest_categorical("calibration", list(self.pools.calibrations))
-        template_index = params["template"]
-        template = self._templates[template_index]
-        verbalizer = self.pools.verbalizer(params)
-        calibration = self.calibration(params["calibration"], template_index, verbalizer)
-        word_ids = self.scorer.word_ids(template, verbalizer)
-        scores = []
-        for step, piece in enumerate(self.dev_pieces(template_index)):
-            scores.append(calibration.apply(self.scorer.class_scores(piece.prompts, word_ids)))
-            self._report(trial, step, np.concatenate([s.numpy() for s in scores]))
-            if step < len(self.dev_bounds) - 2 and not trial.user_attrs.get("manual") and trial.should_prune():
-                raise optuna.TrialPruned()
+            raw = torch.cat([self.scorer.class_scores(piece.prompts, word_ids) for piece in pieces[: self.n_train_pieces]])
+            return Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
+        return self.scorer.fit_calibration(method, pieces[0], word_ids)
+
+    def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> tuple[Any, Any, Calibration]:
+        """(all-examples score, dev-only score, calibration) of a parameter set; reports to ``trial``."""
         import torch
 
-        result = evaluate_scores(torch.cat(scores), self.dev_gold, calibration)
+        template_index = params["template"]
+        verbalizer = self.pools.verbalizer(params)
+        calibration = self.calibration(params["calibration"], template_index, verbalizer)
+        word_ids = self.scorer.word_ids(self._templates[template_index], verbalizer)
+        scores = []
+        for step, piece in enumerate(self.prepared(template_index)):
+            scores.append(calibration.apply(self.scorer.class_scores(piece.prompts, word_ids)))
+            if trial is not None:
+                self._report(trial, step, torch.cat(scores).numpy())
+                if step < len(self.pieces) - 1 and not trial.user_attrs.get("manual") and trial.should_prune():
+                    raise optuna.TrialPruned()
+        everything = torch.cat(scores)
+        dev_rows = slice(len(self.train), len(self.gold))
+        return (evaluate_scores(everything, self.gold, calibration),
+                evaluate_scores(everything[dev_rows], self.gold[dev_rows], calibration), calibration)
+
+    def objective_function(self, trial: optuna.Trial) -> float:
+        params = self.suggest(trial)
+        result, dev, calibration = self.evaluate(params, trial)
         trial.set_user_attr("accuracy", result.accuracy)
         trial.set_user_attr("macro_f1", result.macro_f1)
         trial.set_user_attr("mean_margin", result.mean_margin)
-        trial.set_user_attr("template_text", template.source)
-        trial.set_user_attr("verbalizer", verbalizer.to_dict())
+        trial.set_user_attr("dev_accuracy", dev.accuracy)
+        trial.set_user_attr("template_text", self.pools.templates[params["template"]])
+        trial.set_user_attr("verbalizer", self.pools.verbalizer(params).to_dict())
         trial.set_user_attr("calibration_bias", list(calibration.bias))
         return result.accuracy if self.objective == "accuracy" else result.macro_f1
 
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        params: dict[str, Any] = {"template": trial.suggest_categorical("template", list(range(len(self.pools.templates))))}
+        for c in range(len(self.pools.labels)):
+            params[word_param(c)] = trial.suggest_categorical(word_param(c), list(range(len(self.pools.words[c]))))
+        params["calibration"] = trial.suggest_categorical("calibration", list(self.pools.calibrations))
+        return params
+
     def _report(self, trial: optuna.Trial, step: int, scores_so_far: np.ndarray) -> None:
-        gold = self.dev_gold[: len(scores_so_far)]
+        gold = self.gold[: len(scores_so_far)]
         if self.pruner == "wilcoxon":
-            # Per-example margins, one step per dev example, as WilcoxonPruner expects.
+            # Per-example margins, one step per example, as WilcoxonPruner expects.
             others = scores_so_far.copy()
             others[np.arange(len(gold)), gold] = -np.inf
             margins = scores_so_far[np.arange(len(gold)), gold] - others.max(axis=1)
-            start = self.dev_bounds[step]
-            for index in range(start, len(gold)):
+            for index in range(self.pieces[step][0], len(gold)):
                 trial.report(float(margins[index]), int(index))
         else:
             trial.report(float((scores_so_far.argmax(axis=1) == gold).mean()), step)
 
     # -- the study ---------------------------------------------------------------------------
     def run(self, study: optuna.Study, n_trials: int | None, timeout: float | None,
-            callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
-        study.optimize(self.objective_function, n_trials=n_trials, timeout=timeout, callbacks=list(callbacks),
-                       catch=())
+            callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (), max_repeats: int = 200) -> None:
+        """Run until ``n_trials`` distinct prompts are finished (or ``timeout``).
+
+        TPE proposes the same categorical choices again and again once it has converged; a repeat
+        is answered from the earlier trial without counting towards the budget, and the search
+        stops after ``max_repeats`` repeats in a row (the sampler has nothing new to try).
+        """
+        from autoprompt_search.errors import UserError
+
+        seen = {_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        began, done, repeats = time.perf_counter(), 0, 0
+        while (n_trials is None or done < n_trials) and repeats < max_repeats:
+            if timeout is not None and time.perf_counter() - began > timeout:
+                break
+            trial = study.ask()
+            params = self.suggest(trial)
+            if _key(params) in seen and not trial.user_attrs.get("manual"):
+                earlier = seen[_key(params)]
+                for name, value in earlier.user_attrs.items():
+                    trial.set_user_attr(name, value)
+                trial.set_user_attr("repeat_of", earlier.number)
+                frozen = study.tell(trial, earlier.value)
+                repeats += 1
+                continue
+            repeats = 0
+            try:
+                value = self.objective_function(trial)
+            except optuna.TrialPruned:
+                frozen = study.tell(trial, state=TrialState.PRUNED)
+            except (KeyboardInterrupt, UserError):
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            else:
+                frozen = study.tell(trial, value)
+                seen[_key(params)] = frozen
+            done += 1
+            for callback in callbacks:
+                callback(study, frozen)
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def _piece_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, n, min(chunks, n) + 1).round().astype(int) if n else np.array([0, 0])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def open_study(storage: str | optuna.storages.BaseStorage, *, seed: int, pruner: str, resume: bool) -> optuna.Study:
@@ -235,7 +295,7 @@ def enqueue_manual(study: optuna.Study, pools: Pools) -> None:
 
 
 def finished_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)) if "repeat_of" not in t.user_attrs)
 
 
 def leaderboard(study: optuna.Study) -> list[TrialResult]:
@@ -243,11 +303,13 @@ def leaderboard(study: optuna.Study) -> list[TrialResult]:
     results = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         attrs = trial.user_attrs
+        if "repeat_of" in attrs:
+            continue
         results.append(TrialResult(
             number=trial.number, objective=float(trial.value), accuracy=attrs["accuracy"], macro_f1=attrs["macro_f1"],
             mean_margin=attrs["mean_margin"], template=attrs["template_text"], verbalizer=attrs["verbalizer"],
             calibration=Calibration(trial.params["calibration"], tuple(attrs["calibration_bias"])),
-            manual=bool(attrs.get("manual", False)),
+            manual=bool(attrs.get("manual", False)), params=dict(trial.params), dev_accuracy=attrs.get("dev_accuracy", float("nan")),
         ))
     results.sort(key=lambda r: (-r.objective, -r.mean_margin, r.template, json.dumps(r.verbalizer), r.calibration.method))
     return results
@@ -305,7 +367,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, log: Callable[[str]
         train_texts = [example.fields for example in train.examples]
         train_gold = [labels.index(example.label) for example in train.examples]
         chosen = _generation_templates(scorer, templates[: len(space.templates.seeds)], seeds, train_texts, train_gold, generator.templates)
-        shortlist = {("mean_log_prob",): generator.words_per_class, ("likelihood_ratio",): 10_000}.get(tuple(generator.scoring), 100)
+        shortlist = {("mean_log_prob",): generator.words_per_class, ("likelihood_ratio",): 10_000}.get(tuple(generator.scoring), 50)
         seed_words = {word for group in (w for opts in options for w in opts) for word in group}
         began = time.perf_counter()
         generated = generate_label_words(scorer, chosen, train_texts, train_gold, labels, words_per_class=generator.words_per_class,

@@ -99,15 +99,18 @@ def _start(space: Path, out: Path, trials: int) -> subprocess.Popen:
 
 
 def _wait_for_finished_trials(out: Path, count: int, process: subprocess.Popen, limit: float = 120) -> None:
+    """Poll the study read-only (opening it through Optuna could race the writer creating it)."""
+    import sqlite3
+
     deadline = time.time() + limit
     while time.time() < deadline and process.poll() is None:
-        if (out / "study.db").exists():
-            try:
-                study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
-                if sum(t.state.is_finished() for t in study.trials) >= count:
-                    return
-            except Exception:  # the study is not created yet, or sqlite is busy with the writer
-                pass
+        try:
+            with sqlite3.connect(f"file:{out / 'study.db'}?mode=ro", uri=True) as connection:
+                finished = connection.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+            if finished >= count:
+                return
+        except sqlite3.Error:
+            pass  # not created yet, or busy
         time.sleep(0.2)
     raise AssertionError(f"the search did not reach {count} trials: {process.poll()} {process.stderr.read() if process.poll() is not None else ''}")
 

@@ -69,7 +69,7 @@ def test_mr_space_values():
     assert space.templates.seeds[0].source == "Review: {text}\nSentiment: {mask}"
     assert space.verbalizers.seeds[0].to_dict() == {"negative": ["negative"], "positive": ["positive"]}
     assert space.calibration == ("none", "contextual", "prior") and space.objective == "accuracy"
-    assert space.pruner.type == "median" and space.ensemble.size == 5
+    assert space.pruner.type == "median" and space.ensemble.size == 3
     assert space.generators.label_words.scoring == ("mean_log_prob", "likelihood_ratio")
 
 

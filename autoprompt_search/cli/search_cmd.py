@@ -119,48 +119,63 @@ class SearchJob:
 
     def finish(self, study, search) -> None:
         """Rank, ensemble, score on test, and write every output file."""
+        import torch
+
         from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_distinct
-        from autoprompt_search.search import leaderboard
+        from autoprompt_search.errors import UserError
         from autoprompt_search.scoring import evaluate_scores
+        from autoprompt_search.search import leaderboard
 
         board = leaderboard(study)
         if not board:
-            from autoprompt_search.errors import UserError
-
             raise UserError("the search finished no trial: raise --trials or --timeout")
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
         best = board[0]
         manual = [result for result in board if result.manual]
         members = select_distinct(board, self.space.ensemble.size, key=lambda r: r.template)
-        dev_gold = [self.dev.labels.index(e.label) for e in self.dev.examples]
+        chosen = {id(r): r for r in [best, *manual[:1], *members]}
+        few_shot = {key: search.evaluate(result.params) for key, result in chosen.items()}  # cached: no forward pass
+        fit = fit_weights([few_shot[id(m)][0].probabilities for m in members], search.gold, seed=self.seed)
         test_gold = [self.test.labels.index(e.label) for e in self.test.examples]
-        dev_scores = {id(r): self.score_result(r, self.dev, dev_gold) for r in {id(r): r for r in [best, *manual[:1], *members]}.values()}
-        fit = fit_weights([dev_scores[id(m)].probabilities for m in members], dev_gold, seed=self.seed)
-        test_scores = {key: self.score_result(r, self.test, test_gold) for key, r in
-                       {id(r): r for r in [best, *manual[:1], *members]}.items()}
-        import torch
+        test_scores = {}
+        for number, (key, result) in enumerate(chosen.items(), 1):
+            self.log(f"test: scoring prompt {number}/{len(chosen)} on {len(self.test)} examples")
+            test_scores[key] = self.score_result(result, self.test, test_gold)
 
-        ensemble_dev = evaluate_scores(torch.log(torch.from_numpy(combine_probabilities([dev_scores[id(m)].probabilities for m in members], fit.weights))), dev_gold)
-        ensemble_test = evaluate_scores(torch.log(torch.from_numpy(combine_probabilities([test_scores[id(m)].probabilities for m in members], fit.weights))), test_gold)
+        def combined(scores, gold):
+            probabilities = combine_probabilities([scores[id(m)].probabilities for m in members], fit.weights)
+            return evaluate_scores(torch.log(torch.from_numpy(probabilities)), gold)
+
+        selection = {key: scores for key, (scores, _, _) in few_shot.items()}
+        dev = {key: scores for key, (_, scores, _) in few_shot.items()}
+        dev_rows = slice(len(search.train), len(search.gold))
         self.timings["test_seconds"] = time.perf_counter() - began
         self.timings["test_forward_seconds"] = self.backend.forward_seconds - forward_before
         self.timings["total_seconds"] = time.perf_counter() - self.began
         self.timings["forward_seconds"] = self.backend.forward_seconds
+
+        def entry(result) -> dict[str, Any]:
+            key = id(result)
+            return {"trial": result.number, "template": result.template, "verbalizer": result.verbalizer,
+                    "calibration": result.calibration.method, "train_dev": selection[key].summary(),
+                    "dev": dev[key].summary(), "test": test_scores[key].summary()}
+
+        ensemble_all = combined(selection, search.gold)
+        ensemble_dev = evaluate_scores(torch.log(torch.from_numpy(combine_probabilities(
+            [selection[id(m)].probabilities[dev_rows] for m in members], fit.weights))), search.gold[dev_rows])
         summary = {
-            "best": {"trial": best.number, "dev": dev_scores[id(best)].summary(), "test": test_scores[id(best)].summary()},
-            "best_manual": ({"trial": manual[0].number, "dev": dev_scores[id(manual[0])].summary(), "test": test_scores[id(manual[0])].summary(),
-                             "template": manual[0].template, "verbalizer": manual[0].verbalizer, "calibration": manual[0].calibration.method}
-                            if manual else None),
-            "ensemble": {"members": [m.number for m in members], "weights": list(fit.weights), "dev": ensemble_dev.summary(), "test": ensemble_test.summary()},
+            "best": entry(best),
+            "best_manual": entry(manual[0]) if manual else None,
+            "ensemble": {"members": [entry(m) for m in members], "weights": list(fit.weights),
+                         "train_dev": ensemble_all.summary(), "dev": ensemble_dev.summary(), "test": combined(test_scores, test_gold).summary()},
         }
-        self.write_outputs(study, board, best, members, fit, dev_scores, test_scores, summary)
+        self.write_outputs(study, best, members, fit, selection, test_scores, summary)
         self.print_leaderboard(board, summary)
 
     def score_result(self, result, dataset, gold):
-        template = self._template(result.template)
         from autoprompt_search.verbalizers import Verbalizer
 
-        prepared = self.scorer.prepare(template, [e.fields for e in dataset.examples])
+        prepared = self.scorer.prepare(self._template(result.template), [e.fields for e in dataset.examples])
         return self.scorer.score(prepared, Verbalizer.parse(result.verbalizer, dataset.labels), gold, calibration=result.calibration)
 
     def _template(self, source: str):
@@ -184,7 +199,7 @@ class SearchJob:
                            for name, split in (("train", self.train), ("dev", self.dev), ("test", self.test))},
                 "test_limit": self.args.test_limit}
 
-    def write_outputs(self, study, board, best, members, fit, dev_scores, test_scores, summary) -> None:
+    def write_outputs(self, study, best, members, fit, few_shot_scores, test_scores, summary) -> None:
         from autoprompt_search.export import write_ensemble, write_prompt
         from autoprompt_search.fileio import atomic_write_json, atomic_write_text
         from autoprompt_search.provenance import stamp
@@ -198,12 +213,13 @@ class SearchJob:
             return {label: [list(w) for w in words] for label, words in zip(self.dev.labels, ids)}
 
         write_prompt(self.out / "best.json", self.spec(best), self.model_info(),
-                     scores={"dev": dev_scores[id(best)].summary(), "test": test_scores[id(best)].summary()},
+                     scores={"train_dev": few_shot_scores[id(best)].summary(), "test": test_scores[id(best)].summary()},
                      dataset=self.dataset_info(), provenance=provenance, word_token_ids=word_ids(best),
                      batch_size=batch_size, chunk_size=self.scorer.chunk_size, tokenizer=tokenizer)
         write_ensemble(self.out / "ensemble.json",
-                       [(self.spec(m), w, {"dev": dev_scores[id(m)].summary(), "test": test_scores[id(m)].summary()}) for m, w in zip(members, fit.weights)],
-                       self.model_info(), scores={"dev": summary["ensemble"]["dev"], "test": summary["ensemble"]["test"]},
+                       [(self.spec(m), w, {"train_dev": few_shot_scores[id(m)].summary(), "test": test_scores[id(m)].summary()})
+                        for m, w in zip(members, fit.weights)],
+                       self.model_info(), scores={"train_dev": summary["ensemble"]["train_dev"], "test": summary["ensemble"]["test"]},
                        dataset=self.dataset_info(), provenance=provenance, weights_fit=fit.to_dict(), batch_size=batch_size,
                        chunk_size=self.scorer.chunk_size, word_token_ids=[word_ids(m) for m in members], tokenizer=tokenizer)
         atomic_write_text(self.out / "trials.csv", _trials_csv(study))
@@ -232,17 +248,18 @@ class SearchJob:
 
     def print_leaderboard(self, board, summary, rows: int = 10) -> None:
         print(f"\nLeaderboard ({self.space.name}, {self.space.model}, seed {self.seed}; dev n={len(self.dev)}, test n={len(self.test)})")
-        print(f"{'#':>3} {'trial':>5} {'dev':>6} {'margin':>7} {'cal':<10} {'verbalizer':<34} template")
+        print(f"{'#':>3} {'trial':>5} {'score':>6} {'dev':>6} {'margin':>7} {'cal':<10} {'verbalizer':<34} template   "
+              f"(score: {self.space.objective} on train+dev, n={len(self.train) + len(self.dev)})")
         for rank, result in enumerate(board[:rows], 1):
             verbalizer = ", ".join("/".join(words) for words in result.verbalizer.values())
             template = result.template.replace("\n", "\\n")
-            print(f"{rank:>3} {result.number:>5} {result.objective:>6.3f} {result.mean_margin:>7.3f} {result.calibration.method:<10} "
+            print(f"{rank:>3} {result.number:>5} {result.objective:>6.3f} {result.dev_accuracy:>6.3f} {result.mean_margin:>7.3f} {result.calibration.method:<10} "
                   f"{verbalizer[:34]:<34} {template[:70]}{' (manual)' if result.manual else ''}")
         print()
         for name in ("best_manual", "best", "ensemble"):
             entry = summary[name]
             if entry:
-                print(f"{name:<12} dev accuracy {entry['dev']['accuracy']:.4f}   test accuracy {entry['test']['accuracy']:.4f}   "
+                print(f"{name:<12} train+dev accuracy {entry['train_dev']['accuracy']:.4f}   test accuracy {entry['test']['accuracy']:.4f}   "
                       f"test macro-F1 {entry['test']['macro_f1']:.4f}")
         print(f"\nwrote {self.out}/best.json, ensemble.json, results.json, trials.csv, manifest.json "
               f"({self.timings['total_seconds']:.0f} s, of which forward passes {self.timings['forward_seconds']:.0f} s)")

@@ -1,0 +1,85 @@
+"""Integration tests on the real fetched assets: SPLADE-tiny (masked) and SmolLM2-135M (causal)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoprompt_search import assets, data
+from autoprompt_search.backends import load_backend
+from autoprompt_search.cache import SlotCache
+from autoprompt_search.cli.main import main
+from autoprompt_search.evaluation import evaluate_prompt
+from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.templates import Template
+from autoprompt_search.verbalizers import Verbalizer
+
+pytestmark = pytest.mark.integration
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def _need(*names: str) -> None:
+    missing = [name for name in names if not assets.is_fetched(name)]
+    if missing:
+        pytest.skip(f"not fetched: {', '.join(missing)} (run: autoprompt-search assets fetch)")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    _need("smollm2-135m", "mr")
+    return load_backend("smollm2-135m", device="cpu")
+
+
+def test_splade_tiny_masked_path_with_multi_token_words(capsys) -> None:
+    _need("splade-tiny", "mr")
+    code = main(["evaluate", "--dataset", "mr", "--model", "splade-tiny", "--limit", "40", "--no-cache", "--json",
+                 "--template", "{text} It was {mask}.", "--verbalizer", '{"negative": ["unwatchable", "bad"], "positive": ["good"]}'])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["n"] == 40 and report["model"]["kind"] == "masked"
+    assert 0.0 <= report["accuracy"] <= 1.0
+    backend = load_backend("splade-tiny")
+    [[unwatchable, _], _] = Verbalizer.parse({"negative": ["unwatchable", "bad"], "positive": ["good"]}).token_ids(backend.tokenizer, leading_space=True)
+    assert len(unwatchable) > 1  # the real WordPiece vocabulary splits it
+
+
+def test_smollm2_agrees_with_a_plain_hugging_face_loop(smollm2) -> None:
+    sample = data.sample(data.load_split("mr", "test"), 48, seed=1)
+    texts = [example.text for example in sample.examples]
+    scorer = PromptScorer(smollm2, SlotCache())
+    prepared = scorer.prepare(Template.parse("{text} In summary, this film is {mask}"), [e.fields for e in sample.examples])
+    ours = smollm2.next_token_log_probs(prepared.prompts)
+    tokenizer, model = smollm2.tokenizer, smollm2.model
+    with torch.inference_mode():
+        for row in (0, 17, 47):
+            ids = tokenizer(texts[row] + " In summary, this film is", return_tensors="pt")["input_ids"]
+            reference = torch.log_softmax(model(input_ids=ids).logits[0, -1], dim=-1)
+            assert torch.allclose(ours[row], reference, atol=1e-4)
+
+
+def test_smollm2_reference_prompt_on_mr(smollm2) -> None:
+    """The 400-example figure of the issue, computed here (see results/README.md)."""
+    template, words = "{text} In summary, this film is {mask}", {"negative": ["negative"], "positive": ["positive"]}
+    plain = evaluate_prompt("mr", smollm2, template, words, split="all", limit=400, seed=0, cache=SlotCache())
+    calibrated = evaluate_prompt("mr", smollm2, template, words, calibrate="prior", split="all", limit=400, seed=0, cache=SlotCache())
+    assert 0.55 <= plain.report["accuracy"] <= 0.70
+    assert calibrated.report["accuracy"] >= 0.72
+    assert calibrated.report["accuracy"] > plain.report["accuracy"]
+
+
+def test_smollm2_short_search_and_reload(tmp_path, capsys) -> None:
+    _need("smollm2-135m", "mr")
+    out = tmp_path / "run"
+    assert main(["search", str(SPACES / "mr.yaml"), "--trials", "2", "--test-limit", "48", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    test = data.sample(data.load_split("mr", "test"), 48, 13)
+    import autoprompt_search
+
+    predictor = autoprompt_search.load(out / "best.json")
+    probabilities = predictor.predict_proba([e.text for e in test.examples])
+    gold = np.array([predictor.classes_.index(e.label) for e in test.examples])
+    assert float((probabilities.argmax(1) == gold).mean()) == results["best"]["test"]["accuracy"]
+    assert results["best_manual"] is not None
