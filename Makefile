@@ -20,9 +20,7 @@ assets: setup
 	$(CLI) assets fetch
 
 main: assets
-	HF_HUB_OFFLINE=1 $(CLI) evaluate --dataset mr --model smollm2-135m \
-		--template '{text} In summary, this film is {mask}' \
-		--verbalizer '{"negative": ["negative"], "positive": ["positive"]}' --calibrate prior --out results/main_evaluate.json
+	HF_HUB_OFFLINE=1 $(CLI) search $(SPACE) --seed $(SEED) --out results/runs/$(notdir $(basename $(SPACE)))-seed$(SEED)-$$(date +%Y%m%d-%H%M%S)
 
 test: assets
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
@@ -32,6 +30,7 @@ test-unit: setup
 
 bench: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scoring.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_search.py --space search_spaces/mr.yaml
 
 clean:
 	rm -rf $(VENV) build *.egg-info

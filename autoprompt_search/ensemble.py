@@ -33,16 +33,22 @@ def combine_probabilities(probabilities: Sequence[np.ndarray], weights: Sequence
     return np.tensordot(w / w.sum(), stacked, axes=1)
 
 
-def select_distinct(ranked: Sequence[T], size: int, key: Callable[[T], Hashable]) -> list[T]:
-    """The first ``size`` items of a ranking whose ``key`` (e.g. the template) is new."""
+def select_members(ranked: Sequence[T], templates: int, per_template: int, key: Callable[[T], Hashable]) -> list[T]:
+    """The best items of a ranking with at most ``templates`` distinct keys and ``per_template``
+    items per key: several word/calibration variants of each of the top templates.
+
+    Variants of a template cost nothing more to score than the template itself, and averaging
+    them blunts the overfitting of any single word choice to a tiny dev set.
+    """
     chosen: list[T] = []
-    seen: set[Hashable] = set()
+    counts: dict[Hashable, int] = {}
     for item in ranked:
-        if key(item) not in seen:
-            seen.add(key(item))
+        group = key(item)
+        if group not in counts and len(counts) == templates:
+            continue
+        if counts.get(group, 0) < per_template:
+            counts[group] = counts.get(group, 0) + 1
             chosen.append(item)
-            if len(chosen) == size:
-                break
     return chosen
 
 

@@ -327,12 +327,11 @@ def _interleave_classes(dataset: Dataset) -> list[int]:
 class Progress:
     """A progress line per trial: trials done, best dev score, cache hit rate."""
 
-    def __init__(self, scorer: PromptScorer, total: int | None, log: Callable[[str], None]) -> None:
+    def __init__(self, scorer: PromptScorer, total: int | None) -> None:
         from tqdm import tqdm
 
         self.scorer = scorer
         self.bar = tqdm(total=total, desc="trials", unit="trial", dynamic_ncols=True, leave=True)
-        self.began = time.perf_counter()
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         best = max((t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))), default=float("nan"))

@@ -59,7 +59,7 @@ SCHEMA: dict[str, Any] = {
     "calibration": _LEAF, "objective": _LEAF,
     "budget": {"trials": _LEAF, "timeout_seconds": _LEAF},
     "pruner": {"type": _LEAF, "chunks": _LEAF},
-    "ensemble": {"size": _LEAF},
+    "ensemble": {"size": _LEAF, "prompts_per_template": _LEAF},
 }  # fmt: skip
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -253,10 +253,12 @@ class Pruner:
 
 @dataclass(frozen=True)
 class Ensemble:
-    size: int = 5
+    size: int = 5  # distinct templates (each costs one pass over the test split)
+    prompts_per_template: int = 3  # verbalizer/calibration variants per template, free once it is cached
 
     def __post_init__(self) -> None:
         _need_int("ensemble.size", self.size, 1)
+        _need_int("ensemble.prompts_per_template", self.prompts_per_template, 1)
 
 
 @dataclass(frozen=True)

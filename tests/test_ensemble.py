@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_distinct
+from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_members
 
 
 def _confident(gold: np.ndarray, right: float) -> np.ndarray:
@@ -46,7 +46,8 @@ def test_one_member_and_too_few_examples_for_cross_validation() -> None:
     assert fit.weights == (0.5, 0.5)
 
 
-def test_select_distinct_keeps_rank_order_and_skips_repeats() -> None:
-    ranked = [("t1", 1), ("t1", 2), ("t2", 3), ("t3", 4), ("t2", 5)]
-    assert select_distinct(ranked, 2, key=lambda item: item[0]) == [("t1", 1), ("t2", 3)]
-    assert len(select_distinct(ranked, 10, key=lambda item: item[0])) == 3
+def test_select_members_keeps_rank_order_and_caps_templates_and_variants() -> None:
+    ranked = [("t1", 1), ("t1", 2), ("t2", 3), ("t1", 4), ("t3", 5), ("t2", 6), ("t4", 7)]
+    assert select_members(ranked, 2, 1, key=lambda item: item[0]) == [("t1", 1), ("t2", 3)]
+    assert select_members(ranked, 2, 2, key=lambda item: item[0]) == [("t1", 1), ("t1", 2), ("t2", 3), ("t2", 6)]
+    assert len(select_members(ranked, 10, 1, key=lambda item: item[0])) == 4

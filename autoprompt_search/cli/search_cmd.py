@@ -102,7 +102,7 @@ class SearchJob:
                  f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines; {remaining} trials to run")
         search = PromptSearch(self.scorer, self.train, self.dev, pools, objective=space.objective,
                               pruner=space.pruner.type, chunks=space.pruner.chunks)
-        progress = Progress(self.scorer, remaining if space.budget.trials is not None else None, self.log)
+        progress = Progress(self.scorer, remaining if space.budget.trials is not None else None)
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
         try:
             search.run(study, remaining if space.budget.trials is not None else None, space.budget.timeout_seconds, [progress])
@@ -121,7 +121,7 @@ class SearchJob:
         """Rank, ensemble, score on test, and write every output file."""
         import torch
 
-        from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_distinct
+        from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_members
         from autoprompt_search.errors import UserError
         from autoprompt_search.scoring import evaluate_scores
         from autoprompt_search.search import leaderboard
@@ -132,7 +132,7 @@ class SearchJob:
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
         best = board[0]
         manual = [result for result in board if result.manual]
-        members = select_distinct(board, self.space.ensemble.size, key=lambda r: r.template)
+        members = select_members(board, self.space.ensemble.size, self.space.ensemble.prompts_per_template, key=lambda r: r.template)
         chosen = {id(r): r for r in [best, *manual[:1], *members]}
         few_shot = {key: search.evaluate(result.params) for key, result in chosen.items()}  # cached: no forward pass
         fit = fit_weights([few_shot[id(m)][0].probabilities for m in members], search.gold, seed=self.seed)

@@ -1,0 +1,77 @@
+"""The search on a bundled space for the five LM-BFF seeds: best manual prompt, searched single
+prompt and ensemble on the held-out test split, per seed and on average.
+
+Writes ``results/benchmarks/search_<space>.json``. Each seed's run folder (with its own
+manifest) stays under ``results/runs/bench-<space>-seed<S>``; an existing complete run is read
+again rather than redone, so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from autoprompt_search.cli.main import main as cli
+from autoprompt_search.fileio import atomic_write_json
+from autoprompt_search.provenance import stamp
+
+METHODS = ("best_manual", "best", "ensemble")
+
+
+def run_seed(space: Path, seed: int, out: Path, extra: list[str]) -> dict:
+    manifest = out / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("status") == "complete":
+        return json.loads((out / "results.json").read_text())
+    resume = ["--resume"] if (out / "study.db").exists() else []
+    began = time.perf_counter()
+    code = cli(["search", str(space), "--seed", str(seed), "--out", str(out), *resume, *extra])
+    if code != 0:
+        raise SystemExit(f"seed {seed}: search failed with exit code {code}")
+    results = json.loads((out / "results.json").read_text())
+    results["wall_seconds"] = time.perf_counter() - began
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--space", default="search_spaces/mr.yaml")
+    parser.add_argument("--seeds", default="13,21,42,87,100")
+    parser.add_argument("--runs", default="results/runs")
+    parser.add_argument("--out", help="default: results/benchmarks/search_<space>.json")
+    args, extra = parser.parse_known_args()
+    space = Path(args.space)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    per_seed = {}
+    for seed in seeds:
+        per_seed[seed] = run_seed(space, seed, Path(args.runs) / f"bench-{space.stem}-seed{seed}", extra)
+        print(f"seed {seed}: " + "  ".join(f"{m} {per_seed[seed][m]['test']['accuracy']:.4f}" for m in METHODS if per_seed[seed][m]),
+              flush=True)
+    summary = {}
+    for method in METHODS:
+        accuracies = [per_seed[s][method]["test"]["accuracy"] for s in seeds if per_seed[s][method]]
+        f1s = [per_seed[s][method]["test"]["macro_f1"] for s in seeds if per_seed[s][method]]
+        summary[method] = {"test_accuracy_mean": statistics.mean(accuracies), "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                           "test_macro_f1_mean": statistics.mean(f1s), "per_seed": dict(zip(map(str, seeds), accuracies))}
+    beats = {method: {str(s): per_seed[s][method]["test"]["accuracy"] > per_seed[s]["best_manual"]["test"]["accuracy"] for s in seeds}
+             for method in ("best", "ensemble")}
+    report = {
+        "benchmark": "search", "space": str(space), "seeds": seeds, "summary": summary, "beats_best_manual": beats,
+        "timings": {str(s): per_seed[s]["timings"] for s in seeds},
+        "runs": {str(s): str(Path(args.runs) / f"bench-{space.stem}-seed{s}") for s in seeds},
+        "per_seed": {str(s): {m: per_seed[s][m] for m in METHODS} for s in seeds},
+        "provenance": stamp(),
+    }
+    out = Path(args.out or f"results/benchmarks/search_{space.stem}.json")
+    atomic_write_json(out, report)
+    for method in METHODS:
+        print(f"{method:<12} test accuracy {summary[method]['test_accuracy_mean']:.4f} ± {summary[method]['test_accuracy_std']:.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
