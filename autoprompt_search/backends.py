@@ -14,6 +14,7 @@ length to cut padding.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -91,7 +92,14 @@ class Backend(ABC):
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.kind}:{self.weights_hash}:{self.model.config.model_type}"
+        """Everything besides the prompts' token ids that the slot distributions depend on."""
+        import hashlib
+
+        extra = {name: getattr(self, name, None) for name in ("mask_id", "sentinel_id", "decoder_start_id")}
+        described = json.dumps({"kind": self.kind, "weights": self.weights_hash, "config": self.model.config.to_dict(),
+                                "specials": [self.specials.prefix, self.specials.suffix], "pad": self.pad_id,
+                                "dtype": str(self.model.dtype), **extra}, sort_keys=True, default=str)
+        return hashlib.sha256(described.encode()).hexdigest()
 
     @property
     def slot_follows_space_default(self) -> bool:
@@ -262,12 +270,16 @@ def load_backend(model: str | Path, *, kind: str | None = None, device: str = "a
     if kind not in _BACKENDS:
         raise UserError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
     backend_class, auto_class = _BACKENDS[kind]
+    from safetensors import SafetensorError
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         loaded = auto_class.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
         raise UserError(f"model folder {path}: cannot load it as a {kind} language model ({error})") from None
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available on this machine")
     limit = _position_limit(config, tokenizer)
     max_length = min(max_length or DEFAULT_MAX_LENGTH, limit) if limit else (max_length or DEFAULT_MAX_LENGTH)
     return backend_class(loaded, tokenizer, path=path, device=device, batch_size=batch_size, max_length=max_length)

@@ -20,7 +20,7 @@ import numpy as np
 from autoprompt_search.backends import SlotQuery
 from autoprompt_search.templates import RenderedPrompt
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 class SlotCache:
@@ -36,12 +36,12 @@ class SlotCache:
 
     @staticmethod
     def key(fingerprint: str, query: SlotQuery, prompts: Sequence[RenderedPrompt]) -> str:
-        digest = hashlib.sha256(f"v{CACHE_FORMAT}|{fingerprint}|{query.width}|{query.prefix}".encode())
+        digest = hashlib.sha256(f"v{CACHE_FORMAT}|{fingerprint}|{query.width}|{query.prefix}|{len(prompts)}".encode())
         for prompt in prompts:
+            # Lengths first, so that no two different prompt lists hash the same bytes.
+            digest.update(np.asarray([len(prompt.before), len(prompt.after)], dtype=np.int64).tobytes())
             digest.update(np.asarray(prompt.before, dtype=np.int64).tobytes())
-            digest.update(b"|")
             digest.update(np.asarray(prompt.after, dtype=np.int64).tobytes())
-            digest.update(b"#")
         return digest.hexdigest()
 
     def get(self, key: str) -> np.ndarray | None:
@@ -80,6 +80,8 @@ class SlotCache:
         return self.hits / total if total else 0.0
 
     def _remember(self, key: str, array: np.ndarray) -> None:
+        if key in self._memory:
+            self._memory_used -= self._memory.pop(key).nbytes
         if array.nbytes > self.memory_bytes:
             return
         self._memory[key] = array

@@ -1,8 +1,8 @@
 """Ensembles of prompts: the top distinct prompts, combined by a weighted average of their
 calibrated class probabilities.
 
-Weights are fitted on dev, which in few-shot work is tiny (32 examples for MR): free weights
-would fit its noise. So the weights are a softmax of logits pulled towards zero (the uniform
+Weights are fitted on the few-shot examples, which are tiny (64 for MR at K=16): free weights
+would fit their noise. So the weights are a softmax of logits pulled towards zero (the uniform
 average) by an L2 penalty, and the penalty's strength, including "infinite" (plain uniform
 average), is chosen by stratified cross-validation of the log-loss on dev. When the data cannot
 tell the members apart, the uniform average wins: among penalties whose held-out loss is within

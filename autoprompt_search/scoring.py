@@ -85,7 +85,7 @@ class PromptScorer:
         return renderer.render(texts, self.backend.max_prompt_tokens(MAX_WORD_TOKENS))
 
     def word_ids(self, template: Template, verbalizer: Verbalizer) -> tuple[tuple[WordIds, ...], ...]:
-        ids = verbalizer.token_ids(self.backend.tokenizer, leading_space=template.slot_follows_space())
+        ids = verbalizer.token_ids(self.backend.tokenizer, leading_space=template.whitespace_before_slot())
         for label, words in zip(verbalizer.labels, ids):
             for word in words:
                 if len(word) > MAX_WORD_TOKENS:
@@ -146,7 +146,8 @@ class PromptScorer:
         if method == "contextual":
             mask_text = self.backend.tokenizer.mask_token or ""
             template = prepared.template
-            texts = [{name: value.format(mask_token=mask_text) for name in template.fields_used} for value in CONTENT_FREE_INPUTS]
+            values = dict.fromkeys(value.format(mask_token=mask_text) for value in CONTENT_FREE_INPUTS)
+            texts = [{name: value for name in template.fields_used} for value in values]
             raw = self.class_scores(self.render(template, texts, prepared.trigger_ids or None), word_ids)
             content_free = torch.softmax(raw, dim=1).mean(dim=0)
             return Calibration("contextual", tuple(float(v) for v in torch.log(content_free)))

@@ -95,9 +95,10 @@ class TrialResult:
 
 
 class TrialSeededTPESampler(TPESampler):
-    """TPE whose randomness depends only on the seed and the trial number.
+    """TPE whose randomness depends only on the seed and the finished history.
 
-    Optuna does not restore a sampler's random state when a study resumes; re-seeding per trial
+    Optuna does not restore a sampler's random state when a study resumes; re-seeding each trial
+    from the number of finished trials (not the trial number, which an interrupted trial shifts)
     makes a resumed study draw what an uninterrupted one would have drawn from the same history.
     """
 
@@ -106,7 +107,8 @@ class TrialSeededTPESampler(TPESampler):
         self._base_seed = seed
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        trial_seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        trial_seed = (self._base_seed * 1_000_003 + finished) % 2**32
         self._rng = LazyRandomState(trial_seed)
         self._random_sampler = RandomSampler(seed=trial_seed)
         super().before_trial(study, trial)
@@ -216,9 +218,10 @@ class PromptSearch:
             trial.report(float((scores_so_far.argmax(axis=1) == gold).mean()), step)
 
     # -- the study ---------------------------------------------------------------------------
-    def run(self, study: optuna.Study, n_trials: int | None, timeout: float | None,
+    def run(self, study: optuna.Study, planned: int | None, timeout: float | None,
             callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (), max_repeats: int = 200) -> None:
-        """Run until ``n_trials`` distinct prompts are finished (or ``timeout``).
+        """Run until the study holds ``planned`` finished distinct prompts (or ``timeout``); the
+        count is the study's, so several workers on one storage share the budget.
 
         TPE proposes the same categorical choices again and again once it has converged; a repeat
         is answered from the earlier trial without counting towards the budget, and the search
@@ -227,8 +230,8 @@ class PromptSearch:
         from autoprompt_search.errors import UserError
 
         seen = {_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        began, done, repeats = time.perf_counter(), 0, 0
-        while (n_trials is None or done < n_trials) and repeats < max_repeats:
+        began, repeats = time.perf_counter(), 0
+        while (planned is None or finished_trials(study) < planned) and repeats < max_repeats:
             if timeout is not None and time.perf_counter() - began > timeout:
                 break
             trial = study.ask()
@@ -248,11 +251,11 @@ class PromptSearch:
                 frozen = study.tell(trial, state=TrialState.PRUNED)
             except (KeyboardInterrupt, UserError):
                 study.tell(trial, state=TrialState.FAIL)
+                study.enqueue_trial(params, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "manual"})
                 raise
             else:
                 frozen = study.tell(trial, value)
                 seen[_key(params)] = frozen
-            done += 1
             for callback in callbacks:
                 callback(study, frozen)
 
@@ -266,27 +269,39 @@ def _piece_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def open_study(storage: str | optuna.storages.BaseStorage, *, seed: int, pruner: str, resume: bool) -> optuna.Study:
-    """Create a study, or load it for ``--resume``; a study left by another run is never reused silently."""
+def open_study(storage: str | optuna.storages.BaseStorage, *, seed: int, pruner: str, resume: bool,
+               exclusive: bool = True) -> tuple[optuna.Study, bool]:
+    """Create a study, or load it for ``--resume``; returns (study, created).
+
+    A study left by another run is never reused silently. With ``exclusive`` storage (the run
+    folder's own), trials left RUNNING were cut off by a killed process: they are marked failed
+    and enqueued again. A shared storage may hold other workers' running trials: those are left
+    alone (an RDB storage fails them itself once their heartbeat stops).
+    """
     sampler = TrialSeededTPESampler(seed, multivariate=True, n_startup_trials=10)
-    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-    if STUDY_NAME in names and not resume:
-        raise UserError("the run folder already holds a study: pass --resume to continue it, or --out for a new run")
-    if STUDY_NAME not in names and resume:
-        raise UserError("--resume: there is no study to resume in this run folder / storage")
-    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", sampler=sampler,
-                                pruner=make_pruner(pruner), load_if_exists=resume)
-    if resume:
-        _requeue_interrupted(study)
-    return study
+    try:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        if STUDY_NAME in names and not resume:
+            raise UserError("the storage already holds this run's study: pass --resume to continue it, or --out / --storage for a new run")
+        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", sampler=sampler,
+                                    pruner=make_pruner(pruner), load_if_exists=True)
+    except UserError:
+        raise
+    except Exception as error:  # whatever the storage backend raises for a bad URL or an unreachable database
+        raise UserError(f"--storage: cannot open the Optuna storage ({type(error).__name__}: {error})") from None
+    if STUDY_NAME in names:
+        if exclusive:
+            _requeue_interrupted(study)
+        else:
+            optuna.storages.fail_stale_trials(study)
+    return study, STUDY_NAME not in names
 
 
 def _requeue_interrupted(study: optuna.Study) -> None:
     """Trials left RUNNING by a killed process are marked failed and enqueued again."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        if trial.state == TrialState.RUNNING:
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}), user_attrs=dict(trial.user_attrs))
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}), user_attrs=dict(trial.user_attrs))
 
 
 def enqueue_manual(study: optuna.Study, pools: Pools) -> None:
@@ -349,10 +364,17 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, log: Callable[[str]
     from autoprompt_search.candidates.label_words import generate_label_words
     from autoprompt_search.candidates.template_pool import build_template_pool
 
+    from autoprompt_search.candidates.template_pool import normalize_template
+
     labels = tuple(train.labels)
+    for i, template in enumerate(space.templates.seeds):
+        if template.n_triggers:
+            raise UserError(f"{space.source}: templates.seeds[{i}]: trigger slots [T] need the gradient trigger search, "
+                            "which this version does not run; write the words instead")
     templates = build_template_pool(space, model_kind=scorer.backend.kind)
+    n_seeds = len({normalize_template(t.source) for t in space.templates.seeds})
     seeds = [Verbalizer.parse(verbalizer.to_dict(), labels) for verbalizer in space.verbalizers.seeds]
-    for template in templates[: len(space.templates.seeds)]:
+    for template in templates[:n_seeds]:
         for verbalizer in seeds:
             scorer.word_ids(template, verbalizer)  # a seed word the tokenizer cannot spell fails here, early
     options: list[list[tuple[str, ...]]] = [[] for _ in labels]
@@ -360,12 +382,17 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, log: Callable[[str]
         for c, words in enumerate(verbalizer.words):
             if tuple(words) not in options[c]:
                 options[c].append(tuple(words))
-    origins: dict[str, Any] = {"templates": {"seeds": len(space.templates.seeds), "combinations": len(templates) - len(space.templates.seeds)}}
+    owner: dict[str, str] = {}
+    for c, label in enumerate(labels):
+        for word in (w for option in options[c] for w in option):
+            if owner.setdefault(word.lower(), label) != label:
+                raise UserError(f"{space.source}: verbalizers.seeds: the word {word!r} is given for both {owner[word.lower()]!r} and {label!r}")
+    origins: dict[str, Any] = {"templates": {"seeds": n_seeds, "combinations": len(templates) - n_seeds}}
     generator = space.generators.label_words
     if generator.enabled:
         train_texts = [example.fields for example in train.examples]
         train_gold = [labels.index(example.label) for example in train.examples]
-        chosen = _generation_templates(scorer, templates[: len(space.templates.seeds)], seeds, train_texts, train_gold, generator.templates)
+        chosen = _generation_templates(scorer, templates[:n_seeds] or templates, seeds, train_texts, train_gold, generator.templates)
         shortlist = {("mean_log_prob",): generator.words_per_class, ("likelihood_ratio",): 10_000}.get(tuple(generator.scoring), 50)
         seed_words = {word for group in (w for opts in options for w in opts) for word in group}
         began = time.perf_counter()
@@ -387,7 +414,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, log: Callable[[str]
             raise UserError(f"{space.source}: the word pool of label {label!r} is empty after filtering")
     pools = Pools(labels, tuple(t.source for t in templates), tuple(tuple(o) for o in options), tuple(space.calibration), origins=origins)
     manual = tuple(pools.params_for(template.source, verbalizer, calibration)
-                   for template in templates[: len(space.templates.seeds)] for verbalizer in seeds for calibration in space.calibration)
+                   for template in templates[:n_seeds] for verbalizer in seeds for calibration in space.calibration)
     return Pools(pools.labels, pools.templates, pools.words, pools.calibrations, manual, origins)
 
 

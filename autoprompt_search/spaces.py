@@ -309,14 +309,13 @@ class SearchSpace:
         """Causal models score the slot as the continuation, so nothing may follow ``{mask}``."""
         if self.model_kind != "causal":
             return
-        pieces = [(f"templates.seeds[{i}]", t.source, t.text_after_slot()) for i, t in enumerate(self.templates.seeds)]
+        pieces = [(f"templates.seeds[{i}]", t) for i, t in enumerate(self.templates.seeds)]
         if self.templates.blocks is not None:
             joined = join_fields(self.dataset.text_fields)
-            pieces += [(f"templates.blocks.endings[{i}]", e, Template.parse(f"{joined} {e}").text_after_slot())
-                       for i, e in enumerate(self.templates.blocks.endings)]
-        for key, source, after in pieces:
-            if after.strip():
-                raise _Invalid(key, f"continues after the slot {{mask}} in {source!r}; the model {self.model} is causal, so {{mask}} must come last")
+            pieces += [(f"templates.blocks.endings[{i}]", Template.parse(f"{joined} {e}")) for i, e in enumerate(self.templates.blocks.endings)]
+        for key, template in pieces:
+            if template.continues_after_slot():
+                raise _Invalid(key, f"continues after the slot {{mask}} in {template.source!r}; the model {self.model} is causal, so {{mask}} must come last")
 
     @property
     def model_kind(self) -> str | None:

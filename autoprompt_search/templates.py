@@ -95,8 +95,13 @@ class Template:
 
     def check_for_model(self, model_kind: str, origin: str = "template") -> None:
         """Causal models score the slot as the continuation, so it must come last."""
-        if model_kind == "causal" and self.text_after_slot().strip():
+        if model_kind == "causal" and self.continues_after_slot():
             raise UserError(f"{origin}: for a causal model the slot {{mask}} must be last, but {self.source!r} continues after it")
+
+    def continues_after_slot(self) -> bool:
+        """Whether anything but whitespace (text, a field, a trigger) follows the slot."""
+        index = self._slot_index()
+        return any(s.kind != "literal" or s.value.strip() for s in self.segments[index + 1 :])
 
     @property
     def fields_used(self) -> tuple[str, ...]:
@@ -112,9 +117,18 @@ class Template:
 
     def slot_follows_space(self) -> bool:
         """Whether the slot's word is preceded by whitespace (decides its tokenization)."""
-        index = self._slot_index()
+        return bool(self.whitespace_before(self._slot_index()))
+
+    def whitespace_before(self, index: int) -> str:
+        """The whitespace that ends the literal before segment ``index`` ("" if none): it belongs to
+        what follows, as whole-text tokenization would have it (" " -> "Ġword", "\n" -> "Ċ word")."""
         previous = self.segments[index - 1] if index else None
-        return previous is not None and previous.kind == "literal" and previous.value[-1:].isspace()
+        if previous is None or previous.kind != "literal":
+            return ""
+        return previous.value[len(previous.value.rstrip()) :]
+
+    def whitespace_before_slot(self) -> str:
+        return self.whitespace_before(self._slot_index())
 
     def _slot_index(self) -> int:
         return next(i for i, s in enumerate(self.segments) if s.kind == "slot")
@@ -147,10 +161,6 @@ class TemplateRenderer:
         self.tokenizer = tokenizer
         self.trigger_ids = tuple(trigger_ids or ())
         self._literal_ids = self._tokenize_literals()
-
-    def _space_before(self, index: int) -> bool:
-        previous = self.template.segments[index - 1] if index else None
-        return previous is not None and previous.kind == "literal" and previous.value[-1:].isspace()
 
     def _tokenize_literals(self) -> dict[int, list[int]]:
         segments = self.template.segments
@@ -185,7 +195,7 @@ class TemplateRenderer:
             if index == 0:
                 field_ids[index] = encode_plain(self.tokenizer, texts)
             else:
-                space = " " if self._space_before(index) else ""
+                space = self.template.whitespace_before(index)
                 field_ids[index] = encode_in_context(self.tokenizer, [space + text for text in texts])
         fixed = sum(len(ids) for ids in self._literal_ids.values()) + len(self.trigger_ids)
         budget = max_tokens - fixed

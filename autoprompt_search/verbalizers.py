@@ -67,10 +67,15 @@ class Verbalizer:
     def to_dict(self) -> dict[str, list[str]]:
         return {label: list(words) for label, words in zip(self.labels, self.words)}
 
-    def token_ids(self, tokenizer: PreTrainedTokenizerBase, *, leading_space: bool) -> tuple[tuple[WordIds, ...], ...]:
-        """Each label's words as token-id tuples, as they are tokenized at the slot."""
+    def token_ids(self, tokenizer: PreTrainedTokenizerBase, *, leading_space: bool | str) -> tuple[tuple[WordIds, ...], ...]:
+        """Each label's words as token-id tuples, as they are tokenized at the slot.
+
+        ``leading_space`` is the whitespace before the slot (True means one space): a word after
+        a newline is the newline's token(s) followed by the word, scored as one continuation.
+        """
         flat = [word for words in self.words for word in words]
-        encoded = encode_in_context(tokenizer, [" " + w for w in flat]) if leading_space else encode_plain(tokenizer, flat)
+        prefix = " " if leading_space is True else (leading_space or "")
+        encoded = encode_in_context(tokenizer, [prefix + w for w in flat]) if prefix else encode_plain(tokenizer, flat)
         unk = tokenizer.unk_token_id
         result: list[tuple[WordIds, ...]] = []
         position = 0

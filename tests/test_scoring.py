@@ -88,7 +88,7 @@ def test_contextual_calibration_uses_content_free_inputs(backend) -> None:
     prepared = scorer.prepare(TEMPLATE, TEXTS)
     verbalizer = _verbalizer("bad", "good")
     score = scorer.score(prepared, verbalizer, GOLD, calibration="contextual")
-    content_free = scorer.prepare(TEMPLATE, [{"text": "N/A"}, {"text": ""}, {"text": ""}])
+    content_free = scorer.prepare(TEMPLATE, [{"text": "N/A"}, {"text": ""}])  # no mask token: "" once
     raw = scorer.class_scores(content_free.prompts, scorer.word_ids(TEMPLATE, verbalizer))
     expected_bias = torch.log(torch.softmax(raw, 1).mean(0))
     assert np.allclose(score.calibration.bias, expected_bias.numpy())

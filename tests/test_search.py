@@ -90,7 +90,39 @@ def test_a_non_empty_run_folder_needs_resume(space, tmp_path, capsys) -> None:
     assert _run(space, out, "--trials", "1") == 0
     assert _run(space, out, "--trials", "1") == 2
     assert "--resume" in capsys.readouterr().err
-    assert _run(space, tmp_path / "fresh", "--resume") == 2
+    # A run cut off before its study existed is resumed as a fresh start.
+    assert _run(space, tmp_path / "fresh", "--trials", "1", "--resume") == 0
+
+
+def test_resume_refuses_other_settings(space, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert _run(space, out, "--trials", "1") == 0
+    assert _run(space, out, "--trials", "2", "--seed", "21", "--resume") == 2
+    assert "seed" in capsys.readouterr().err
+
+
+def test_a_resumed_search_finds_what_an_uninterrupted_one_finds(space, tmp_path) -> None:
+    assert _run(space, tmp_path / "whole", "--trials", "10") == 0
+    assert _run(space, tmp_path / "parts", "--trials", "4") == 0
+    assert _run(space, tmp_path / "parts", "--trials", "10", "--resume") == 0
+    whole, parts = (json.loads((tmp_path / name / "best.json").read_text()) for name in ("whole", "parts"))
+    assert whole["prompt"] == parts["prompt"]
+    with open(tmp_path / "whole" / "trials.csv") as a, open(tmp_path / "parts" / "trials.csv") as b:
+        assert [row["template"] + row["verbalizer"] for row in csv.DictReader(a)] == [row["template"] + row["verbalizer"] for row in csv.DictReader(b)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("verbalizers: {seeds: [{negative: [bad], positive: [good]}, {negative: [good], positive: [great]}]}\n", "both"),
+    ],
+)
+def test_bad_spaces_fail_before_any_trial(tmp_path, tiny_causal_lm, isolated_cache, capsys, extra, message) -> None:
+    space = write_tiny_space(tmp_path, tiny_causal_lm, extra="")
+    text = space.read_text().replace("verbalizers:\n  seeds: [{negative: [bad], positive: [good]}, {negative: [terrible], positive: [great]}]\n", extra)
+    space.write_text(text)
+    assert _run(space, tmp_path / "run") == 2
+    assert message in capsys.readouterr().err
 
 
 def _start(space: Path, out: Path, trials: int) -> subprocess.Popen:

@@ -51,6 +51,17 @@ def test_causal_models_need_the_slot_last() -> None:
     with pytest.raises(UserError, match="must be last"):
         template.check_for_model("causal")
     Template.parse("{text} It was {mask}  ").check_for_model("causal")
+    for source in ("{mask} is the verdict on {text}", "{text} It was {mask} [T]"):
+        with pytest.raises(UserError, match="must be last"):
+            Template.parse(source).check_for_model("causal")
+
+
+def test_whitespace_before_a_field_or_the_slot_is_kept(bpe_tokenizer) -> None:
+    template = Template.parse("Review:\n{text}\nSentiment:\n{mask}")
+    assert template.whitespace_before_slot() == "\n"
+    [prompt] = TemplateRenderer(template, bpe_tokenizer).render([{"text": "good movie"}], max_tokens=50)
+    whole = bpe_tokenizer("Review:\ngood movie\nSentiment:", add_special_tokens=False)["input_ids"]
+    assert list(prompt.before) == list(whole)
 
 
 @pytest.fixture(scope="module")

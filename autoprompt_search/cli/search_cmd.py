@@ -53,6 +53,15 @@ class SearchJob:
         self.timings: dict[str, float] = {}
         self.began = time.perf_counter()
 
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues."""
+        from autoprompt_search.fileio import sha256_text
+
+        space = {key: value for key, value in self.space.to_dict().items() if key not in ("overrides", "budget", "source")}
+        return {"space_sha256": sha256_text(json.dumps(space, sort_keys=True, default=str)), "seed": self.seed,
+                "model_weights_sha256": self.backend.weights_hash, "model_kind": self.backend.kind,
+                "train_dev_sha256": sha256_text(self.train.content_hash() + self.dev.content_hash())}
+
     def log(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
@@ -62,7 +71,7 @@ class SearchJob:
         from autoprompt_search.errors import UserError
         from autoprompt_search.fileio import atomic_write_json
         from autoprompt_search.scoring import PromptScorer
-        from autoprompt_search.search import Pools, PromptSearch, build_pools, enqueue_manual, finished_trials, open_study, Progress
+        from autoprompt_search.search import Pools, Progress, PromptSearch, build_pools, enqueue_manual, finished_trials, open_study
 
         space, args = self.space, self.args
         import optuna
@@ -84,28 +93,35 @@ class SearchJob:
         self.write_manifest("running")
 
         pools_path = self.out / "pools.json"
+        identity = self.identity()
         if args.resume and pools_path.exists():
-            pools = Pools.from_dict(json.loads(pools_path.read_text()))
+            stored = json.loads(pools_path.read_text())
+            changed = [key for key in identity if stored.get("run", {}).get(key) != identity[key]]
+            if changed:
+                raise UserError(f"--resume: {self.out} was started with other settings ({', '.join(changed)} differ); "
+                                "resume with the same space, seed and model, or start a new run with --out")
+            pools = Pools.from_dict(stored)
         else:
             began = time.perf_counter()
             pools = build_pools(space, self.scorer, self.train, log=self.log)
             self.timings["candidates_seconds"] = time.perf_counter() - began
-            atomic_write_json(pools_path, pools.to_dict())
+            atomic_write_json(pools_path, {**pools.to_dict(), "run": identity})
         self.pools = pools
-        storage = _storage(args.storage, self.out)
-        study = open_study(storage, seed=self.seed, pruner=space.pruner.type, resume=args.resume)
-        if not args.resume:
+        study, created = open_study(_storage(args.storage, self.out), seed=self.seed, pruner=space.pruner.type,
+                                    resume=args.resume, exclusive=args.storage is None)
+        if created:
             enqueue_manual(study, pools)
-        planned = len(pools.manual) + (space.budget.trials if space.budget.trials is not None else 10**9)
-        remaining = max(0, planned - finished_trials(study))
+        planned = len(pools.manual) + space.budget.trials if space.budget.trials is not None else None
+        remaining = None if planned is None else max(0, planned - finished_trials(study))
         self.log(f"search: {len(pools.templates)} templates, {[len(w) for w in pools.words]} word options per label, "
-                 f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines; {remaining} trials to run")
+                 f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines; "
+                 f"{'no trial budget' if remaining is None else f'{remaining} trials to run'}")
         search = PromptSearch(self.scorer, self.train, self.dev, pools, objective=space.objective,
                               pruner=space.pruner.type, chunks=space.pruner.chunks)
-        progress = Progress(self.scorer, remaining if space.budget.trials is not None else None)
+        progress = Progress(self.scorer, remaining)
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
         try:
-            search.run(study, remaining if space.budget.trials is not None else None, space.budget.timeout_seconds, [progress])
+            search.run(study, planned, space.budget.timeout_seconds, [progress])
         except KeyboardInterrupt:
             progress.close()
             self.write_manifest("interrupted")
@@ -266,14 +282,23 @@ class SearchJob:
 
 
 def _storage(url: str | None, out: Path):
+    """The run folder's SQLite file, a journal file (journal:PATH) or an RDB URL with heartbeats,
+    so that trials of a worker that died are failed and retried once."""
+    from autoprompt_search.errors import UserError
+
     if not url:
         return f"sqlite:///{(out / 'study.db').resolve()}"
-    if url.startswith("journal:"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
 
-        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    return url
+            return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+        return RDBStorage(url, heartbeat_interval=60, grace_period=180, failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    except Exception as error:  # a malformed URL, a missing driver or folder, an unreachable server
+        raise UserError(f"--storage {url}: cannot open it ({type(error).__name__}: {error})") from None
 
 
 def _trials_csv(study) -> str:
