@@ -39,11 +39,28 @@ def machine() -> dict[str, str | int]:
     }
 
 
+def source_revision() -> str | None:
+    """The git commit of the installed source (with '+changes' if the tree differs), if it is a checkout."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+        return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def stamp() -> dict:
     """The provenance block every result file carries."""
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command_line(),
+        "source_revision": source_revision(),
         "versions": library_versions(),
         "machine": machine(),
     }
