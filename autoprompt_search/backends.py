@@ -101,10 +101,6 @@ class Backend(ABC):
                                 "dtype": str(self.model.dtype), **extra}, sort_keys=True, default=str)
         return hashlib.sha256(described.encode()).hexdigest()
 
-    @property
-    def slot_follows_space_default(self) -> bool:
-        return True
-
     def normalize(self, query: SlotQuery) -> SlotQuery:
         """Autoregressive kinds do not depend on the word's width: one cache entry serves all."""
         return query

@@ -1,6 +1,6 @@
 """Labelled datasets: loaders, deterministic train/test splits and K-shot sampling.
 
-Registered datasets (see /work/shared/ASSETS.md, "Labelled data"):
+Registered datasets (their carrier packages and pins are in ``assets.DATASETS``):
 
 * ``mr``: Pang & Lee sentence polarity (4,000 sentences), negative/positive.
 * ``rt``: Rotten Tomatoes review snippets, negative (rotten) / positive (fresh).

@@ -17,20 +17,19 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from autoprompt_search.backends import MODEL_KINDS, Backend, load_backend
+from autoprompt_search.backends import DEFAULT_MAX_LENGTH, MODEL_KINDS, Backend, load_backend
 from autoprompt_search.cache import SlotCache, default_cache_dir
 from autoprompt_search.ensemble import combine_probabilities
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.scoring import CALIBRATION_METHODS, PromptScorer
+from autoprompt_search.scoring import CALIBRATION_METHODS, DEFAULT_CHUNK_SIZE, PromptScorer
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 FORMAT = "autoprompt_search.prompt"
 FORMAT_VERSION = 1
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_CHUNK_SIZE = 256  # PromptScorer's default
 PEFT_TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "masked": "FEATURE_EXTRACTION"}
 _OPEN_BRACE = '{"text": "\\u007b"}'  # OpenPrompt evaluates it as a Python literal: "\u007b" is "{"
 _MISSING = object()
@@ -273,7 +272,7 @@ def _parse(document: Any, origin: str) -> PromptFile:
                       kind=_get(block, "kind", "model", "str", origin, choices=MODEL_KINDS),
                       weights_sha256=_get(block, "weights_sha256", "model", "str", origin),
                       path=_get(block, "path", "model", "str", origin, ""),
-                      max_length=_get(block, "max_length", "model", "positive int", origin, 256))
+                      max_length=_get(block, "max_length", "model", "positive int", origin, DEFAULT_MAX_LENGTH))
     if kind == "single":
         members = [_parse_member(document, "", origin, weighted=False)]
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autoprompt_search.backends import DEFAULT_MAX_LENGTH
 from autoprompt_search.scoring import Calibration
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
@@ -18,7 +19,7 @@ class ModelInfo:
     kind: str
     weights_sha256: str
     path: str = ""
-    max_length: int = 256
+    max_length: int = DEFAULT_MAX_LENGTH
 
 
 @dataclass(frozen=True)

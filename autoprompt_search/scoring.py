@@ -23,6 +23,7 @@ from autoprompt_search.verbalizers import Verbalizer, WordIds, combine_word_log_
 CalibrationMethod = Literal["none", "contextual", "prior"]
 CALIBRATION_METHODS: tuple[str, ...] = ("none", "contextual", "prior")
 CONTENT_FREE_INPUTS = ("N/A", "", "{mask_token}")
+DEFAULT_CHUNK_SIZE = 256  # prompts per cache entry: bounds memory, and is part of what a file must replay
 MAX_WORD_TOKENS = 8  # room kept at the slot so truncation never depends on the verbalizer
 
 
@@ -73,7 +74,7 @@ class PromptScore:
 class PromptScorer:
     """Scores prompts for one backend, sharing a slot-distribution cache."""
 
-    def __init__(self, backend: Backend, cache: SlotCache | None = None, *, chunk_size: int = 256) -> None:
+    def __init__(self, backend: Backend, cache: SlotCache | None = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         self.backend = backend
         self.cache = cache if cache is not None else SlotCache()
         self.chunk_size = chunk_size

@@ -128,6 +128,9 @@ class PromptSearch:
     A trial is judged on all labelled few-shot examples, train and dev (64 for K=16 and two
     classes): on so few examples the selection noise of dev alone (32) dominates what the search
     can gain. Train texts also fit the ``prior`` calibration, without their labels.
+
+    Train is one piece, rendered exactly as the label-word generator renders it, so its slot
+    distributions are computed once for both; dev is scored in chunks so a pruner can stop early.
     """
 
     def __init__(self, scorer: PromptScorer, train: Dataset, dev: Dataset, pools: Pools, *,
@@ -136,20 +139,19 @@ class PromptSearch:
         self.pools = pools
         self.objective = objective
         self.pruner = pruner
-        self.train = train.subset(_interleave_classes(train))
+        self.train = train
         self.dev = dev.subset(_interleave_classes(dev))
         labels = list(dev.labels)
         self.gold = np.array([labels.index(e.label) for e in self.train.examples + self.dev.examples])
         n_chunks = max(1, chunks if pruner != "none" else 1)
-        self.pieces = _piece_bounds(len(self.train), n_chunks) + [
-            (len(self.train) + a, len(self.train) + b) for a, b in _piece_bounds(len(self.dev), n_chunks)]
-        self.n_train_pieces = len(_piece_bounds(len(self.train), n_chunks))
+        self.pieces = [(0, len(self.train))] + [(len(self.train) + a, len(self.train) + b)
+                                                 for a, b in _piece_bounds(len(self.dev), n_chunks)]
         self._texts = [example.fields for example in self.train.examples + self.dev.examples]
         self._templates = [Template.parse(source, fields=dev.fields) for source in pools.templates]
         self._prepared: dict[int, list[PreparedPrompts]] = {}
 
     def prepared(self, template_index: int) -> list[PreparedPrompts]:
-        """The template rendered on each piece (train pieces first); rendering is kept per template."""
+        """The template rendered on each piece (train first); rendering is kept per template."""
         if template_index not in self._prepared:
             template = self._templates[template_index]
             self._prepared[template_index] = [self.scorer.prepare(template, self._texts[a:b]) for a, b in self.pieces]
@@ -162,7 +164,7 @@ class PromptSearch:
         if method == "prior":
             import torch
 
-            raw = torch.cat([self.scorer.class_scores(piece.prompts, word_ids) for piece in pieces[: self.n_train_pieces]])
+            raw = self.scorer.class_scores(pieces[0].prompts, word_ids)
             return Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
         return self.scorer.fit_calibration(method, pieces[0], word_ids)
 

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy.special import logsumexp
 from transformers import PreTrainedTokenizerBase
 
 from autoprompt_search.errors import UserError
@@ -137,9 +138,7 @@ def rank_label_words(
 
 def _log_mean_exp(values: np.ndarray) -> np.ndarray:
     """``log(mean(exp(values), axis=0))``, computed stably."""
-    peak = values.max(axis=0)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
-    return np.log(np.exp(values - peak).mean(axis=0)) + peak
+    return logsumexp(values, axis=0) - np.log(len(values))
 
 
 def generate_label_words(

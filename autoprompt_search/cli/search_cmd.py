@@ -51,6 +51,7 @@ class SearchJob:
     def __init__(self, space, seed: int, out: Path, args: argparse.Namespace) -> None:
         self.space, self.seed, self.out, self.args = space, seed, out, args
         self.timings: dict[str, float] = {}
+        self._prepared: dict[tuple[str, int], Any] = {}
         self.began = time.perf_counter()
 
     def identity(self) -> dict[str, Any]:
@@ -189,10 +190,13 @@ class SearchJob:
         self.print_leaderboard(board, summary)
 
     def score_result(self, result, dataset, gold):
+        """One prompt on a split; variants of one template share its rendering (and its cached pass)."""
         from autoprompt_search.verbalizers import Verbalizer
 
-        prepared = self.scorer.prepare(self._template(result.template), [e.fields for e in dataset.examples])
-        return self.scorer.score(prepared, Verbalizer.parse(result.verbalizer, dataset.labels), gold, calibration=result.calibration)
+        key = (result.template, id(dataset))
+        if key not in self._prepared:
+            self._prepared[key] = self.scorer.prepare(self._template(result.template), [e.fields for e in dataset.examples])
+        return self.scorer.score(self._prepared[key], Verbalizer.parse(result.verbalizer, dataset.labels), gold, calibration=result.calibration)
 
     def _template(self, source: str):
         from autoprompt_search.templates import Template
