@@ -31,6 +31,10 @@ test-unit: setup
 bench: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scoring.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_search.py --space search_spaces/mr.yaml
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_triggers.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generators.py --runs results/runs/generators
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generators.py --model splade-tiny --runs results/runs/generators-splade \
+		--out results/benchmarks/generators_mr_splade.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 from transformers import (
@@ -40,6 +41,27 @@ ModelKind = Literal["masked", "causal", "seq2seq"]
 MODEL_KINDS: tuple[str, ...] = ("masked", "causal", "seq2seq")
 DEFAULT_MAX_LENGTH = 256
 SENTINEL = "<extra_id_0>"
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """One assembled batch. ``input_ids`` may hold negative placeholders (trigger slots, see
+    :mod:`candidates.triggers`) that are replaced before the model sees them; ``slot_positions``
+    is where each row's slot distribution is read (masked models); ``extra`` holds
+    ``position_ids`` (causal) or ``decoder_input_ids`` (seq2seq), one row per input row."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    slot_positions: torch.Tensor
+    extra: dict[str, torch.Tensor]
+
+    def repeat_rows(self, repeats: int) -> "ModelInputs":
+        """Each row ``repeats`` times in a row (row ``b * repeats + r``), for batched candidates."""
+        def repeat(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.repeat_interleave(repeats, dim=0)
+
+        return ModelInputs(repeat(self.input_ids), repeat(self.attention_mask), repeat(self.slot_positions),
+                           {name: repeat(value) for name, value in self.extra.items()})
 
 
 @dataclass(frozen=True)
@@ -113,8 +135,48 @@ class Backend(ABC):
     def _slot_tokens(self, width: int) -> int: ...
 
     @abstractmethod
+    def assemble(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> ModelInputs:
+        """The model inputs of one batch: special tokens, slot tokens, padding."""
+
+    @abstractmethod
+    def slot_logits(self, inputs: ModelInputs, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[batch, vocab]`` at the slot; ``inputs_embeds`` replaces the (encoder) ids' embeddings."""
+
     def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
-        """Logits ``[batch, vocab]`` at the slot for one batch."""
+        return self.slot_logits(self.assemble(prompts, query))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The input embeddings of ``input_ids``, as the model's input embedding module computes them."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    @torch.inference_mode()
+    def slot_hidden_states(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> torch.Tensor:
+        """``[len(prompts), hidden]``: the vector the output embedding projects at the slot
+        (the slot's logits are this times the output embedding matrix, plus any bias)."""
+        captured: list[torch.Tensor] = []
+        head = self.model.get_output_embeddings()
+        if head is None:
+            raise UserError(f"model {self.path or ''}: it has no output embedding, so the slot's hidden state cannot be read")
+        handle = head.register_forward_hook(lambda module, args, output: captured.append(args[0]))
+        output: torch.Tensor | None = None
+        try:
+            for start in range(0, len(prompts), self.batch_size):
+                inputs = self.assemble(prompts[start : start + self.batch_size], query)
+                with self.counted(len(inputs.input_ids)):
+                    self.slot_logits(inputs)
+                if not captured:
+                    raise UserError(f"model {self.path or ''}: its output embedding is not called on the slot's hidden state")
+                hidden = captured.pop()
+                if hidden.dim() == 3 and self.kind == "masked":  # the whole sequence went through the head
+                    hidden = hidden[torch.arange(len(hidden), device=hidden.device), inputs.slot_positions]
+                elif hidden.dim() == 3:  # causal and decoder outputs: the slot is the last position
+                    hidden = hidden[:, -1]
+                if output is None:
+                    output = torch.empty((len(prompts), hidden.shape[-1]), dtype=torch.float32)
+                output[start : start + len(hidden)] = hidden.float().cpu()
+        finally:
+            handle.remove()
+        return output if output is not None else torch.empty((0, 0))
 
     @abstractmethod
     def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int: ...
@@ -127,13 +189,21 @@ class Backend(ABC):
         output = torch.empty((len(prompts), self.vocab_size), dtype=torch.float32)
         for start in range(0, len(order), self.batch_size):
             indices = order[start : start + self.batch_size]
-            began = time.perf_counter()
-            logits = self._forward_batch([prompts[i] for i in indices], query)
-            output[indices] = torch.log_softmax(logits.float(), dim=-1).cpu()
+            with self.counted(len(indices)):
+                logits = self._forward_batch([prompts[i] for i in indices], query)
+                output[indices] = torch.log_softmax(logits.float(), dim=-1).cpu()
+        return output
+
+    @contextmanager
+    def counted(self, rows: int) -> Iterator[None]:
+        """Count one pass of the model over ``rows`` sequences, and its seconds, in the totals."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
             self.forward_seconds += time.perf_counter() - began
             self.forward_passes += 1
-            self.sequences_processed += len(indices)
-        return output
+            self.sequences_processed += rows
 
     def _pad(self, sequences: list[list[int]], *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(ids) for ids in sequences)
@@ -165,16 +235,20 @@ class MaskedBackend(Backend):
     def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int:
         return len(prompt.before) + len(prompt.after) + query.width
 
-    def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
+    def assemble(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> ModelInputs:
         slot = list(query.prefix) + [self.mask_id] * (query.width - len(query.prefix))
         sequences = [[*self.specials.prefix, *p.before, *slot, *p.after, *self.specials.suffix] for p in prompts]
         positions = torch.tensor([len(self.specials.prefix) + len(p.before) + len(query.prefix) for p in prompts], device=self.device)
         ids, mask = self._pad(sequences)
-        rows = torch.arange(len(prompts), device=self.device)
+        return ModelInputs(ids, mask, positions, {})
+
+    def slot_logits(self, inputs: ModelInputs, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        rows = torch.arange(len(inputs.input_ids), device=self.device)
+        given = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": inputs.input_ids}
         if self._head is not None:
-            hidden = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-            return self._head(hidden[rows, positions])
-        return self.model(input_ids=ids, attention_mask=mask).logits[rows, positions]
+            hidden = self.model.base_model(**given, attention_mask=inputs.attention_mask).last_hidden_state
+            return self._head(hidden[rows, inputs.slot_positions])
+        return self.model(**given, attention_mask=inputs.attention_mask).logits[rows, inputs.slot_positions]
 
 
 class CausalBackend(Backend):
@@ -192,11 +266,16 @@ class CausalBackend(Backend):
     def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int:
         return len(prompt.before) + len(query.prefix)
 
-    def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
+    def assemble(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> ModelInputs:
         sequences = [[*self.specials.prefix, *p.before, *query.prefix] for p in prompts]
         ids, mask = self._pad(sequences, left=True)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=False)
+        last = torch.full((len(prompts),), ids.shape[1] - 1, device=self.device)
+        return ModelInputs(ids, mask, last, {"position_ids": positions_of(mask)})
+
+    def slot_logits(self, inputs: ModelInputs, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        given = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": inputs.input_ids}
+        output = self.model(**given, attention_mask=inputs.attention_mask, position_ids=inputs.extra["position_ids"],
+                            logits_to_keep=1, use_cache=False)
         return output.logits[:, -1]
 
 
@@ -221,11 +300,18 @@ class Seq2SeqBackend(Backend):
     def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int:
         return len(prompt.before) + len(prompt.after)
 
-    def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
+    def assemble(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> ModelInputs:
         sequences = [[*self.specials.prefix, *p.before, self.sentinel_id, *p.after, *self.specials.suffix] for p in prompts]
         ids, mask = self._pad(sequences)
+        positions = torch.tensor([len(self.specials.prefix) + len(p.before) for p in prompts], device=self.device)
         decoder = torch.tensor([[self.decoder_start_id, self.sentinel_id, *query.prefix]] * len(prompts), device=self.device)
-        return self.model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder, use_cache=False).logits[:, -1]
+        return ModelInputs(ids, mask, positions, {"decoder_input_ids": decoder})
+
+    def slot_logits(self, inputs: ModelInputs, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        given = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": inputs.input_ids}
+        output = self.model(**given, attention_mask=inputs.attention_mask,
+                            decoder_input_ids=inputs.extra["decoder_input_ids"], use_cache=False)
+        return output.logits[:, -1]
 
 
 _BACKENDS: dict[str, tuple[type[Backend], type]] = {
@@ -288,6 +374,13 @@ def _position_limit(config, tokenizer: PreTrainedTokenizerBase) -> int | None:
         limits.append(model_max)
     limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
     return min(limits) if limits else None
+
+
+def positions_of(attention_mask: torch.Tensor, start: torch.Tensor | int = 0) -> torch.Tensor:
+    """Position ids that count only the real tokens of left-padded rows, from ``start`` per row."""
+    if isinstance(start, torch.Tensor):
+        start = start.unsqueeze(1)
+    return (attention_mask.cumsum(dim=1) - 1).clamp(min=0) + start
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> int:

@@ -29,6 +29,8 @@ import yaml
 from autoprompt_search.assets import DEFAULT_MODEL, MODELS
 from autoprompt_search.data import FILE_SUFFIXES, LMBFF_SEEDS, REGISTERED
 from autoprompt_search.errors import UserError
+from autoprompt_search.space_checks import Invalid, need_choice, need_int
+from autoprompt_search.space_generators import Generators, LabelProbeGenerator, LabelWordsGenerator, TriggersGenerator
 from autoprompt_search.templates import SLOT, Template
 from autoprompt_search.verbalizers import Verbalizer
 
@@ -43,7 +45,6 @@ REGISTERED_LABELS: dict[str, tuple[str, ...]] = {
 REGISTERED_FIELDS: tuple[str, ...] = ("text",)  # every registered dataset has this one field
 OBJECTIVES = ("accuracy", "macro_f1")
 PRUNERS = ("median", "wilcoxon", "none")
-LABEL_WORD_SCORING = ("mean_log_prob", "likelihood_ratio")
 DEFAULT_CALIBRATION = ("none", "contextual", "prior")
 
 _LEAF = None
@@ -55,35 +56,17 @@ SCHEMA: dict[str, Any] = {
     "templates": {"seeds": _LEAF, "blocks": {"prefixes": _LEAF, "connectors": _LEAF, "endings": _LEAF},
                   "max_candidates": _LEAF},
     "verbalizers": {"seeds": _LEAF},
-    "generators": {"label_words": {"enabled": _LEAF, "words_per_class": _LEAF, "scoring": _LEAF, "templates": _LEAF}},
+    "generators": {"label_words": {"enabled": _LEAF, "words_per_class": _LEAF, "scoring": _LEAF, "templates": _LEAF},
+                   "label_probe": {"enabled": _LEAF, "words_per_class": _LEAF, "templates": _LEAF, "shortlist": _LEAF},
+                   "triggers": {"enabled": _LEAF, "templates": _LEAF, "count": _LEAF, "position": _LEAF, "base_templates": _LEAF,
+                                "candidates": _LEAF, "steps": _LEAF, "restarts": _LEAF, "batch_size": _LEAF, "patience": _LEAF,
+                                "init": _LEAF, "filters": _LEAF, "loss": _LEAF}},
     "calibration": _LEAF, "objective": _LEAF,
     "budget": {"trials": _LEAF, "timeout_seconds": _LEAF},
     "pruner": {"type": _LEAF, "chunks": _LEAF},
     "ensemble": {"size": _LEAF, "prompts_per_template": _LEAF},
 }  # fmt: skip
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class _Invalid(UserError):
-    """A bad value at ``key`` (a path from the top, e.g. ``budget.trials``); the loader adds the file."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key} {message}")
-        self.key = key
-
-
-def _need_int(key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(key, f"must be an integer, got {value!r}")
-    if value < minimum:
-        raise _Invalid(key, f"must be at least {minimum}, got {value}")
-
-
-def _need_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise _Invalid(key, f"must be one of {', '.join(choices)}, got {value!r}{hint}")
 
 
 # ------------------------------------------------------------------------------- dataclasses
@@ -102,22 +85,22 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         if self.path is None:
-            _need_choice("dataset", self.name, tuple(sorted(REGISTERED)))
+            need_choice("dataset", self.name, tuple(sorted(REGISTERED)))
             if self.text_fields != REGISTERED_FIELDS or self.label_field != "label" or self.labels not in (None, REGISTERED_LABELS[self.name]):
-                raise _Invalid("dataset", f"text_fields, label_field and labels are only for data files, not the registered dataset {self.name!r}")
+                raise Invalid("dataset", f"text_fields, label_field and labels are only for data files, not the registered dataset {self.name!r}")
             object.__setattr__(self, "labels", REGISTERED_LABELS[self.name])
         if not self.text_fields:
-            raise _Invalid("dataset.text_fields", "must list at least one column")
+            raise Invalid("dataset.text_fields", "must list at least one column")
         for i, name in enumerate(self.text_fields):
             if not isinstance(name, str) or not _FIELD_NAME.match(name) or name == SLOT:
-                raise _Invalid(f"dataset.text_fields[{i}]", f"must be a name usable as a template field {{name}} (letters, digits, _; not 'mask'), got {name!r}")
+                raise Invalid(f"dataset.text_fields[{i}]", f"must be a name usable as a template field {{name}} (letters, digits, _; not 'mask'), got {name!r}")
         if not isinstance(self.label_field, str) or not self.label_field:
-            raise _Invalid("dataset.label_field", f"must be a column name, got {self.label_field!r}")
+            raise Invalid("dataset.label_field", f"must be a column name, got {self.label_field!r}")
         if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
-            raise _Invalid("dataset.labels", f"must list at least two distinct labels, got {list(self.labels)}")
+            raise Invalid("dataset.labels", f"must list at least two distinct labels, got {list(self.labels)}")
         fraction = self.test_fraction
         if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1):
-            raise _Invalid("dataset.test_fraction", f"must be a number between 0 and 1 (exclusive), got {fraction!r}")
+            raise Invalid("dataset.test_fraction", f"must be a number between 0 and 1 (exclusive), got {fraction!r}")
 
     @property
     def registered(self) -> bool:
@@ -143,13 +126,13 @@ class FewShot:
     seeds: tuple[int, ...] = LMBFF_SEEDS
 
     def __post_init__(self) -> None:
-        _need_int("few_shot.k", self.k, 1)
+        need_int("few_shot.k", self.k, 1)
         if not self.seeds:
-            raise _Invalid("few_shot.seeds", "must list at least one seed")
+            raise Invalid("few_shot.seeds", "must list at least one seed")
         for i, seed in enumerate(self.seeds):
-            _need_int(f"few_shot.seeds[{i}]", seed, 0)
+            need_int(f"few_shot.seeds[{i}]", seed, 0)
         if len(set(self.seeds)) != len(self.seeds):
-            raise _Invalid("few_shot.seeds", f"must not repeat a seed, got {list(self.seeds)}")
+            raise Invalid("few_shot.seeds", f"must not repeat a seed, got {list(self.seeds)}")
 
 
 @dataclass(frozen=True)
@@ -164,10 +147,10 @@ class TemplateBlocks:
         for name in ("prefixes", "connectors", "endings"):
             values = getattr(self, name)
             if not values:
-                raise _Invalid(f"templates.blocks.{name}", "must list at least one piece")
+                raise Invalid(f"templates.blocks.{name}", "must list at least one piece")
             for i, value in enumerate(values):
                 if not isinstance(value, str):
-                    raise _Invalid(f"templates.blocks.{name}[{i}]", f"must be a quoted string, got {value!r}")
+                    raise Invalid(f"templates.blocks.{name}[{i}]", f"must be a quoted string, got {value!r}")
 
     @property
     def n_combinations(self) -> int:
@@ -182,8 +165,8 @@ class TemplateSpace:
 
     def __post_init__(self) -> None:
         if not self.seeds and self.blocks is None:
-            raise _Invalid("templates", "must give seeds, blocks or both")
-        _need_int("templates.max_candidates", self.max_candidates, 1)
+            raise Invalid("templates", "must give seeds, blocks or both")
+        need_int("templates.max_candidates", self.max_candidates, 1)
 
 
 @dataclass(frozen=True)
@@ -192,36 +175,10 @@ class VerbalizerSpace:
 
     def __post_init__(self) -> None:
         if not self.seeds:
-            raise _Invalid("verbalizers.seeds", "must list at least one verbalizer")
+            raise Invalid("verbalizers.seeds", "must list at least one verbalizer")
         for i, seed in enumerate(self.seeds[1:], start=1):
             if seed.labels != self.seeds[0].labels:
-                raise _Invalid(f"verbalizers.seeds[{i}]", f"has labels {list(seed.labels)}, but seeds[0] has {list(self.seeds[0].labels)}")
-
-
-@dataclass(frozen=True)
-class LabelWordsGenerator:
-    """Proposes label words from the model's slot distribution over the train examples."""
-
-    enabled: bool = True
-    words_per_class: int = 12
-    scoring: tuple[str, ...] = LABEL_WORD_SCORING
-    templates: int = 3  # how many of the best templates the words are proposed with
-
-    def __post_init__(self) -> None:
-        key = "generators.label_words"
-        if not isinstance(self.enabled, bool):
-            raise _Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
-        _need_int(f"{key}.words_per_class", self.words_per_class, 1)
-        _need_int(f"{key}.templates", self.templates, 1)
-        if not self.scoring:
-            raise _Invalid(f"{key}.scoring", f"must list at least one of {', '.join(LABEL_WORD_SCORING)}")
-        for i, name in enumerate(self.scoring):
-            _need_choice(f"{key}.scoring[{i}]", name, LABEL_WORD_SCORING)
-
-
-@dataclass(frozen=True)
-class Generators:
-    label_words: LabelWordsGenerator = LabelWordsGenerator()
+                raise Invalid(f"verbalizers.seeds[{i}]", f"has labels {list(seed.labels)}, but seeds[0] has {list(self.seeds[0].labels)}")
 
 
 @dataclass(frozen=True)
@@ -233,12 +190,12 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.trials is None and self.timeout_seconds is None:
-            raise _Invalid("budget", "must set trials, timeout_seconds or both")
+            raise Invalid("budget", "must set trials, timeout_seconds or both")
         if self.trials is not None:
-            _need_int("budget.trials", self.trials, 1)
+            need_int("budget.trials", self.trials, 1)
         timeout = self.timeout_seconds
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
-            raise _Invalid("budget.timeout_seconds", f"must be a number of seconds above 0 (or null), got {timeout!r}")
+            raise Invalid("budget.timeout_seconds", f"must be a number of seconds above 0 (or null), got {timeout!r}")
 
 
 @dataclass(frozen=True)
@@ -247,8 +204,8 @@ class Pruner:
     chunks: int = 4  # dev examples are scored in this many chunks; a trial may stop after each
 
     def __post_init__(self) -> None:
-        _need_choice("pruner.type", self.type, PRUNERS)
-        _need_int("pruner.chunks", self.chunks, 1)
+        need_choice("pruner.type", self.type, PRUNERS)
+        need_int("pruner.chunks", self.chunks, 1)
 
 
 @dataclass(frozen=True)
@@ -257,8 +214,8 @@ class Ensemble:
     prompts_per_template: int = 3  # verbalizer/calibration variants per template, free once it is cached
 
     def __post_init__(self) -> None:
-        _need_int("ensemble.size", self.size, 1)
-        _need_int("ensemble.prompts_per_template", self.prompts_per_template, 1)
+        need_int("ensemble.size", self.size, 1)
+        need_int("ensemble.prompts_per_template", self.prompts_per_template, 1)
 
 
 @dataclass(frozen=True)
@@ -286,23 +243,27 @@ class SearchSpace:
         from autoprompt_search.scoring import CALIBRATION_METHODS  # lazy: scoring imports torch
 
         if not isinstance(self.name, str) or not self.name.strip():
-            raise _Invalid("name", f"must be a non-empty string, got {self.name!r}")
+            raise Invalid("name", f"must be a non-empty string, got {self.name!r}")
         if not isinstance(self.description, str):
-            raise _Invalid("description", "must be a string")
+            raise Invalid("description", "must be a string")
         if not self.calibration:
-            raise _Invalid("calibration", f"must list at least one of {', '.join(CALIBRATION_METHODS)}")
+            raise Invalid("calibration", f"must list at least one of {', '.join(CALIBRATION_METHODS)}")
         for i, method in enumerate(self.calibration):
-            _need_choice(f"calibration[{i}]", method, tuple(CALIBRATION_METHODS))
+            need_choice(f"calibration[{i}]", method, tuple(CALIBRATION_METHODS))
         if len(set(self.calibration)) != len(self.calibration):
-            raise _Invalid("calibration", f"must not repeat a method, got {list(self.calibration)}")
-        _need_choice("objective", self.objective, OBJECTIVES)
+            raise Invalid("calibration", f"must not repeat a method, got {list(self.calibration)}")
+        need_choice("objective", self.objective, OBJECTIVES)
         for i, seed in enumerate(self.verbalizers.seeds):
             if self.dataset.labels is not None and set(seed.labels) != set(self.dataset.labels):
-                raise _Invalid(f"verbalizers.seeds[{i}]", f"covers {list(seed.labels)}, but the data's labels are {list(self.dataset.labels)}")
+                raise Invalid(f"verbalizers.seeds[{i}]", f"covers {list(seed.labels)}, but the data's labels are {list(self.dataset.labels)}")
         for i, template in enumerate(self.templates.seeds):
+            if template.n_triggers:
+                raise Invalid(f"templates.seeds[{i}]", f"{template.source!r} holds trigger slots [T]; put it under generators.triggers.templates")
             unknown = [f for f in template.fields_used if f not in self.dataset.text_fields]
             if unknown:
-                raise _Invalid(f"templates.seeds[{i}]", f"uses {{{unknown[0]}}}, not a field of the data ({', '.join(self.dataset.text_fields)})")
+                raise Invalid(f"templates.seeds[{i}]", f"uses {{{unknown[0]}}}, not a field of the data ({', '.join(self.dataset.text_fields)})")
+        if self.generators.label_probe.enabled and self.few_shot.k < 2:
+            raise Invalid("generators.label_probe", f"needs few_shot.k of at least 2 (the probe is cross-validated), got {self.few_shot.k}")
         self._check_for_model()
 
     def _check_for_model(self) -> None:
@@ -310,12 +271,13 @@ class SearchSpace:
         if self.model_kind != "causal":
             return
         pieces = [(f"templates.seeds[{i}]", t) for i, t in enumerate(self.templates.seeds)]
+        pieces += [(f"generators.triggers.templates[{i}]", t) for i, t in enumerate(self.generators.triggers.templates)]
         if self.templates.blocks is not None:
             joined = join_fields(self.dataset.text_fields)
             pieces += [(f"templates.blocks.endings[{i}]", Template.parse(f"{joined} {e}")) for i, e in enumerate(self.templates.blocks.endings)]
         for key, template in pieces:
             if template.continues_after_slot():
-                raise _Invalid(key, f"continues after the slot {{mask}} in {template.source!r}; the model {self.model} is causal, so {{mask}} must come last")
+                raise Invalid(key, f"continues after the slot {{mask}} in {template.source!r}; the model {self.model} is causal, so {{mask}} must come last")
 
     @property
     def model_kind(self) -> str | None:
@@ -341,12 +303,13 @@ class SearchSpace:
                 changes["budget"] = budget
                 overrides["budget"] = dataclasses.asdict(budget)
             return dataclasses.replace(self, **changes, overrides=overrides)
-        except _Invalid as error:
+        except Invalid as error:
             raise UserError(f"{self.source}: with --model/--trials/--timeout given: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The effective space as JSON-able data (for the run manifest)."""
         result = {name: dataclasses.asdict(getattr(self, name)) for name in ("few_shot", "generators", "budget", "pruner", "ensemble")}
+        result["generators"]["triggers"]["templates"] = [t.source for t in self.generators.triggers.templates]
         blocks = self.templates.blocks
         return {
             "name": self.name, "description": self.description, "source": str(self.source) if self.source else None,
@@ -487,14 +450,14 @@ def load_space(path: str | Path) -> SearchSpace:
         raw = _merge(raw, layer, file, origins)
     try:
         return _build(raw, path, origins)
-    except _Invalid as error:
+    except Invalid as error:
         raise UserError(f"{origins.file(error.key)}: {error}") from None
 
 
 def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = raw.get(key.rpartition(".")[2], {})
     if not isinstance(value, Mapping):
-        raise _Invalid(key, f"must be a mapping, got {value!r}")
+        raise Invalid(key, f"must be a mapping, got {value!r}")
     return value
 
 
@@ -502,7 +465,7 @@ def _tuple(value: Any, key: str) -> tuple[Any, ...]:
     if isinstance(value, str):
         return (value,)
     if not isinstance(value, list):
-        raise _Invalid(key, f"must be a list, got {value!r}")
+        raise Invalid(key, f"must be a list, got {value!r}")
     return tuple(value)
 
 
@@ -514,11 +477,11 @@ def _kwargs(section: Mapping[str, Any], key: str, **list_keys: bool) -> dict[str
 def _text(value: Any, key: str) -> str:
     """A label or word from YAML: strings and integers, never YAML's booleans (yes/no/on/off)."""
     if isinstance(value, bool):
-        raise _Invalid(key, f"has {value}, which YAML read from an unquoted yes/no/on/off/true/false: put it in quotes")
+        raise Invalid(key, f"has {value}, which YAML read from an unquoted yes/no/on/off/true/false: put it in quotes")
     if isinstance(value, int):
         return str(value)
     if not isinstance(value, str):
-        raise _Invalid(key, f"must be a quoted string, got {value!r}")
+        raise Invalid(key, f"must be a quoted string, got {value!r}")
     return value
 
 
@@ -535,12 +498,15 @@ def _build(raw: dict[str, Any], path: Path, origins: _Origins) -> SearchSpace:
     for i, spec in enumerate(_tuple(_section(raw, "verbalizers").get("seeds", []), "verbalizers.seeds")):
         key = f"verbalizers.seeds[{i}]"
         if not isinstance(spec, Mapping):
-            raise _Invalid(key, f"must be a mapping from each label to its words, got {spec!r}")
+            raise Invalid(key, f"must be a mapping from each label to its words, got {spec!r}")
         spec = {_text(label, key): [_text(w, key) for w in (words if isinstance(words, list) else [words])] for label, words in spec.items()}
         labels = labels or tuple(sorted(spec))  # a file without labels: data.py sorts the labels found
         verbalizer_seeds.append(Verbalizer.parse(spec, labels, origin=f"{origins.file(key)}: {key}"))
     generators = _section(raw, "generators")
     label_words = _section(generators, "generators.label_words")
+    triggers = _kwargs(_section(generators, "generators.triggers"), "generators.triggers", filters=True)
+    triggers["templates"] = tuple(_template(t, f"generators.triggers.templates[{i}]", dataset.text_fields, origins)
+                                  for i, t in enumerate(_tuple(triggers.get("templates", []), "generators.triggers.templates")))
     calibration = raw.get("calibration", list(DEFAULT_CALIBRATION))
     model = _model(raw.get("model", DEFAULT_MODEL), origins)
     return SearchSpace(
@@ -548,7 +514,9 @@ def _build(raw: dict[str, Any], path: Path, origins: _Origins) -> SearchSpace:
         few_shot=FewShot(**_kwargs(_section(raw, "few_shot"), "few_shot", seeds=True)),
         templates=TemplateSpace(seeds, blocks, templates.get("max_candidates", 40)),
         verbalizers=VerbalizerSpace(tuple(verbalizer_seeds)),
-        generators=Generators(LabelWordsGenerator(**_kwargs(label_words, "generators.label_words", scoring=True))),
+        generators=Generators(LabelWordsGenerator(**_kwargs(label_words, "generators.label_words", scoring=True)),
+                              LabelProbeGenerator(**_kwargs(_section(generators, "generators.label_probe"), "generators.label_probe")),
+                              TriggersGenerator(**triggers)),
         calibration=_tuple(calibration, "calibration"), objective=raw.get("objective", "accuracy"),
         budget=Budget(**_kwargs(_section(raw, "budget"), "budget")), pruner=Pruner(**_kwargs(_section(raw, "pruner"), "pruner")),
         ensemble=Ensemble(**_kwargs(_section(raw, "ensemble"), "ensemble")), source=path, raw=raw,
@@ -558,7 +526,7 @@ def _build(raw: dict[str, Any], path: Path, origins: _Origins) -> SearchSpace:
 def _template(value: Any, key: str, fields: tuple[str, ...], origins: _Origins) -> Template:
     if not isinstance(value, str):
         hint = " (YAML reads an unquoted {...} as a mapping: put the template in quotes)" if isinstance(value, Mapping) else ""
-        raise _Invalid(key, f"must be a quoted string, got {value!r}{hint}")
+        raise Invalid(key, f"must be a quoted string, got {value!r}{hint}")
     return Template.parse(value, fields=fields, origin=f"{origins.file(key)}: {key}")
 
 
@@ -568,7 +536,10 @@ def _check_blocks(blocks: TemplateBlocks, fields: tuple[str, ...], origins: _Ori
     for name, build in (("prefixes", lambda p: f"{p}{joined} {{mask}}"), ("connectors", lambda c: f"{joined}{c}{{mask}}"),
                         ("endings", lambda e: f"{joined} {e}")):  # fmt: skip
         for i, piece in enumerate(getattr(blocks, name)):
-            _template(build(piece), f"templates.blocks.{name}[{i}]", fields, origins)
+            key = f"templates.blocks.{name}[{i}]"
+            if _template(build(piece), key, fields, origins).n_triggers:
+                raise UserError(f"{origins.file(key)}: {key}: {piece!r} holds a trigger slot [T]; "
+                                "templates with triggers go under generators.triggers.templates")
 
 
 def join_fields(fields: tuple[str, ...]) -> str:
@@ -578,19 +549,19 @@ def join_fields(fields: tuple[str, ...]) -> str:
 
 def _dataset(value: Any, origins: _Origins) -> DatasetSpec:
     if value is None:
-        raise _Invalid("dataset", f"is required: a registered dataset ({', '.join(sorted(REGISTERED))}) or a mapping with 'path'")
+        raise Invalid("dataset", f"is required: a registered dataset ({', '.join(sorted(REGISTERED))}) or a mapping with 'path'")
     if isinstance(value, str):
         if value in REGISTERED:
             return DatasetSpec(value)
         if Path(value).suffix.lower() not in FILE_SUFFIXES:
             close = difflib.get_close_matches(value, sorted(REGISTERED), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _Invalid("dataset", f"{value!r} is not a registered dataset ({', '.join(sorted(REGISTERED))}) nor a "
+            raise Invalid("dataset", f"{value!r} is not a registered dataset ({', '.join(sorted(REGISTERED))}) nor a "
                                       f"{'/'.join(FILE_SUFFIXES)} file{hint}")
         value = {"path": value}
         origins.by_key[("dataset", "path")] = origins.file("dataset")
     if not isinstance(value, Mapping):
-        raise _Invalid("dataset", f"must be a registered name or a mapping with 'path', got {value!r}")
+        raise Invalid("dataset", f"must be a registered name or a mapping with 'path', got {value!r}")
     options = dict(value)
     if "text_fields" in options:
         options["text_fields"] = _tuple(options["text_fields"], "dataset.text_fields")
@@ -600,23 +571,23 @@ def _dataset(value: Any, origins: _Origins) -> DatasetSpec:
         return DatasetSpec(**{"name": options.pop("name", None), **options})
     given = options.pop("path")
     if not isinstance(given, str) or not given.strip():
-        raise _Invalid("dataset.path", f"must be a file path, got {given!r}")
+        raise Invalid("dataset.path", f"must be a file path, got {given!r}")
     file = Path(given).expanduser()
     file = Path(os.path.normpath((file if file.is_absolute() else origins.file("dataset.path").parent / file).absolute()))
     if not file.is_file():
-        raise _Invalid("dataset.path", f"{given!r}: no such file (looked for {file})")
+        raise Invalid("dataset.path", f"{given!r}: no such file (looked for {file})")
     if file.suffix.lower() not in FILE_SUFFIXES:
-        raise _Invalid("dataset.path", f"{given!r}: unknown extension; use {', '.join(FILE_SUFFIXES)}")
+        raise Invalid("dataset.path", f"{given!r}: unknown extension; use {', '.join(FILE_SUFFIXES)}")
     return DatasetSpec(**{"name": options.pop("name", None) or file.stem, "path": file, **options})
 
 
 def _model(value: Any, origins: _Origins) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _Invalid("model", f"must be a registered model ({', '.join(MODELS)}) or a model folder, got {value!r}")
+        raise Invalid("model", f"must be a registered model ({', '.join(MODELS)}) or a model folder, got {value!r}")
     if value in MODELS:
         return value
     folder = Path(value).expanduser()
     folder = folder if folder.is_absolute() else origins.file("model").parent / folder
     if not folder.is_dir():
-        raise _Invalid("model", f"{value!r} is neither a registered model ({', '.join(MODELS)}) nor a folder (looked for {folder})")
+        raise Invalid("model", f"{value!r} is neither a registered model ({', '.join(MODELS)}) nor a folder (looked for {folder})")
     return str(folder.absolute())

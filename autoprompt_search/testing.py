@@ -321,6 +321,8 @@ verbalizers:
   seeds: [{{negative: [bad], positive: [good]}}, {{negative: [terrible], positive: [great]}}]
 generators:
   label_words: {{enabled: true, words_per_class: 3, templates: 2}}
+  label_probe: {{enabled: true, words_per_class: 2}}
+  triggers: {{enabled: true, count: 2, candidates: 6, steps: 3, restarts: 2, batch_size: 4, patience: 2}}
 calibration: [none, prior]
 budget: {{trials: {trials}}}
 pruner: {{type: median, chunks: 2}}

@@ -83,3 +83,47 @@ def test_smollm2_short_search_and_reload(tmp_path, capsys) -> None:
     gold = np.array([predictor.classes_.index(e.label) for e in test.examples])
     assert float((probabilities.argmax(1) == gold).mean()) == results["best"]["test"]["accuracy"]
     assert results["best_manual"] is not None
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m", "splade-tiny"])
+def test_trigger_candidates_match_autoprompts_loop_on_a_real_model(model) -> None:
+    """The stored-prefix path (causal) and the batched path (masked) against the per-candidate
+    loop, with the real tokenizers' filters and MR text."""
+    from autoprompt_search.candidates.triggers import TriggerObjective, reference_candidate_losses
+    from autoprompt_search.candidates.vocabulary import allowed_trigger_tokens
+    from autoprompt_search.tokenization import encode_in_context
+
+    _need(model, "mr")
+    backend = load_backend(model, device="cpu")
+    train, _ = data.few_shot(data.load_split("mr", "train_pool"), 4, 13)
+    source = "{text} [T] [T] {mask}" if backend.kind == "causal" else "{text} [T] [T] {mask}."
+    token = lambda word: encode_in_context(backend.tokenizer, [" " + word])[0][0]  # noqa: E731
+    objective = TriggerObjective(backend, Template.parse(source), [[token("bad")], [token("good")]])
+    inputs = objective.inputs(objective.render([e.fields for e in train.examples]))
+    gold = torch.tensor([train.labels.index(e.label) for e in train.examples])
+    rows = backend.model.get_input_embeddings().weight.shape[0]
+    allowed = allowed_trigger_tokens(backend.tokenizer, vocab_size=rows, leading_space=True, label_words=["bad", "good"])
+    triggers = [token("the"), token("movie")]
+    _, gradient = objective.loss_and_gradient(inputs, triggers, gold)
+    candidates = objective.hotflip_candidates(gradient, 1, triggers[1], allowed, 6)
+    texts = [backend.tokenizer.decode([t]).strip() for t in candidates.tolist()]
+    assert all(text.isalpha() and text.lower() not in ("bad", "good") for text in texts)
+    loop = reference_candidate_losses(objective, inputs, triggers, 1, candidates, gold)
+    assert torch.allclose(objective.candidate_losses(inputs, triggers, 1, candidates, gold), loop, atol=1e-4)
+
+
+def test_smollm2_search_with_the_gradient_generators(tmp_path, capsys) -> None:
+    _need("smollm2-135m", "mr")
+    space = tmp_path / "space.yaml"
+    space.write_text(f"include: {SPACES / 'mr_gradient.yaml'}\nname: mr_gradient_small\n"
+                     "generators:\n  triggers: {steps: 2, restarts: 1, candidates: 6, batch_size: 8}\n")
+    out = tmp_path / "run"
+    assert main(["search", str(space), "--trials", "2", "--test-limit", "32", "--out", str(out)]) == 0
+    pools = json.loads((out / "pools.json").read_text())
+    search = pools["origins"]["triggers"]["searches"][0]
+    assert "[T]" in search["template"] and search["forward_passes"] > 0 and search["backward_passes"] == 2
+    written = [run["template"] for run in search["runs"] if run["template"]]
+    assert all(template in pools["templates"] for template in written)
+    assert pools["origins"]["label_probe"]["probes"][0]["words"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pools"]["triggers"]["searches"][0]["runs"][0]["tokens"] == search["runs"][0]["tokens"]

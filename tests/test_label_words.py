@@ -1,17 +1,16 @@
-"""Label-word candidates: ranking on known matrices, the whole-word filter, reading the cache."""
+"""Label-word candidates: ranking on known matrices, reading the cache."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
 
 from autoprompt_search.backends import load_backend
-from autoprompt_search.candidates.label_words import generate_label_words, rank_label_words, whole_word_tokens
+from autoprompt_search.candidates.label_words import generate_label_words, rank_label_words
+from autoprompt_search.candidates.vocabulary import whole_word_tokens
 from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.templates import Template
-from autoprompt_search.testing import MULTI_TOKEN_WORDS, TINY_CORPUS
-from autoprompt_search.tokenization import encode_in_context, encode_plain
+from autoprompt_search.testing import TINY_CORPUS
 
 LABELS = ["negative", "positive"]
 WORDS = {0: "great", 1: "terrible", 2: "good", 3: "bad", 4: "movie", 5: "Great", 6: "fine", 8: "nice"}
@@ -87,55 +86,6 @@ def test_rank_rejects_a_class_without_examples() -> None:
     log_probs, _ = _synthetic()
     with pytest.raises(Exception, match="no training example"):
         rank_label_words(log_probs, np.zeros(len(log_probs), dtype=int), LABELS, WORDS, words_per_class=1)
-
-
-# -- the whole-word filter ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tokenizers(tiny_masked_lm, tiny_causal_lm, tiny_seq2seq, tiny_causal_sp):
-    folders = {"wordpiece": tiny_masked_lm, "byte_bpe": tiny_causal_lm, "sentencepiece": tiny_seq2seq, "sentencepiece_bos": tiny_causal_sp}
-    return {name: AutoTokenizer.from_pretrained(folder) for name, folder in folders.items()}
-
-
-@pytest.mark.parametrize("family", ["wordpiece", "byte_bpe", "sentencepiece", "sentencepiece_bos"])
-def test_whole_word_tokens_keep_words_and_reject_fragments(tokenizers, family: str) -> None:
-    tokenizer = tokenizers[family]
-    words = whole_word_tokens(tokenizer, leading_space=True)
-    assert {"great", "terrible", "good", "bad"} <= set(words.values())
-    for word in ("great", "terrible"):
-        assert words[encode_in_context(tokenizer, [" " + word])[0][0]] == word
-    assert all(w.isalpha() and len(w) >= 2 for w in words.values())
-    assert not set(words) & set(tokenizer.all_special_ids)
-    for punctuation in (".", ",", "!"):
-        assert not set(words) & set(encode_in_context(tokenizer, [punctuation])[0])
-    for word in MULTI_TOKEN_WORDS:
-        assert word not in words.values()
-        pieces = encode_in_context(tokenizer, [" " + word])[0]
-        assert len(pieces) > 1
-        assert not set(words) & set(pieces[1:]), f"a continuation piece of {word!r} was kept"
-
-
-def test_wordpiece_continuation_pieces_are_rejected(tokenizers) -> None:
-    tokenizer = tokenizers["wordpiece"]
-    words = whole_word_tokens(tokenizer, leading_space=True)
-    for piece in ("##tas", "##tic", "##watch", "##piece"):
-        assert tokenizer.convert_tokens_to_ids(piece) not in words
-
-
-def test_byte_bpe_modes_follow_the_space(tokenizers) -> None:
-    tokenizer = tokenizers["byte_bpe"]
-    spaced = whole_word_tokens(tokenizer, leading_space=True)
-    plain = whole_word_tokens(tokenizer, leading_space=False)
-    (with_space,) = encode_in_context(tokenizer, [" great"])[0]
-    (without,) = encode_plain(tokenizer, ["Great"])[0]
-    assert with_space in spaced and with_space not in plain
-    assert plain[without] == "Great" and without not in spaced
-
-
-def test_whole_word_tokens_are_memoised_and_copied(tokenizers) -> None:
-    tokenizer = tokenizers["byte_bpe"]
-    first = whole_word_tokens(tokenizer, leading_space=True)
-    first.clear()
-    assert whole_word_tokens(tokenizer, leading_space=True)
 
 
 # -- generation from the model through the cache ------------------------------------------------------

@@ -204,14 +204,15 @@ def test_the_search_reuses_the_train_pass_of_the_label_word_generator(space, tin
     from autoprompt_search.backends import load_backend
     from autoprompt_search.cache import SlotCache
     from autoprompt_search.scoring import PromptScorer
-    from autoprompt_search.search import PromptSearch, build_pools
+    from autoprompt_search.candidates.pools import build_pools
+    from autoprompt_search.search import PromptSearch
     from autoprompt_search.spaces import load_space
 
     loaded = load_space(space)
     pool = data.load_split(str(space.parent / "tiny.csv"), "train_pool", labels=["negative", "positive"], test_fraction=0.3)
     train, dev = data.few_shot(pool, loaded.few_shot.k, 13)
     scorer = PromptScorer(load_backend(tiny_causal_lm), SlotCache())
-    pools = build_pools(loaded, scorer, train, log=lambda message: None)
+    pools = build_pools(loaded, scorer, train, dev, log=lambda message: None)
     search = PromptSearch(scorer, train, dev, pools)
     passes = scorer.backend.forward_passes
     scorer.slot_log_probs(search.prepared(0)[0].prompts)  # the train piece of a seed template

@@ -42,16 +42,17 @@ def _error(path: Path) -> str:
 
 
 def test_every_bundled_dataset_has_a_space():
-    assert {p.stem for p in BUNDLED} == data.REGISTERED
+    assert {p.stem for p in BUNDLED if "_" not in p.stem} == data.REGISTERED  # variants are named <dataset>_<variant>
     assert set(REGISTERED_LABELS) == data.REGISTERED
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
 def test_bundled_space_validates(path):
     space = load_space(path)
-    assert space.name == path.stem and space.dataset.name == path.stem and space.dataset.registered
-    assert space.source == path and space.raw["dataset"] == path.stem and "include" not in space.raw
-    assert space.labels == REGISTERED_LABELS[path.stem]
+    dataset = path.stem.split("_")[0]
+    assert space.name == path.stem and space.dataset.name == dataset and space.dataset.registered
+    assert space.source == path and space.raw["dataset"] == dataset and "include" not in space.raw
+    assert space.labels == REGISTERED_LABELS[dataset]
     assert space.model == "smollm2-135m" and space.model_kind == "causal"
     assert all(t.text_after_slot() == "" for t in space.templates.seeds)  # causal: {mask} is last
     assert all(set(v.labels) == set(space.labels) for v in space.verbalizers.seeds)
@@ -81,7 +82,7 @@ def test_validate_command_prints_one_line_per_file(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert re.search(r"mr\.yaml: ok: mr: dataset mr .*model smollm2-135m, 4 seed templates \+ 48 block combinations"
-                     r" -> 40 candidates .*3 verbalizer seeds, budget 60 trials", lines[0])
+                     r" -> 40 candidates .*3 verbalizer seeds, generators: label_words, budget 60 trials", lines[0])
 
 
 # ---------------------------------------------------------------- includes and defaults
@@ -209,6 +210,19 @@ def _bad(tmp_path: Path, old: str, new: str) -> str:
     ("", "few_shot: {seeds: [1, x]}\n", r"few_shot.seeds\[1\] must be an integer, got 'x'"),
     ("", "generators: {label_words: {scoring: [pmi]}}\n", r"generators.label_words.scoring\[0\] must be one of"),
     ("", "generators: {label_words: {words_per_class: 0}}\n", "generators.label_words.words_per_class must be at least 1"),
+    ("", "generators: {label_probe: {words_per_class: 0}}\n", "generators.label_probe.words_per_class must be at least 1"),
+    ("", "generators: {triggers: {position: middle}}\n", "generators.triggers.position must be one of after, before, slot"),
+    ("", "generators: {triggers: {loss: hinge}}\n", "generators.triggers.loss must be one of cross_entropy, label_likelihood"),
+    ("", "generators: {triggers: {filters: [digits]}}\n", r"generators.triggers.filters\[0\] must be one of"),
+    ("", "generators: {triggers: {steps: 0}}\n", "generators.triggers.steps must be at least 1"),
+    ("", "generators: {triggers: {patience: 0}}\n", "generators.triggers.patience must be at least 1"),
+    ("", "generators: {triggers: {init: ''}}\n", "generators.triggers.init must be a word"),
+    ("", "generators: {triggers: {templates: ['{text} It was {mask}']}}\n", r"generators.triggers.templates\[0\] .* has no trigger slot"),
+    ("", "generators: {triggers: {templates: ['{text} [T] {mask} .']}}\n", r"generators.triggers.templates\[0\] continues after the slot"),
+    ("", "generators: {triggers: {steps: 3, step: 4}}\n", r"generators.triggers.step: unknown key \(did you mean 'steps'\?"),
+    ("", "few_shot: {k: 1}\ngenerators: {label_probe: {enabled: true}}\n", r"generators.label_probe needs few_shot.k of at least 2"),
+    ('seeds: ["{text} It was {mask}"]', 'seeds: ["{text} [T] It was {mask}"]', r"templates.seeds\[0\] .* holds trigger slots \[T\]"),
+    ("seeds: [", "blocks: {endings: ['[T] It was {mask}']}\n  seeds: [", r"templates.blocks.endings\[0\]: .* holds a trigger slot"),
     ("seeds: [", "max_candidates: 0\n  seeds: [", "templates.max_candidates must be at least 1"),
     ('seeds: ["{text} It was {mask}"]', "seeds: []", "templates must give seeds, blocks or both"),
     ("seeds: [", "blocks: {endings: [It was]}\n  seeds: [", r"templates.blocks.endings\[0\]: template .* has no label slot"),
@@ -253,3 +267,13 @@ def test_dataclasses_validate_on_direct_construction():
     space = load_space(SPACES / "mr.yaml")
     with pytest.raises(UserError, match="objective must be one of"):
         SearchSpace(**{**{f: getattr(space, f) for f in ("name", "dataset", "templates", "verbalizers")}, "objective": "f1"})
+
+
+def test_generator_choices_match_the_generators():
+    """The space lists the choices without importing torch; they must be the generators' own."""
+    from autoprompt_search import space_generators
+    from autoprompt_search.candidates import triggers, vocabulary
+
+    assert space_generators.TRIGGER_FILTERS == vocabulary.TRIGGER_FILTERS
+    assert space_generators.TRIGGER_LOSSES == triggers.TRIGGER_LOSSES
+    assert space_generators.TRIGGER_POSITIONS == triggers.TRIGGER_POSITIONS

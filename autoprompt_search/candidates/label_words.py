@@ -7,23 +7,21 @@ Two classic recipes are combined:
 - PETAL (Schick et al., 2020): order words by a likelihood ratio, how much more likely the
   word is under the class's examples than under the other classes' examples.
 
-Only tokens that are a whole real word at the slot are considered (:func:`whole_word_tokens`),
+Only tokens that are a whole real word at the slot are considered (:func:`vocabulary.whole_word_tokens`),
 so every candidate is a one-token verbalizer word whose score needs no extra forward pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
-from transformers import PreTrainedTokenizerBase
 
+from autoprompt_search.candidates.vocabulary import whole_word_tokens
 from autoprompt_search.errors import UserError
 from autoprompt_search.templates import Template
-from autoprompt_search.tokenization import encode_in_context, encode_plain
 
 
 @dataclass(frozen=True)
@@ -35,43 +33,6 @@ class WordCandidate:
     label: str
     mean_log_prob: float  # LM-BFF: mean over the class's examples of log p(token | x)
     log_likelihood_ratio: float  # PETAL-style: log mean_{x in c} p - log mean_{x not in c} p
-
-
-def whole_word_tokens(tokenizer: PreTrainedTokenizerBase, *, leading_space: bool) -> dict[int, str]:
-    """Token id -> word, for the tokens that are a whole real word at the slot.
-
-    A token qualifies when it is not special, its decoded text (stripped) is alphabetic and at
-    least 2 characters long, and tokenizing that word as it sits at the slot (after a space:
-    ``encode_in_context(" " + word)``; otherwise plain) gives back exactly this one id. The
-    round trip rejects sub-word pieces of every tokenizer family without family rules.
-    Memoised per tokenizer and mode; the returned dict is a fresh copy.
-    """
-    return dict(_whole_word_tokens(tokenizer, leading_space))
-
-
-@lru_cache(maxsize=16)
-def _whole_word_tokens(tokenizer: PreTrainedTokenizerBase, leading_space: bool) -> tuple[tuple[int, str], ...]:
-    special = set(tokenizer.all_special_ids)
-    special.update(i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
-    ids = [i for i in range(len(tokenizer)) if i not in special]
-    candidates: dict[int, str] = {}
-    for token_id, text in zip(ids, _decode_each(tokenizer, ids)):
-        word = text.strip()
-        if len(word) >= 2 and word.isalpha():
-            candidates[token_id] = word
-    words = list(dict.fromkeys(candidates.values()))
-    encoded = encode_in_context(tokenizer, [" " + w for w in words]) if leading_space else encode_plain(tokenizer, words)
-    single = {word: ids[0] for word, ids in zip(words, encoded) if len(ids) == 1}
-    return tuple((i, w) for i, w in candidates.items() if single.get(w) == i)
-
-
-def _decode_each(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[str]:
-    """Each id decoded alone; one Rust call for fast tokenizers, a Python loop otherwise."""
-    singles = [[i] for i in ids]
-    backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
-    if backend is not None:
-        return backend.decode_batch(singles, skip_special_tokens=False)
-    return tokenizer.batch_decode(singles, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 def rank_label_words(

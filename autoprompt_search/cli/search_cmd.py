@@ -59,6 +59,9 @@ class SearchJob:
         from autoprompt_search.fileio import sha256_text
 
         space = {key: value for key, value in self.space.to_dict().items() if key not in ("overrides", "budget", "source")}
+        for name in ("label_probe", "triggers"):  # off: the identity of runs made before these generators existed
+            if not space["generators"][name]["enabled"]:
+                del space["generators"][name]
         return {"space_sha256": sha256_text(json.dumps(space, sort_keys=True, default=str)), "seed": self.seed,
                 "model_weights_sha256": self.backend.weights_hash, "model_kind": self.backend.kind,
                 "train_dev_sha256": sha256_text(self.train.content_hash() + self.dev.content_hash())}
@@ -72,7 +75,8 @@ class SearchJob:
         from autoprompt_search.errors import UserError
         from autoprompt_search.fileio import atomic_write_json
         from autoprompt_search.scoring import PromptScorer
-        from autoprompt_search.search import Pools, Progress, PromptSearch, build_pools, enqueue_manual, finished_trials, open_study
+        from autoprompt_search.candidates.pools import build_pools
+        from autoprompt_search.search import Pools, Progress, PromptSearch, enqueue_manual, finished_trials, open_study
 
         space, args = self.space, self.args
         import optuna
@@ -104,7 +108,7 @@ class SearchJob:
             pools = Pools.from_dict(stored)
         else:
             began = time.perf_counter()
-            pools = build_pools(space, self.scorer, self.train, log=self.log)
+            pools = build_pools(space, self.scorer, self.train, self.dev, log=self.log)
             self.timings["candidates_seconds"] = time.perf_counter() - began
             atomic_write_json(pools_path, {**pools.to_dict(), "run": identity})
         self.pools = pools

@@ -1,0 +1,95 @@
+"""The ``generators`` section of a search space: which candidate generators run, with what budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autoprompt_search.space_checks import Invalid, need_choice, need_int
+from autoprompt_search.templates import Template
+
+LABEL_WORD_SCORING = ("mean_log_prob", "likelihood_ratio")
+TRIGGER_POSITIONS = ("after", "before", "slot")  # right after the text, right before it, right before {mask}
+TRIGGER_FILTERS = ("non_alphabetic", "subwords", "label_words")  # as candidates.vocabulary.TRIGGER_FILTERS
+TRIGGER_LOSSES = ("cross_entropy", "label_likelihood")  # as candidates.triggers.TRIGGER_LOSSES
+
+
+@dataclass(frozen=True)
+class LabelWordsGenerator:
+    """Proposes label words from the model's slot distribution over the train examples."""
+
+    enabled: bool = True
+    words_per_class: int = 12
+    scoring: tuple[str, ...] = LABEL_WORD_SCORING
+    templates: int = 3  # how many of the best templates the words are proposed with
+
+    def __post_init__(self) -> None:
+        key = "generators.label_words"
+        if not isinstance(self.enabled, bool):
+            raise Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
+        need_int(f"{key}.words_per_class", self.words_per_class, 1)
+        need_int(f"{key}.templates", self.templates, 1)
+        if not self.scoring:
+            raise Invalid(f"{key}.scoring", f"must list at least one of {', '.join(LABEL_WORD_SCORING)}")
+        for i, name in enumerate(self.scoring):
+            need_choice(f"{key}.scoring[{i}]", name, LABEL_WORD_SCORING)
+
+
+@dataclass(frozen=True)
+class LabelProbeGenerator:
+    """Proposes label words aligned with a linear probe of the slot's hidden state (AutoPrompt)."""
+
+    enabled: bool = False
+    words_per_class: int = 6
+    templates: int = 1  # a probe is fitted on each of the best templates
+    shortlist: int = 1000  # only the tokens likeliest at the slot on train compete
+
+    def __post_init__(self) -> None:
+        key = "generators.label_probe"
+        if not isinstance(self.enabled, bool):
+            raise Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
+        for name in ("words_per_class", "templates", "shortlist"):
+            need_int(f"{key}.{name}", getattr(self, name), 1)
+
+
+@dataclass(frozen=True)
+class TriggersGenerator:
+    """Gradient-guided trigger search (AutoPrompt with HotFlip); see :mod:`candidates.triggers`."""
+
+    enabled: bool = False
+    templates: tuple[Template, ...] = ()  # templates with [T] slots; none: insert them into the best seeds
+    count: int = 3
+    position: str = "after"
+    base_templates: int = 1
+    candidates: int = 50
+    steps: int = 20
+    restarts: int = 2
+    batch_size: int = 16
+    patience: int | None = 8
+    init: str = "the"
+    filters: tuple[str, ...] = TRIGGER_FILTERS
+    loss: str = "cross_entropy"
+
+    def __post_init__(self) -> None:
+        key = "generators.triggers"
+        if not isinstance(self.enabled, bool):
+            raise Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
+        for name in ("count", "base_templates", "candidates", "steps", "restarts", "batch_size"):
+            need_int(f"{key}.{name}", getattr(self, name), 1)
+        if self.patience is not None:
+            need_int(f"{key}.patience", self.patience, 1)
+        need_choice(f"{key}.position", self.position, TRIGGER_POSITIONS)
+        need_choice(f"{key}.loss", self.loss, TRIGGER_LOSSES)
+        for i, name in enumerate(self.filters):
+            need_choice(f"{key}.filters[{i}]", name, TRIGGER_FILTERS)
+        if not isinstance(self.init, str) or not self.init.strip():
+            raise Invalid(f"{key}.init", f"must be a word, got {self.init!r}")
+        for i, template in enumerate(self.templates):
+            if not template.n_triggers:
+                raise Invalid(f"{key}.templates[{i}]", f"{template.source!r} has no trigger slot [T]")
+
+
+@dataclass(frozen=True)
+class Generators:
+    label_words: LabelWordsGenerator = LabelWordsGenerator()
+    label_probe: LabelProbeGenerator = LabelProbeGenerator()
+    triggers: TriggersGenerator = TriggersGenerator()

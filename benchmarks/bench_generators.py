@@ -1,0 +1,131 @@
+"""Do the gradient-guided generators help? MR, SmolLM2-135M, 16-shot, the five LM-BFF seeds.
+
+For each seed it runs (or reads back, when complete) two searches: the bundled space without the
+generators (``--base``, default ``search_spaces/mr.yaml``) and the same space with them
+(``--space``, default ``search_spaces/mr_gradient.yaml``). It reports on the held-out test split:
+
+- the full searches: best manual prompt, best single prompt and ensemble, with and without;
+- the trigger template against the same template without triggers, each with its best trial on
+  train+dev (the study's ranking): the base template with the seed verbalizers' words only, the
+  base template with any word of the pool (searched words), and the trigger template with any
+  word of the pool (searched triggers and words).
+
+Writes ``results/benchmarks/generators_mr.json``; every run folder keeps its own manifest.
+``--model splade-tiny --runs results/runs/generators-splade --out ...`` runs the masked path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import optuna
+
+from autoprompt_search import data
+from autoprompt_search.backends import load_backend
+from autoprompt_search.cache import SlotCache, default_cache_dir
+from autoprompt_search.fileio import atomic_write_json
+from autoprompt_search.provenance import stamp
+from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.search import STUDY_NAME, leaderboard
+from autoprompt_search.spaces import load_space
+from autoprompt_search.templates import Template
+from autoprompt_search.verbalizers import Verbalizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_search import METHODS, run_seed  # noqa: E402
+
+
+def best_of(board, keep):
+    """The first (best-ranked) trial of the leaderboard that ``keep`` accepts, or None."""
+    return next((result for result in board if keep(result)), None)
+
+
+def template_comparison(run: Path, scorer: PromptScorer, test: data.Dataset) -> list[dict]:
+    """For each trigger template of the run: its best trial and two best trials of its base template."""
+    pools = json.loads((run / "pools.json").read_text())
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(run / 'study.db').resolve()}")
+    board = leaderboard(study)
+    manual_words = {word for verbalizer in json.loads((run / "manifest.json").read_text())["space"]["verbalizers"]["seeds"]
+                    for words in verbalizer.values() for word in words}
+    gold = [test.labels.index(e.label) for e in test.examples]
+    texts = [e.fields for e in test.examples]
+    prepared: dict[str, object] = {}
+
+    def on_test(result) -> dict:
+        if result is None:
+            return None
+        if result.template not in prepared:
+            prepared[result.template] = scorer.prepare(Template.parse(result.template, fields=test.fields), texts)
+        score = scorer.score(prepared[result.template], Verbalizer.parse(result.verbalizer, test.labels), gold,
+                             calibration=result.calibration)
+        return {"template": result.template, "verbalizer": result.verbalizer, "calibration": result.calibration.method,
+                "train_dev_accuracy": result.accuracy, "test_accuracy": score.accuracy, "test_macro_f1": score.macro_f1}
+
+    comparisons = []
+    for search in pools["origins"].get("triggers", {}).get("searches", []):
+        base = search["template"].replace(" [T]", "").replace("[T] ", "")
+        for found in (r["template"] for r in search["runs"] if r["template"]):
+            comparisons.append({
+                "base_manual_words": on_test(best_of(board, lambda r: r.template == base and all(
+                    w in manual_words for ws in r.verbalizer.values() for w in ws))),
+                "base_searched_words": on_test(best_of(board, lambda r: r.template == base)),
+                "triggers_and_searched_words": on_test(best_of(board, lambda r, t=found: r.template == t)),
+            })
+    return comparisons
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "per_seed": values}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", default="search_spaces/mr.yaml")
+    parser.add_argument("--space", default="search_spaces/mr_gradient.yaml")
+    parser.add_argument("--seeds", default="13,21,42,87,100")
+    parser.add_argument("--runs", default="results/runs")
+    parser.add_argument("--model", help="model for both searches (default: the space's)")
+    parser.add_argument("--out", default="results/benchmarks/generators_mr.json")
+    args, extra = parser.parse_known_args()
+    if args.model:
+        extra += ["--model", args.model]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    space = load_space(args.space)
+    test = data.load_split(space.dataset.spec, "test", **space.dataset.load_kwargs())
+    scorer = PromptScorer(load_backend(args.model or space.model), SlotCache(default_cache_dir()))
+    per_seed = {}
+    for seed in seeds:
+        without = run_seed(Path(args.base), seed, Path(args.runs) / f"bench-{Path(args.base).stem}-seed{seed}", extra)
+        run = Path(args.runs) / f"bench-{Path(args.space).stem}-seed{seed}"
+        with_generators = run_seed(Path(args.space), seed, run, extra)
+        per_seed[seed] = {"without": {m: without[m]["test"]["accuracy"] for m in METHODS},
+                          "with": {m: with_generators[m]["test"]["accuracy"] for m in METHODS},
+                          "wall_seconds": {"without": without.get("timings", {}).get("total_seconds"),
+                                           "with": with_generators.get("timings", {}).get("total_seconds")},
+                          "templates": template_comparison(run, scorer, test)}
+        print(f"seed {seed}: without " + " ".join(f"{m} {per_seed[seed]['without'][m]:.4f}" for m in METHODS)
+              + " | with " + " ".join(f"{m} {per_seed[seed]['with'][m]:.4f}" for m in METHODS), flush=True)
+        for row in per_seed[seed]["templates"]:
+            print("   " + " | ".join(f"{k} {v['test_accuracy']:.4f}" if v else f"{k} -" for k, v in row.items()), flush=True)
+
+    summary = {side: {m: mean_std([per_seed[s][side][m] for s in seeds]) for m in METHODS} for side in ("without", "with")}
+    first_rows = [per_seed[s]["templates"][0] for s in seeds if per_seed[s]["templates"]]
+    summary["template"] = {key: mean_std([row[key]["test_accuracy"] for row in first_rows if row[key]])
+                           for key in ("base_manual_words", "base_searched_words", "triggers_and_searched_words")}
+    summary["with_beats_without"] = {m: {str(s): per_seed[s]["with"][m] > per_seed[s]["without"][m] for s in seeds} for m in ("best", "ensemble")}
+    report = {"benchmark": "generators", "base_space": args.base, "space": args.space, "seeds": seeds,
+              "model": args.model or space.model, "model_weights_sha256": scorer.backend.weights_hash,
+              "per_seed": {str(s): v for s, v in per_seed.items()}, "summary": summary, "provenance": stamp()}
+    atomic_write_json(args.out, report)
+    for side in ("without", "with"):
+        print(f"{side:8}: " + "  ".join(f"{m} {summary[side][m]['mean']:.4f} ± {summary[side][m]['std']:.4f}" for m in METHODS))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
