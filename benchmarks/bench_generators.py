@@ -113,9 +113,15 @@ def main() -> int:
             print("   " + " | ".join(f"{k} {v['test_accuracy']:.4f}" if v else f"{k} -" for k, v in row.items()), flush=True)
 
     summary = {side: {m: mean_std([per_seed[s][side][m] for s in seeds]) for m in METHODS} for side in ("without", "with")}
-    first_rows = [per_seed[s]["templates"][0] for s in seeds if per_seed[s]["templates"]]
-    summary["template"] = {key: mean_std([row[key]["test_accuracy"] for row in first_rows if row[key]])
+    # Per seed, the trigger template the search ranked highest (one that some trial picked).
+    chosen = {s: max((row for row in per_seed[s]["templates"] if row["triggers_and_searched_words"]),
+                     key=lambda row: row["triggers_and_searched_words"]["train_dev_accuracy"], default=None) for s in seeds}
+    rows = [row for row in chosen.values() if row and row["base_manual_words"]]
+    summary["template"] = {key: mean_std([row[key]["test_accuracy"] for row in rows])
                            for key in ("base_manual_words", "base_searched_words", "triggers_and_searched_words")}
+    summary["template"]["seeds"] = [s for s in seeds if chosen[s] and chosen[s]["base_manual_words"]]
+    summary["template"]["triggers_beat_base"] = {str(s): chosen[s]["triggers_and_searched_words"]["test_accuracy"]
+                                                 > chosen[s]["base_manual_words"]["test_accuracy"] for s in summary["template"]["seeds"]}
     summary["with_beats_without"] = {m: {str(s): per_seed[s]["with"][m] > per_seed[s]["without"][m] for s in seeds} for m in ("best", "ensemble")}
     report = {"benchmark": "generators", "base_space": args.base, "space": args.space, "seeds": seeds,
               "model": args.model or space.model, "model_weights_sha256": scorer.backend.weights_hash,

@@ -229,6 +229,7 @@ def test_search_improves_the_batch_loss_and_is_reproducible(backends) -> None:
         loss, accuracy = objective.evaluate(objective.render(TEXTS[:4]), run_.trigger_ids, GOLD[:4])
         assert (accuracy, loss) == pytest.approx((run_.dev_accuracy, run_.dev_loss))
     assert any(r.improvements for r in first)
+    assert first[0].changed == (first[0].trigger_ids != init)
 
 
 def test_found_triggers_are_written_as_text_that_renders_to_the_same_ids(backends) -> None:

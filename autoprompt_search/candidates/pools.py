@@ -211,13 +211,14 @@ def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, 
                                on_step=on_step)
         bar.close()
         for run in runs:
-            if run.template is not None and run.improvements:  # a restart that never improved hands over nothing
+            if run.template is not None and run.changed:  # a restart whose best is where it started hands over nothing
                 found.append(Template.parse(run.template, fields=dev.fields))
         record["searches"].append({
             "template": template.source, "verbalizer": verbalizer.to_dict(), "seconds": time.perf_counter() - searched_at,
             "forward_passes": objective.forward_passes, "backward_passes": objective.counter.backward, "rows": objective.counter.rows,
             "runs": [{"restart": r.restart, "tokens": r.tokens, "token_ids": r.trigger_ids, "template": r.template,
                       "dev_loss": r.dev_loss, "dev_accuracy": r.dev_accuracy, "steps": r.steps, "improvements": r.improvements,
+                      "changed": r.changed,
                       "history": r.history} for r in runs],
         })
         log(f"triggers for {template.source!r}: " + "; ".join(

@@ -296,6 +296,7 @@ class TriggerRun:
     dev_accuracy: float
     steps: int
     improvements: int
+    changed: bool  # whether the handed-over triggers differ from where the restart started
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -319,6 +320,7 @@ def search_triggers(objective: TriggerObjective, train: Sequence[Mapping[str, st
             triggers = [int(t) for t in init_ids]
         else:
             triggers = [int(rng.choice(torch.nonzero(mask).flatten().numpy())) for mask in allowed]
+        start = list(triggers)
         dev_loss, dev_accuracy = objective.evaluate(dev_prompts, triggers, dev_labels)
         best = (dev_accuracy, -dev_loss, list(triggers))
         history = [{"step": 0, "train_loss": None, "dev_loss": dev_loss, "dev_accuracy": dev_accuracy}]
@@ -350,7 +352,8 @@ def search_triggers(objective: TriggerObjective, train: Sequence[Mapping[str, st
         chosen = best[2]
         tokens = [decode_token(objective.backend.tokenizer, t) for t in chosen]
         runs.append(TriggerRun(restart, chosen, tokens, written_template(objective, chosen, train[: min(8, len(train))]),
-                               dev_loss=-best[1], dev_accuracy=best[0], steps=step, improvements=improvements, history=history))
+                               dev_loss=-best[1], dev_accuracy=best[0], steps=step, improvements=improvements,
+                               changed=chosen != start, history=history))
     return runs
 
 
