@@ -79,6 +79,9 @@ def template_comparison(run: Path, scorer: PromptScorer, test: data.Dataset) -> 
 
 
 def mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (None without values: no seed had such a prompt)."""
+    if not values:
+        return {"mean": None, "std": None, "per_seed": []}
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "per_seed": values}
 
 
