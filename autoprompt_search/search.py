@@ -160,13 +160,7 @@ class PromptSearch:
     def calibration(self, method: str, template_index: int, verbalizer: Verbalizer) -> Calibration:
         """Fitted without labels: content-free inputs, or the mean class scores of the train texts."""
         word_ids = self.scorer.word_ids(self._templates[template_index], verbalizer)
-        pieces = self.prepared(template_index)
-        if method == "prior":
-            import torch
-
-            raw = self.scorer.class_scores(pieces[0].prompts, word_ids)
-            return Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
-        return self.scorer.fit_calibration(method, pieces[0], word_ids)
+        return self.scorer.fit_calibration(method, self.prepared(template_index)[0], word_ids)
 
     def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> tuple[Any, Any, Calibration]:
         """(all-examples score, dev-only score, calibration) of a parameter set; reports to ``trial``."""

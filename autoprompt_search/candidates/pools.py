@@ -10,7 +10,7 @@ records what it did under ``Pools.origins``, which the run's manifest keeps.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 
@@ -75,7 +75,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
     pools = Pools(labels, tuple(t.source for t in templates), tuple(tuple(o) for o in options), tuple(space.calibration), origins=origins)
     manual = tuple(pools.params_for(template.source, verbalizer, calibration)
                    for template in templates[:n_seeds] for verbalizer in seeds for calibration in space.calibration)
-    return Pools(pools.labels, pools.templates, pools.words, pools.calibrations, manual, origins)
+    return replace(pools, manual=manual)
 
 
 def seed_of(train: Dataset) -> int:
@@ -192,8 +192,9 @@ def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, 
         token_ids = [[word[0] for word in words] for words in scorer.word_ids(template, verbalizer)]
         objective = TriggerObjective(backend, template, token_ids, loss=generator.loss)
         spacing = [bool(template.whitespace_before(i)) for i, s in enumerate(template.segments) if s.kind == "trigger"]
-        allowed = [allowed_trigger_tokens(backend.tokenizer, vocab_size=vocabulary, leading_space=space,
-                                          filters=generator.filters, label_words=label_words) for space in spacing]
+        masks = {space: allowed_trigger_tokens(backend.tokenizer, vocab_size=vocabulary, leading_space=space,
+                                               filters=generator.filters, label_words=label_words) for space in set(spacing)}
+        allowed = [masks[space] for space in spacing]
         if not all(bool(mask.any()) for mask in allowed):
             raise UserError(f"generators.triggers: no token of this model's vocabulary passes the filters "
                             f"{', '.join(generator.filters)} for the trigger slots of {template.source!r}")
