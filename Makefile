@@ -6,7 +6,7 @@ CLI := $(VENV)/bin/autoprompt-search
 SPACE ?= search_spaces/mr.yaml
 SEED ?= 13
 
-.PHONY: setup assets main test test-unit bench clean
+.PHONY: setup assets main test test-unit bench bench-quality bench-openprompt openprompt-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,27 @@ bench: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generators.py --runs results/runs/generators
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generators.py --model splade-tiny --runs results/runs/generators-splade \
 		--out results/benchmarks/generators_mr_splade.json
+	$(MAKE) bench-openprompt
+	$(MAKE) bench-quality
+
+# Every figure of the README's quality table, from scratch (hours on a 2-core CPU; runs already
+# complete under results/runs/quality are read back, so an interrupted run continues).
+bench-quality: assets
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_quality.py
+
+# OpenPrompt 1.0.1 in its own environment, for the speed comparison (see benchmarks/openprompt/requirements.txt).
+OPENPROMPT_VENV := .venv-openprompt
+$(OPENPROMPT_VENV)/.installed: benchmarks/openprompt/requirements.txt
+	$(PYTHON) -m venv $(OPENPROMPT_VENV)
+	$(OPENPROMPT_VENV)/bin/pip install --quiet --upgrade pip
+	$(OPENPROMPT_VENV)/bin/pip install --quiet -r benchmarks/openprompt/requirements.txt
+	$(OPENPROMPT_VENV)/bin/pip install --quiet --no-deps openprompt==1.0.1
+	touch $@
+
+openprompt-venv: $(OPENPROMPT_VENV)/.installed
+
+bench-openprompt: assets openprompt-venv
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_openprompt.py $(OPENPROMPT_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OPENPROMPT_VENV) build *.egg-info

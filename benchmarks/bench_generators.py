@@ -17,72 +17,35 @@ Writes ``results/benchmarks/generators_mr.json``; every run folder keeps its own
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
-import optuna
-
-from autoprompt_search import data
 from autoprompt_search.backends import load_backend
 from autoprompt_search.cache import SlotCache, default_cache_dir
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
 from autoprompt_search.scoring import PromptScorer
-from autoprompt_search.search import STUDY_NAME, leaderboard
 from autoprompt_search.spaces import load_space
-from autoprompt_search.templates import Template
-from autoprompt_search.verbalizers import Verbalizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import METHODS, run_seed  # noqa: E402
+from bench_search import METHODS, RunOnTest, mean_std, run_seed  # noqa: E402
 
 
-def best_of(board, keep):
-    """The first (best-ranked) trial of the leaderboard that ``keep`` accepts, or None."""
-    return next((result for result in board if keep(result)), None)
-
-
-def template_comparison(run: Path, scorer: PromptScorer, test: data.Dataset) -> list[dict]:
+def template_comparison(run: Path, scorer: PromptScorer) -> list[dict]:
     """For each trigger template of the run: its best trial and two best trials of its base template."""
-    pools = json.loads((run / "pools.json").read_text())
-    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(run / 'study.db').resolve()}")
-    board = leaderboard(study)
-    manual_words = {word for verbalizer in json.loads((run / "manifest.json").read_text())["space"]["verbalizers"]["seeds"]
-                    for words in verbalizer.values() for word in words}
-    gold = [test.labels.index(e.label) for e in test.examples]
-    texts = [e.fields for e in test.examples]
-    prepared: dict[str, object] = {}
-
-    def on_test(result) -> dict:
-        if result is None:
-            return None
-        if result.template not in prepared:
-            prepared[result.template] = scorer.prepare(Template.parse(result.template, fields=test.fields), texts)
-        score = scorer.score(prepared[result.template], Verbalizer.parse(result.verbalizer, test.labels), gold,
-                             calibration=result.calibration)
-        return {"template": result.template, "verbalizer": result.verbalizer, "calibration": result.calibration.method,
-                "train_dev_accuracy": result.accuracy, "test_accuracy": score.accuracy, "test_macro_f1": score.macro_f1}
-
+    trials = RunOnTest(run, scorer)
+    manual_words = {word for verbalizer in trials.space["verbalizers"]["seeds"] for words in verbalizer.values() for word in words}
     comparisons = []
-    for search in pools["origins"].get("triggers", {}).get("searches", []):
+    for search in trials.pools["origins"].get("triggers", {}).get("searches", []):
         base = search["template"].replace(" [T]", "").replace("[T] ", "")
         for found in (r["template"] for r in search["runs"] if r["template"]):
             comparisons.append({
-                "base_manual_words": on_test(best_of(board, lambda r: r.template == base and all(
+                "base_manual_words": trials.on_test(trials.best(lambda r: r.template == base and all(
                     w in manual_words for ws in r.verbalizer.values() for w in ws))),
-                "base_searched_words": on_test(best_of(board, lambda r: r.template == base)),
-                "triggers_and_searched_words": on_test(best_of(board, lambda r, t=found: r.template == t)),
+                "base_searched_words": trials.on_test(trials.best(lambda r: r.template == base)),
+                "triggers_and_searched_words": trials.on_test(trials.best(lambda r, t=found: r.template == t)),
             })
     return comparisons
-
-
-def mean_std(values: list[float]) -> dict:
-    """Mean and sample standard deviation (None without values: no seed had such a prompt)."""
-    if not values:
-        return {"mean": None, "std": None, "per_seed": []}
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "per_seed": values}
 
 
 def main() -> int:
@@ -98,7 +61,6 @@ def main() -> int:
         extra += ["--model", args.model]
     seeds = [int(s) for s in args.seeds.split(",")]
     space = load_space(args.space)
-    test = data.load_split(space.dataset.spec, "test", **space.dataset.load_kwargs())
     scorer = PromptScorer(load_backend(args.model or space.model), SlotCache(default_cache_dir()))
     per_seed = {}
     for seed in seeds:
@@ -109,7 +71,7 @@ def main() -> int:
                           "with": {m: with_generators[m]["test"]["accuracy"] for m in METHODS},
                           "wall_seconds": {"without": without.get("timings", {}).get("total_seconds"),
                                            "with": with_generators.get("timings", {}).get("total_seconds")},
-                          "templates": template_comparison(run, scorer, test)}
+                          "templates": template_comparison(run, scorer)}
         print(f"seed {seed}: without " + " ".join(f"{m} {per_seed[seed]['without'][m]:.4f}" for m in METHODS)
               + " | with " + " ".join(f"{m} {per_seed[seed]['with'][m]:.4f}" for m in METHODS), flush=True)
         for row in per_seed[seed]["templates"]:

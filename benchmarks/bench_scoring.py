@@ -16,7 +16,6 @@ import itertools
 import random
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -36,6 +36,64 @@ def run_seed(space: Path, seed: int, out: Path, extra: list[str]) -> dict:
     return results
 
 
+def mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (None without values: no seed had such a prompt)."""
+    if not values:
+        return {"mean": None, "std": None, "per_seed": []}
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "per_seed": values}
+
+
+class RunOnTest:
+    """A finished run's leaderboard, with any of its trials scored on the run's own test split.
+
+    The test split is loaded again and checked against the hash the run recorded; scoring goes
+    through the slot cache, so a template the run already scored on test costs no forward pass."""
+
+    def __init__(self, run: Path, scorer) -> None:
+        import optuna
+
+        from autoprompt_search import data
+        from autoprompt_search.cli.search_cmd import TEST_SAMPLE_SEED
+        from autoprompt_search.search import STUDY_NAME, leaderboard
+        from autoprompt_search.spaces import load_space
+
+        self.run, self.scorer = run, scorer
+        manifest = json.loads((run / "manifest.json").read_text())
+        self.pools = json.loads((run / "pools.json").read_text())
+        self.space = manifest["space"]
+        recorded = manifest["dataset"]
+        space = load_space(self.space["source"])
+        test = data.load_split(space.dataset.spec, "test", **space.dataset.load_kwargs())
+        if recorded.get("test_limit"):
+            test = data.sample(test, recorded["test_limit"], recorded.get("test_sample_seed", TEST_SAMPLE_SEED))
+        if test.content_hash() != recorded["splits"]["test"]["content_hash"]:
+            raise SystemExit(f"{run}: the test split differs from the one the run recorded")
+        self.test = test
+        self.gold = [test.labels.index(e.label) for e in test.examples]
+        study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(run / 'study.db').resolve()}")
+        self.board = leaderboard(study)
+        self._prepared: dict[str, object] = {}
+
+    def best(self, keep):
+        """The best-ranked trial that ``keep`` accepts (the study's own order), or None."""
+        return next((result for result in self.board if keep(result)), None)
+
+    def on_test(self, result) -> dict | None:
+        from autoprompt_search.templates import Template
+        from autoprompt_search.verbalizers import Verbalizer
+
+        if result is None:
+            return None
+        if result.template not in self._prepared:
+            texts = [e.fields for e in self.test.examples]
+            self._prepared[result.template] = self.scorer.prepare(Template.parse(result.template, fields=self.test.fields), texts)
+        score = self.scorer.score(self._prepared[result.template], Verbalizer.parse(result.verbalizer, self.test.labels),
+                                  self.gold, calibration=result.calibration)
+        return {"trial": result.number, "template": result.template, "verbalizer": result.verbalizer,
+                "calibration": result.calibration.method, "train_dev_accuracy": result.accuracy,
+                "test_accuracy": score.accuracy, "test_macro_f1": score.macro_f1, "test_n": len(self.gold)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--space", default="search_spaces/mr.yaml")

@@ -56,3 +56,54 @@ def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_causal_sp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of a tiny Llama causal LM with a SentencePiece-style Unigram tokenizer."""
     return testing.build_tiny_causal_lm_sentencepiece(tmp_path_factory.mktemp("tiny_causal_sp"))
+
+
+# Injected into a copy of a page: once everything has loaded, it records what a reader would see.
+_BROWSER_PROBE = """<script>
+window.addEventListener("load", () => {
+  const shown = (el) => el.offsetHeight > 0 && el.offsetWidth > 0;
+  const report = {
+    sections: [...document.querySelectorAll("section[id]")].filter(shown).map((s) => s.id),
+    images: [...document.images].map((img) => ({alt: img.alt, complete: img.complete, width: img.naturalWidth, shown: shown(img)})),
+    tables: document.querySelectorAll("table").length,
+    title: document.title,
+  };
+  document.body.setAttribute("data-probe", JSON.stringify(report));
+});
+</script>"""
+
+
+@pytest.fixture(scope="session")
+def browser_view(tmp_path_factory: pytest.TempPathFactory):
+    """``view(html_path) -> dict``: open a page in headless Chromium and return what it shows.
+
+    Skipped where Chromium is not installed, unless AUTOPROMPT_SEARCH_REQUIRE_BROWSER=1 (CI sets
+    it after installing Debian's chromium), where a missing browser fails instead."""
+    import json
+    import re
+    import shutil
+    import subprocess
+
+    binary = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not binary:
+        if os.environ.get("AUTOPROMPT_SEARCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("AUTOPROMPT_SEARCH_REQUIRE_BROWSER=1 but no chromium on PATH")
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    folder = tmp_path_factory.mktemp("browser")
+
+    def view(page: Path) -> dict:
+        probed = folder / f"probed-{page.name}"
+        probed.write_text(page.read_text(encoding="utf-8").replace("</body>", _BROWSER_PROBE + "</body>"), encoding="utf-8")
+        # Flags as this machine needs them: no sandbox as root, no GPU, no background network calls.
+        command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   f"--user-data-dir={folder / 'profile'}", "--window-size=1200,2000", "--virtual-time-budget=10000",
+                   "--dump-dom", probed.resolve().as_uri()]
+        dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+        found = re.search(r'data-probe="([^"]*)"', dom)
+        assert found, f"the page did not finish loading in Chromium:\n{dom[:500]}"
+        import html
+
+        return json.loads(html.unescape(found.group(1)))
+
+    return view

@@ -70,12 +70,19 @@ def test_smollm2_reference_prompt_on_mr(smollm2) -> None:
     assert calibrated.report["accuracy"] > plain.report["accuracy"]
 
 
-def test_smollm2_short_search_and_reload(tmp_path, capsys) -> None:
+def test_smollm2_short_search_reload_and_report(tmp_path, capsys, browser_view) -> None:
+    """The README's main job at a small budget: its figures reload exactly, and its report shows every part."""
+    from autoprompt_search.cli.search_cmd import TEST_SAMPLE_SEED
+    from autoprompt_search.report import REPORT_NAME, SECTIONS
+
     _need("smollm2-135m", "mr")
     out = tmp_path / "run"
     assert main(["search", str(SPACES / "mr.yaml"), "--trials", "2", "--test-limit", "48", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    test = data.sample(data.load_split("mr", "test"), 48, 13)
+    shown = browser_view(out / REPORT_NAME)
+    assert shown["sections"] == list(SECTIONS) and len(shown["images"]) == 3
+    assert all(image["complete"] and image["width"] > 300 and image["shown"] for image in shown["images"])
+    test = data.sample(data.load_split("mr", "test"), 48, TEST_SAMPLE_SEED)
     import autoprompt_search
 
     predictor = autoprompt_search.load(out / "best.json")

@@ -15,6 +15,8 @@ from typing import Any
 
 from autoprompt_search.cli.options import add_model_options, model_options, slot_cache
 
+TEST_SAMPLE_SEED = 0  # --test-limit draws its sample with this seed, whatever the few-shot seed
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("search", help="search prompts for a dataset and a frozen model",
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--storage", help="Optuna storage: an RDB URL (sqlite:///…, postgresql://…) or journal:PATH "
                                           "for several local processes (default: sqlite in the run folder)")
     parser.add_argument("--resume", action="store_true", help="continue the study in the run folder")
-    parser.add_argument("--test-limit", type=int, help="score only a seeded sample of this many test examples")
+    parser.add_argument("--test-limit", type=int, help="score only a sample of this many test examples (the same sample for every seed)")
     parser.set_defaults(func=run)
 
 
@@ -88,8 +90,8 @@ class SearchJob:
         dataset = space.dataset
         pool = data.load_split(dataset.spec, "train_pool", **dataset.load_kwargs())
         test = data.load_split(dataset.spec, "test", **dataset.load_kwargs())
-        if args.test_limit:
-            test = data.sample(test, args.test_limit, self.seed)
+        if args.test_limit:  # the same sample for every few-shot seed: comparable runs and shared cache entries
+            test = data.sample(test, args.test_limit, TEST_SAMPLE_SEED)
         self.train, self.dev = data.few_shot(pool, space.few_shot.k, self.seed)
         self.test = test
         self.backend = load_backend(space.model, **model_options(args))
@@ -182,15 +184,21 @@ class SearchJob:
                     "dev": dev[key].summary(), "test": test_scores[key].summary()}
 
         ensemble_all = combined(selection, search.gold)
+        ensemble_test = combined(test_scores, test_gold)
         ensemble_dev = evaluate_scores(torch.log(torch.from_numpy(combine_probabilities(
             [selection[id(m)].probabilities[dev_rows] for m in members], fit.weights))), search.gold[dev_rows])
         summary = {
             "best": entry(best),
             "best_manual": entry(manual[0]) if manual else None,
             "ensemble": {"members": [entry(m) for m in members], "weights": list(fit.weights),
-                         "train_dev": ensemble_all.summary(), "dev": ensemble_dev.summary(), "test": combined(test_scores, test_gold).summary()},
+                         "train_dev": ensemble_all.summary(), "dev": ensemble_dev.summary(), "test": ensemble_test.summary()},
         }
         self.write_outputs(study, best, members, fit, selection, test_scores, summary)
+        self.write_predictions(test_gold, test_scores[id(best)], ensemble_test)
+        self.write_manifest("complete", study=study)
+        from autoprompt_search.report import write_report
+
+        self.log(f"report: {write_report(self.out)}")
         self.print_leaderboard(board, summary)
 
     def score_result(self, result, dataset, gold):
@@ -221,7 +229,7 @@ class SearchJob:
         return {"name": self.space.dataset.name, "k": self.space.few_shot.k, "seed": self.seed,
                 "splits": {name: {"n": len(split), "content_hash": split.content_hash()}
                            for name, split in (("train", self.train), ("dev", self.dev), ("test", self.test))},
-                "test_limit": self.args.test_limit}
+                "test_limit": self.args.test_limit, "test_sample_seed": TEST_SAMPLE_SEED if self.args.test_limit else None}
 
     def write_outputs(self, study, best, members, fit, few_shot_scores, test_scores, summary) -> None:
         from autoprompt_search.export import write_ensemble, write_prompt
@@ -249,7 +257,21 @@ class SearchJob:
         atomic_write_text(self.out / "trials.csv", _trials_csv(study))
         atomic_write_json(self.out / "results.json", {**summary, "dataset": self.dataset_info(), "timings": self.timings,
                                                       "objective": self.space.objective, "provenance": provenance})
-        self.write_manifest("complete", study=study)
+
+    def write_predictions(self, gold: list[int], best, ensemble) -> None:
+        """Per test example: the gold label, each side's predicted label and class probabilities."""
+        from autoprompt_search.fileio import atomic_write_text
+        from autoprompt_search.report import PREDICTIONS_NAME
+
+        labels = self.test.labels
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["example", "gold", "best", "ensemble", *(f"best_p_{label}" for label in labels),
+                         *(f"ensemble_p_{label}" for label in labels)])
+        for row, gold_index in enumerate(gold):
+            writer.writerow([row, labels[gold_index], labels[best.predictions[row]], labels[ensemble.predictions[row]],
+                             *(f"{p:.6g}" for p in best.probabilities[row]), *(f"{p:.6g}" for p in ensemble.probabilities[row])])
+        atomic_write_text(self.out / PREDICTIONS_NAME, buffer.getvalue())
 
     def write_manifest(self, status: str, study=None) -> None:
         from autoprompt_search.fileio import atomic_write_json
@@ -285,7 +307,7 @@ class SearchJob:
             if entry:
                 print(f"{name:<12} train+dev accuracy {entry['train_dev']['accuracy']:.4f}   test accuracy {entry['test']['accuracy']:.4f}   "
                       f"test macro-F1 {entry['test']['macro_f1']:.4f}")
-        print(f"\nwrote {self.out}/best.json, ensemble.json, results.json, trials.csv, manifest.json "
+        print(f"\nwrote {self.out}/best.json, ensemble.json, results.json, trials.csv, test_predictions.csv, manifest.json, report.html "
               f"({self.timings['total_seconds']:.0f} s, of which forward passes {self.timings['forward_seconds']:.0f} s)")
 
 
@@ -313,14 +335,14 @@ def _trials_csv(study) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["number", "state", "value", "accuracy", "macro_f1", "mean_margin", "calibration", "manual",
-                     "template", "verbalizer", "seconds"])
+                     "template", "verbalizer", "seconds", "repeat_of"])
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else ""
         writer.writerow([trial.number, trial.state.name, "" if trial.value is None else trial.value, attrs.get("accuracy", ""),
                          attrs.get("macro_f1", ""), attrs.get("mean_margin", ""), trial.params.get("calibration", ""),
                          bool(attrs.get("manual", False)), attrs.get("template_text", ""),
-                         json.dumps(attrs.get("verbalizer", "")), seconds])
+                         json.dumps(attrs.get("verbalizer", "")), seconds, attrs.get("repeat_of", "")])
     return buffer.getvalue()
 
 

@@ -1,0 +1,143 @@
+"""Throughput on an accelerator (the device machine, when a session is lent one), or on the CPU.
+
+Measures, with SmolLM2-135M on MR:
+
+- grid scoring: the 8 templates x 16 verbalizers of bench_openprompt.py on ``--examples`` examples
+  from an empty cache: prompts (template x example) per second and the whole grid's seconds;
+- trigger candidates: one flip of ``--candidates`` HotFlip candidates on ``--trigger-examples``
+  examples with the stored text prefix: candidates x examples per second;
+- the share of the compute ceiling: the forward pass's useful FLOPs (2 x parameters x real tokens,
+  attention and the slot's vocabulary projection included; padding counted as waste) per second,
+  against the FLOP/s of a large dense matmul in the same dtype measured on the same device.
+
+Writes ``results/benchmarks/gpu.json`` (``--out``). Run it as one prepared command on the device
+machine, e.g. ``python benchmarks/bench_gpu.py --device cuda --examples 2048``; on a CPU it runs
+with small sizes as a check of the script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from autoprompt_search import data
+from autoprompt_search.backends import load_backend
+from autoprompt_search.cache import SlotCache
+from autoprompt_search.candidates.triggers import TriggerObjective
+from autoprompt_search.fileio import atomic_write_json
+from autoprompt_search.provenance import stamp
+from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.templates import Template
+from autoprompt_search.tokenization import encode_in_context
+from autoprompt_search.verbalizers import Verbalizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_openprompt import TEMPLATES, VERBALIZERS  # noqa: E402
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
+    """Dense matmul FLOP/s: the practical compute ceiling of this device and dtype."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up: kernels chosen, memory allocated
+    synchronize(device)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - began)
+
+
+def forward_flops(model, tokens_per_sequence: list[int], slot_rows: int) -> float:
+    """Useful FLOPs of a forward pass over these sequences: weights, attention, slot projection."""
+    config = model.config
+    embedding = model.get_input_embeddings().weight
+    body = sum(p.numel() for p in model.parameters()) - embedding.numel()  # tied output embedding counted below
+    attention = sum(4 * config.num_hidden_layers * n * n * config.hidden_size / 2 for n in tokens_per_sequence)  # causal half
+    return 2 * body * sum(tokens_per_sequence) + attention + 2 * embedding.numel() * slot_rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--examples", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--trigger-examples", type=int, default=64)
+    parser.add_argument("--matmul-size", type=int, help="default: 8192 on a GPU, 2048 on a CPU")
+    parser.add_argument("--out", default="results/benchmarks/gpu.json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    backend = load_backend("smollm2-135m", device=args.device, batch_size=args.batch_size)
+    dtype = next(backend.model.parameters()).dtype
+    examples = data.sample(data.load_split("mr", "test"), args.examples, 0)
+    labels = examples.labels
+    gold = [labels.index(e.label) for e in examples.examples]
+    texts = [e.fields for e in examples.examples]
+    verbalizers = [Verbalizer.parse({labels[0]: [n], labels[1]: [p]}, labels) for n, p in VERBALIZERS]
+
+    scorer = PromptScorer(backend, SlotCache())
+    scorer.score(scorer.prepare(Template.parse(TEMPLATES[0]), texts[: args.batch_size]), verbalizers[0], gold[: args.batch_size])  # warm-up
+    scorer = PromptScorer(backend, SlotCache())
+    tokens: list[int] = []
+    synchronize(device)
+    began = time.perf_counter()
+    for source in TEMPLATES:
+        prepared = scorer.prepare(Template.parse(source), texts)
+        tokens += [len(p.before) + len(p.after) for p in prepared.prompts]
+        for verbalizer in verbalizers:
+            scorer.score(prepared, verbalizer, gold)
+    synchronize(device)
+    grid_seconds = time.perf_counter() - began
+    prompts = len(TEMPLATES) * len(texts)
+    useful = forward_flops(backend.model, tokens, slot_rows=prompts)
+
+    train, _ = data.few_shot(data.load_split("mr", "train_pool"), args.trigger_examples // 2, 13)
+    label_tokens = [[encode_in_context(backend.tokenizer, [" " + word])[0][0]] for word in ("terrible", "great")]
+    objective = TriggerObjective(backend, Template.parse("{text} [T] [T] [T] {mask}"), label_tokens)
+    inputs = objective.inputs(objective.render([e.fields for e in train.examples]))
+    trigger_gold = torch.tensor([train.labels.index(e.label) for e in train.examples])
+    triggers = [encode_in_context(backend.tokenizer, [" the"])[0][0]] * 3
+    _, gradient = objective.loss_and_gradient(inputs, triggers, trigger_gold)  # stores the text's key/value cache
+    candidates = torch.randperm(backend.tokenizer.vocab_size, generator=torch.Generator().manual_seed(0))[: args.candidates]
+    objective.candidate_losses(inputs, triggers, 2, candidates, trigger_gold)  # warm-up
+    synchronize(device)
+    began = time.perf_counter()
+    objective.candidate_losses(inputs, triggers, 2, candidates, trigger_gold)
+    synchronize(device)
+    candidate_seconds = time.perf_counter() - began
+
+    peak = matmul_peak(device, dtype, args.matmul_size or (8192 if device.type == "cuda" else 2048))
+    report = {
+        "benchmark": "device_throughput", "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+        "model_weights_sha256": backend.weights_hash, "examples": len(texts), "examples_sha256": examples.content_hash(),
+        "grid": {"templates": len(TEMPLATES), "verbalizers": len(VERBALIZERS), "seconds": grid_seconds,
+                 "prompts_per_second": prompts / grid_seconds, "tokens": sum(tokens),
+                 "useful_flops": useful, "useful_flops_per_second": useful / grid_seconds},
+        "trigger_candidates": {"candidates": len(candidates), "examples": len(train), "seconds": candidate_seconds,
+                               "candidate_examples_per_second": len(candidates) * len(train) / candidate_seconds},
+        "matmul_peak_flops_per_second": peak, "share_of_ceiling": useful / grid_seconds / peak,
+        "provenance": stamp(),
+    }
+    atomic_write_json(args.out, report)
+    print(f"{report['device_name']} ({dtype}): grid {grid_seconds:.1f} s = {prompts / grid_seconds:.0f} prompts/s; "
+          f"trigger candidates {report['trigger_candidates']['candidate_examples_per_second']:.0f} candidate-examples/s; "
+          f"{useful / grid_seconds / 1e12:.3f} TFLOP/s useful = {report['share_of_ceiling']:.1%} of the matmul ceiling "
+          f"({peak / 1e12:.2f} TFLOP/s)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

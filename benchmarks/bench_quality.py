@@ -1,0 +1,220 @@
+"""Quality across the bundled datasets: every method, 16-shot, the five LM-BFF seeds.
+
+For each dataset (mr, subj, rt, bbc, tweets) and seed it runs, or reads back when complete, two
+searches into ``results/runs/quality/``:
+
+- ``<dataset>``: the bundled space ``search_spaces/<dataset>.yaml`` at its default budget;
+- ``<dataset>_gradient``: the same space with the gradient-guided generators of
+  ``search_spaces/mr_gradient.yaml`` (HotFlip triggers and probe label words) switched on.
+
+Methods, all scored on the same held-out test sample for every seed (``--test-limit``):
+
+- ``manual_zero_shot``: the best manual prompt (seed template x seed verbalizer) without
+  calibration, chosen on train+dev by the study's ranking;
+- ``manual_calibrated``: the best manual prompt with contextual or prior calibration;
+- ``label_words``: the best trial on a seed template, its words from the pool the model's own
+  slot distribution proposed (LM-BFF / PETAL scoring);
+- ``gradient``: the best trial of the gradient search on a template with searched triggers;
+- ``search``: the best single prompt of the full search;
+- ``ensemble``: the full search's weighted ensemble.
+
+The first three are read from the full search's study (its manual baselines and trials), so they
+share that run's wall time and forward passes. Writes ``results/benchmarks/quality.json`` and
+``results/benchmarks/quality.md`` and puts that table into README.md between its markers. A method
+or dataset that was not run is shown as such; ``--datasets``/``--methods`` run a part, and the
+table is always built from every complete run on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from autoprompt_search.backends import load_backend
+from autoprompt_search.cache import SlotCache, default_cache_dir
+from autoprompt_search.fileio import atomic_write_json, atomic_write_text
+from autoprompt_search.provenance import stamp
+from autoprompt_search.scoring import PromptScorer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_search import RunOnTest, mean_std, run_seed  # noqa: E402
+
+DATASETS = ("mr", "subj", "rt", "bbc", "tweets")
+SEEDS = (13, 21, 42, 87, 100)
+METHODS = {
+    "manual_zero_shot": "manual prompt, zero-shot (no calibration)",
+    "manual_calibrated": "manual prompt, calibrated",
+    "label_words": "seed templates, distribution-scored label words",
+    "gradient": "searched triggers + probe label words",
+    "search": "full search, best single prompt",
+    "ensemble": "full search, weighted ensemble",
+}
+FROM_FULL_SEARCH = ("manual_zero_shot", "manual_calibrated", "label_words", "search", "ensemble")
+# Published anchors (RoBERTa-large, 355M parameters, their own splits of MR): the figures our MR row sits beside.
+ANCHORS = {"mr": [("LM-BFF, prompt-based zero-shot (RoBERTa-large)", 0.808), ("RLPrompt (RoBERTa-large)", 0.871)]}
+README_MARKERS = ("<!-- quality-table:start -->", "<!-- quality-table:end -->")
+
+
+def gradient_space(dataset: str, folder: Path) -> Path:
+    """The dataset's bundled space with the generators of mr_gradient.yaml switched on."""
+    generators = yaml.safe_load(Path("search_spaces/mr_gradient.yaml").read_text())["generators"]
+    path = folder / f"{dataset}_gradient.yaml"
+    text = yaml.safe_dump({"include": str(Path(f"search_spaces/{dataset}.yaml").resolve()), "generators": generators}, sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return path
+
+
+def complete(run: Path) -> bool:
+    manifest = run / "manifest.json"
+    return manifest.exists() and json.loads(manifest.read_text()).get("status") == "complete"
+
+
+def run_cost(run: Path) -> dict:
+    manifest = json.loads((run / "manifest.json").read_text())
+    timings = manifest["timings"]
+    return {"wall_seconds": timings.get("total_seconds"), "forward_seconds": timings.get("forward_seconds"),
+            "forward_passes": (manifest.get("cache") or {}).get("forward_passes")}
+
+
+def full_search_methods(run: Path, scorer: PromptScorer) -> dict[str, dict | None]:
+    results = json.loads((run / "results.json").read_text())
+    trials = RunOnTest(run, scorer)
+    seed_templates = set(trials.space["templates"]["seeds"])
+    ensemble = results["ensemble"]
+    return {
+        "manual_zero_shot": trials.on_test(trials.best(lambda r: r.manual and r.calibration.method == "none")),
+        "manual_calibrated": trials.on_test(trials.best(lambda r: r.manual and r.calibration.method != "none")),
+        "label_words": trials.on_test(trials.best(lambda r: r.template in seed_templates)),
+        "search": trials.on_test(trials.best(lambda r: True)),
+        "ensemble": {"members": [m["template"] for m in ensemble["members"]], "weights": ensemble["weights"],
+                     "test_accuracy": ensemble["test"]["accuracy"], "test_macro_f1": ensemble["test"]["macro_f1"],
+                     "test_n": ensemble["test"]["n"]},
+    }
+
+
+def gradient_method(run: Path, scorer: PromptScorer) -> dict | None:
+    trials = RunOnTest(run, scorer)
+    found = {r["template"] for search in trials.pools["origins"].get("triggers", {}).get("searches", [])
+             for r in search["runs"] if r["template"]}
+    return trials.on_test(trials.best(lambda r: r.template in found))
+
+
+def markdown(report: dict) -> str:
+    """The README table: test accuracy mean ± sd over the seeds (macro-F1 beside it for the unbalanced sets)."""
+    lines = [f"Test accuracy, mean ± sd over seeds {', '.join(map(str, report['seeds']))}; macro-F1 in brackets where "
+             "the classes are unbalanced. SmolLM2-135M, 16-shot train and dev. Test: the same sample of at most "
+             f"{report['test_limit']} held-out examples for every seed. Cells say how many seeds ran when not all did.", "",
+             "| dataset | " + " | ".join(METHODS.values()) + " | wall time per seed (full / gradient) |",
+             "|---|" + "---|" * (len(METHODS) + 1)]
+    for dataset in report["datasets"]:
+        entry = report["results"].get(dataset, {})
+        cells = []
+        for method in METHODS:
+            summary = entry.get("summary", {}).get(method)
+            if not summary or summary["accuracy"]["mean"] is None:
+                cells.append("not run")
+                continue
+            accuracy, f1 = summary["accuracy"], summary["macro_f1"]
+            cell = f"{accuracy['mean']:.3f} ± {accuracy['std']:.3f}"
+            if entry.get("unbalanced"):
+                cell += f" ({f1['mean']:.3f})"
+            if len(accuracy["per_seed"]) < len(report["seeds"]):
+                cell += f" [{len(accuracy['per_seed'])} seeds]"
+            cells.append(cell)
+        walls = [entry.get("wall_seconds", {}).get(kind) for kind in ("full", "gradient")]
+        wall = " / ".join("-" if w is None else f"{w / 60:.1f} min" for w in walls)
+        lines.append(f"| {dataset} | " + " | ".join(cells) + f" | {wall} |")
+    anchors = [f"{dataset}: {name} {value:.3f}" for dataset, rows in ANCHORS.items() for name, value in rows]
+    lines += ["", "Published anchors, for scale only: " + "; ".join(anchors) + ". Those use RoBERTa-large (355M parameters, "
+              "2.6x SmolLM2-135M, a masked model) on their own MR splits (LM-BFF: full 2,000-sentence test set; RLPrompt: "
+              "16-shot train/dev as here); ours is a 135M causal model on a hash-based held-out split of MR."]
+    return "\n".join(lines) + "\n"
+
+
+def put_in_readme(table: str, readme: Path = Path("README.md")) -> None:
+    text = readme.read_text()
+    start, end = README_MARKERS
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: the markers {start} ... {end} are missing")
+    atomic_write_text(readme, pattern.sub(lambda _: f"{start}\n{table}{end}", text))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="datasets to run now (the table covers all)")
+    parser.add_argument("--methods", default="full,gradient", help="searches to run now: full, gradient")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--test-limit", type=int, default=1000)
+    parser.add_argument("--runs", default="results/runs/quality")
+    parser.add_argument("--out", default="results/benchmarks/quality.json")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's table")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    unknown = set(args.datasets.split(",")) - set(DATASETS) or set(args.methods.split(",")) - {"full", "gradient"}
+    if unknown:
+        raise SystemExit(f"unknown dataset or method: {', '.join(sorted(unknown))}")
+    runs = Path(args.runs)
+
+    def folder(dataset: str, kind: str, seed: int) -> Path:
+        return runs / f"{dataset}{'' if kind == 'full' else '_gradient'}-seed{seed}"
+
+    for dataset in args.datasets.split(","):  # in the order given
+        for seed in seeds:
+            for kind in ("full", "gradient"):
+                if kind in args.methods.split(","):
+                    space = Path(f"search_spaces/{dataset}.yaml") if kind == "full" else gradient_space(dataset, runs / "spaces")
+                    run_seed(space, seed, folder(dataset, kind, seed), ["--test-limit", str(args.test_limit)])
+
+    scorer = PromptScorer(load_backend("smollm2-135m"), SlotCache(default_cache_dir()))
+    results = {}
+    for dataset in DATASETS:
+        per_seed, walls = {}, {"full": [], "gradient": []}
+        for seed in seeds:
+            row: dict = {}
+            full, gradient = folder(dataset, "full", seed), folder(dataset, "gradient", seed)
+            if complete(full):
+                row.update(full_search_methods(full, scorer))
+                row["full_run"] = {"folder": str(full), **run_cost(full)}
+                walls["full"].append(row["full_run"]["wall_seconds"])
+            if complete(gradient):
+                row["gradient"] = gradient_method(gradient, scorer)
+                row["gradient_run"] = {"folder": str(gradient), **run_cost(gradient)}
+                walls["gradient"].append(row["gradient_run"]["wall_seconds"])
+            if row:
+                per_seed[str(seed)] = row
+                print(f"{dataset} seed {seed}: " + "  ".join(f"{m} {row[m]['test_accuracy']:.4f}" for m in METHODS if row.get(m)), flush=True)
+        if not per_seed:
+            continue
+        test_labels = RunOnTest(folder(dataset, "full", seeds[0]), scorer).test if complete(folder(dataset, "full", seeds[0])) else None
+        counts = [sum(1 for e in test_labels.examples if e.label == label) for label in test_labels.labels] if test_labels else []
+        results[dataset] = {
+            "per_seed": per_seed,
+            "test_class_counts": counts,
+            "unbalanced": bool(counts) and max(counts) > 1.2 * min(counts),
+            "summary": {m: {"accuracy": mean_std([r[m]["test_accuracy"] for r in per_seed.values() if r.get(m)]),
+                            "macro_f1": mean_std([r[m]["test_macro_f1"] for r in per_seed.values() if r.get(m)])} for m in METHODS},
+            "wall_seconds": {kind: (sum(w) / len(w) if w else None) for kind, w in walls.items()},
+        }
+    report = {"benchmark": "quality", "model": "smollm2-135m", "model_weights_sha256": scorer.backend.weights_hash,
+              "k": 16, "seeds": seeds, "test_limit": args.test_limit, "datasets": list(DATASETS), "methods": METHODS,
+              "anchors": ANCHORS, "results": results, "provenance": stamp()}
+    atomic_write_json(args.out, report)
+    table = markdown(report)
+    atomic_write_text(Path(args.out).with_suffix(".md"), table)
+    if not args.no_readme:
+        put_in_readme(table)
+    print(table)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The run report: written by every search, rebuilt by ``autoprompt-search report``, readable in a browser."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from autoprompt_search.cli.main import main
+from autoprompt_search.report import LEADERBOARD_ROWS, PREDICTIONS_NAME, REPORT_NAME, SECTIONS, leaderboard_rows, read_run
+from autoprompt_search.testing import write_tiny_space
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_causal_lm) -> Path:
+    folder = tmp_path_factory.mktemp("report")
+    space = write_tiny_space(folder, tiny_causal_lm, trials=8)
+    out = folder / "run"
+    assert main(["search", str(space), "--out", str(out), "--batch-size", "8", "--no-cache"]) == 0
+    return out
+
+
+class _Page(HTMLParser):
+    """Section ids, image sources and table cell texts of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self.external: list[str] = []
+        self._in_cell = False
+
+    def handle_starttag(self, tag, attrs) -> None:
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag in ("script", "link") or (tag == "img" and not attrs["src"].startswith("data:")):
+            self.external.append(tag)
+        if tag in ("td", "th"):
+            self._in_cell = True
+            self.cells.append("")
+
+    def handle_endtag(self, tag) -> None:
+        if tag in ("td", "th"):
+            self._in_cell = False
+
+    def handle_data(self, data) -> None:
+        if self._in_cell:
+            self.cells[-1] += data
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def test_every_search_writes_a_self_contained_report(run) -> None:
+    page = _parse(run / REPORT_NAME)
+    assert page.sections == list(SECTIONS)
+    assert page.external == []  # nothing fetched: no script, no stylesheet link, no image file
+    assert len(page.images) == 3  # history, ensemble weights, confusion matrices
+    for source in page.images:
+        assert base64.b64decode(source.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    results = json.loads((run / "results.json").read_text())
+    for name in ("best", "ensemble", "best_manual"):
+        assert f"{results[name]['test']['accuracy']:.4f}" in page.cells
+
+
+def test_the_leaderboard_follows_the_studys_ranking(run) -> None:
+    files = read_run(run)
+    rows = leaderboard_rows(files.trials)
+    results = json.loads((run / "results.json").read_text())
+    assert int(rows[0]["number"]) == results["best"]["trial"]
+    assert all(row["state"] == "COMPLETE" and not row["repeat_of"] for row in rows)
+    assert [float(r["value"]) for r in rows] == sorted((float(r["value"]) for r in rows), reverse=True)
+    page = _parse(run / REPORT_NAME)
+    shown = [cell for cell in page.cells[page.cells.index("trial") + 7:]]  # after the leaderboard's header
+    assert shown[1] == rows[0]["number"] and len(rows[:LEADERBOARD_ROWS]) >= 1
+
+
+def test_test_predictions_reproduce_the_reported_accuracies(run) -> None:
+    results = json.loads((run / "results.json").read_text())
+    with (run / PREDICTIONS_NAME).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == results["best"]["test"]["n"]
+    for side in ("best", "ensemble"):
+        accuracy = sum(row["gold"] == row[side] for row in rows) / len(rows)
+        assert accuracy == pytest.approx(results[side]["test"]["accuracy"], abs=1e-12)
+        labels = [column[len(side) + 3:] for column in rows[0] if column.startswith(f"{side}_p_")]
+        for row in rows:
+            probabilities = [float(row[f"{side}_p_{label}"]) for label in labels]
+            assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+            assert labels[max(range(len(labels)), key=probabilities.__getitem__)] == row[side]
+
+
+def test_the_report_command_rebuilds_the_same_page(run, tmp_path, capsys) -> None:
+    again = tmp_path / "again.html"
+    assert main(["report", str(run), "--out", str(again)]) == 0
+    assert again.read_bytes() == (run / REPORT_NAME).read_bytes()
+    assert str(again) in capsys.readouterr().out
+
+
+def test_an_older_run_without_predictions_still_gets_a_report(run, tmp_path) -> None:
+    older = tmp_path / "older"
+    older.mkdir()
+    for name in ("results.json", "manifest.json", "trials.csv"):
+        (older / name).write_bytes((run / name).read_bytes())
+    assert main(["report", str(older)]) == 0
+    page = (older / REPORT_NAME).read_text()
+    assert "no confusion matrix" in page and len(_parse(older / REPORT_NAME).images) == 2
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda folder: None, "no such run folder"),
+    (lambda folder: folder.mkdir(), "not a finished search run (results.json, manifest.json, trials.csv missing)"),
+])
+def test_a_folder_that_is_not_a_run_is_one_clear_error(tmp_path, capsys, setup, message) -> None:
+    folder = tmp_path / "nothing"
+    setup(folder)
+    assert main(["report", str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error and error.count("\n") == 1
+    assert not (folder / REPORT_NAME).exists()
+
+
+def test_the_report_shows_all_its_parts_in_headless_chromium(run, browser_view) -> None:
+    shown = browser_view(run / REPORT_NAME)
+    assert shown["sections"] == list(SECTIONS)
+    assert len(shown["images"]) == 3
+    assert all(image["complete"] and image["width"] > 300 and image["shown"] for image in shown["images"]), shown["images"]
+    assert shown["tables"] >= 4 and re.search(r"seed \d+", shown["title"])
