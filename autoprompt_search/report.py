@@ -38,8 +38,11 @@ class RunFiles:
     predictions: list[dict[str, str]] | None
 
 
+TRIAL_COLUMNS = ("number", "state", "value", "accuracy", "macro_f1", "mean_margin", "calibration", "manual", "template", "verbalizer")
+
+
 def read_run(folder: str | Path) -> RunFiles:
-    """The run's files; a folder that is not a finished search run is a user error."""
+    """The run's files, checked; a folder that is not a finished search run is a user error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such run folder")
@@ -48,31 +51,66 @@ def read_run(folder: str | Path) -> RunFiles:
     if missing:
         raise UserError(f"{folder}: not a finished search run ({', '.join(missing)} missing); "
                         "an interrupted run gets its report when it finishes (search --resume)")
-    try:
-        results = json.loads(needed["results.json"].read_text(encoding="utf-8"))
-        manifest = json.loads(needed["manifest.json"].read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{folder}: a JSON file of the run is damaged (line {error.lineno}: {error.msg})") from None
-    with needed["trials.csv"].open(encoding="utf-8", newline="") as handle:
-        trials = list(csv.DictReader(handle))
+    manifest = _json_object(needed["manifest.json"])
+    if manifest.get("status") != "complete":
+        raise UserError(f"{needed['manifest.json']}: the run is not finished (status {manifest.get('status')!r}); "
+                        "finish it with search --resume, which writes the report")
+    results = _json_object(needed["results.json"])
+    for key in ("best", "ensemble"):
+        if not isinstance(results.get(key), dict):
+            raise UserError(f"{needed['results.json']}: no {key!r} entry: not the results of a search")
+    trials = _csv_rows(needed["trials.csv"], TRIAL_COLUMNS)
     predictions_path = folder / PREDICTIONS_NAME
-    predictions = None
-    if predictions_path.is_file():
-        with predictions_path.open(encoding="utf-8", newline="") as handle:
-            predictions = list(csv.DictReader(handle))
+    predictions = _csv_rows(predictions_path, ("gold", "best", "ensemble")) if predictions_path.is_file() else None
     return RunFiles(folder, results, manifest, trials, predictions)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: damaged JSON (line {error.lineno}: {error.msg})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    absent = [column for column in columns if column not in header]
+    if absent:
+        raise UserError(f"{path}: missing column(s) {', '.join(absent)}")
+    return rows
 
 
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's HTML report (default ``RUN/report.html``) atomically and return its path."""
     run = read_run(folder)
-    return atomic_write_text(Path(out) if out else run.folder / REPORT_NAME, render(run))
+    target = Path(out) if out else run.folder / REPORT_NAME
+    if target.is_dir():
+        raise UserError(f"--out {target}: is a folder; give a file name such as {target / REPORT_NAME}")
+    page = render(run)
+    try:
+        return atomic_write_text(target, page)
+    except OSError as error:
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
 
 
 def leaderboard_rows(trials: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Completed, non-repeated trials in the study's order: objective, then mean margin."""
+    """Completed, non-repeated trials in the search's own order (:func:`search.ranking_key`)."""
+    from autoprompt_search.search import ranking_key
+
     done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] and not t.get("repeat_of")]
-    return sorted(done, key=lambda t: (-float(t["value"]), -float(t["mean_margin"] or 0.0), t["template"]))
+    margin = lambda t: _number(t["mean_margin"]) if t["mean_margin"] else float("-inf")  # noqa: E731
+    return sorted(done, key=lambda t: ranking_key(float(t["value"]), margin(t), t["template"], _words(t["verbalizer"]), t["calibration"]))
 
 
 def render(run: RunFiles) -> str:
@@ -137,9 +175,9 @@ def _leaderboard(run: RunFiles) -> str:
     body = []
     for rank, trial in enumerate(rows[:LEADERBOARD_ROWS], 1):
         manual = trial["manual"] == "True"
-        numbers = "".join(f'<td class="num">{float(trial[key]):.4f}</td>' for key in ("value", "accuracy", "macro_f1", "mean_margin"))
+        numbers = "".join(f'<td class="num">{_number(trial[key]):.4f}</td>' for key in ("value", "accuracy", "macro_f1", "mean_margin"))
         body.append(f'<tr{" class=manual" if manual else ""}><td class="num">{rank}</td><td class="num">{_e(trial["number"])}</td>{numbers}'
-                    f'<td>{_e(trial["calibration"])}</td><td>{_prompt(trial["template"], json.loads(trial["verbalizer"]), None)}'
+                    f'<td>{_e(trial["calibration"])}</td><td>{_prompt(trial["template"], _words(trial["verbalizer"]), None)}'
                     f'{" (manual)" if manual else ""}</td></tr>')
     states: dict[str, int] = {}
     for trial in run.trials:
@@ -177,7 +215,8 @@ def _history(run: RunFiles) -> str:
 def _ensemble(run: RunFiles) -> str:
     ensemble = run.results["ensemble"]
     members, weights = ensemble["members"], ensemble["weights"]
-    names = [f"#{m['trial']} {_short(m['template'])} [{'/'.join(w[0] for w in m['verbalizer'].values())}, {m['calibration']}]" for m in members]
+    names = [_plot_text(f"#{m['trial']} {_short(m['template'])} [{'/'.join(w[0] for w in m['verbalizer'].values())}, {m['calibration']}]")
+             for m in members]
     figure = _new_figure(8, 0.5 + 0.4 * len(members))
     axes = figure.subplots()
     axes.barh(range(len(members)), weights, color="#2ca02c")
@@ -195,8 +234,10 @@ def _confusion(run: RunFiles) -> str:
     import numpy as np
     from sklearn.metrics import confusion_matrix
 
-    if not run.predictions:
+    if run.predictions is None:
         return f"<p>This run has no {PREDICTIONS_NAME} (it was made before the search wrote one): no confusion matrix.</p>"
+    if not run.predictions:
+        return f"<p>{PREDICTIONS_NAME} holds no example: no confusion matrix.</p>"
     labels = [column[len("best_p_"):] for column in run.predictions[0] if column.startswith("best_p_")]
     gold = [row["gold"] for row in run.predictions]
     figure = _new_figure(4.2 * 2, 3.8)
@@ -205,8 +246,8 @@ def _confusion(run: RunFiles) -> str:
         axes.imshow(matrix, cmap="Blues")
         for (i, j), count in np.ndenumerate(matrix):
             axes.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black", fontsize=8)
-        axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-        axes.set_yticks(range(len(labels)), labels, fontsize=8)
+        axes.set_xticks(range(len(labels)), [_plot_text(label) for label in labels], rotation=45, ha="right", fontsize=8)
+        axes.set_yticks(range(len(labels)), [_plot_text(label) for label in labels], fontsize=8)
         axes.set_xlabel("predicted")
         axes.set_ylabel("gold")
         accuracy = sum(g == p for g, p in zip(gold, (row[column] for row in run.predictions))) / len(gold)
@@ -231,6 +272,28 @@ def _image(figure, alt: str) -> str:
 def _prompt(template: str, verbalizer: dict[str, list[str]], calibration: str | None) -> str:
     words = "; ".join(f"{label} → {', '.join(words)}" for label, words in verbalizer.items())
     return f"<code>{_e(template)}</code> [{_e(words)}]" + (f" ({_e(calibration)})" if calibration else "")
+
+
+def _number(text: str) -> float:
+    """A numeric CSV cell; blank (a trial that stopped before reporting it) reads as NaN."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _words(text: str) -> dict[str, list[str]]:
+    """A trial's verbalizer from its CSV cell (empty where the cell is unreadable)."""
+    try:
+        words = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return words if isinstance(words, dict) else {}
+
+
+def _plot_text(text: str) -> str:
+    """Text for matplotlib, which would read a pair of $ as mathematics."""
+    return text.replace("$", r"\$")
 
 
 def _command(command: str | list[str] | None) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -37,7 +37,12 @@ POOLS_FORMAT = 1
 @dataclass(frozen=True)
 class Pools:
     """The frozen choices of a study. ``words[c]`` lists the word options (each a list of
-    words) for the c-th label; ``manual`` lists the enqueued baseline parameter sets."""
+    words) for the c-th label; ``manual`` lists the enqueued baseline parameter sets.
+
+    Word options only ever grow, round by round (``generators.rounds``): ``round_sizes[r][c]`` is
+    how many options label c has in round r, and each round names its word parameters anew
+    (:func:`word_param`), because an Optuna parameter keeps its choices for the whole study.
+    Option i is the same words in every round that has it."""
 
     labels: tuple[str, ...]
     templates: tuple[str, ...]
@@ -45,23 +50,54 @@ class Pools:
     calibrations: tuple[str, ...]
     manual: tuple[dict[str, Any], ...] = ()
     origins: dict[str, Any] = field(default_factory=dict)  # where each option came from
+    round_sizes: tuple[tuple[int, ...], ...] = ()  # empty: one round with every option
+
+    @property
+    def rounds(self) -> int:
+        return max(1, len(self.round_sizes))
+
+    def options_in_round(self, round_index: int) -> tuple[int, ...]:
+        return self.round_sizes[round_index] if self.round_sizes else tuple(len(options) for options in self.words)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": POOLS_FORMAT, "labels": list(self.labels), "templates": list(self.templates),
                 "words": [[list(option) for option in options] for options in self.words],
-                "calibrations": list(self.calibrations), "manual": list(self.manual), "origins": self.origins}
+                "calibrations": list(self.calibrations), "manual": list(self.manual), "origins": self.origins,
+                "round_sizes": [list(sizes) for sizes in self.round_sizes]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Pools":
         return cls(tuple(data["labels"]), tuple(data["templates"]),
                    tuple(tuple(tuple(option) for option in options) for options in data["words"]),
-                   tuple(data["calibrations"]), tuple(data.get("manual", ())), data.get("origins", {}))
+                   tuple(data["calibrations"]), tuple(data.get("manual", ())), data.get("origins", {}),
+                   tuple(tuple(sizes) for sizes in data.get("round_sizes", ())))
+
+    def with_round(self, words: Sequence[Sequence[tuple[str, ...]]], record: dict[str, Any]) -> "Pools":
+        """These pools plus one generation round: ``words`` extends each label's options."""
+        for c, options in enumerate(words):
+            if tuple(options[: len(self.words[c])]) != self.words[c]:
+                raise ValueError("a new round may only append word options")
+        sizes = self.round_sizes or (self.options_in_round(0),)
+        return replace(self, words=tuple(tuple(options) for options in words),
+                       round_sizes=sizes + (tuple(len(options) for options in words),),
+                       origins={**self.origins, "rounds": [*self.origins.get("rounds", []), record]})
+
+    def word_choice(self, params: dict[str, Any], label_index: int) -> int:
+        """The option index a parameter set picks for a label, whichever round named it."""
+        for round_index in range(self.rounds):
+            if word_param(label_index, round_index) in params:
+                return params[word_param(label_index, round_index)]
+        raise KeyError(f"no word parameter for label {self.labels[label_index]!r} in {params}")
 
     def verbalizer(self, params: dict[str, Any]) -> Verbalizer:
-        return Verbalizer.parse({label: list(self.words[c][params[word_param(c)]]) for c, label in enumerate(self.labels)}, self.labels)
+        return Verbalizer.parse({label: list(self.words[c][self.word_choice(params, c)]) for c, label in enumerate(self.labels)}, self.labels)
+
+    def choice_key(self, params: dict[str, Any]) -> str:
+        """The same prompt gives the same key, whichever round's parameter names chose it."""
+        return json.dumps([params["template"], [self.word_choice(params, c) for c in range(len(self.labels))], params["calibration"]])
 
     def params_for(self, template: str, verbalizer: Verbalizer, calibration: str) -> dict[str, Any]:
-        """The parameter set that selects exactly these choices (they must be in the pools)."""
+        """The first round's parameter set that selects exactly these choices (they must be in its pools)."""
         params: dict[str, Any] = {"template": self.templates.index(template)}
         for c, words in enumerate(verbalizer.words):
             params[word_param(c)] = self.words[c].index(tuple(words))
@@ -69,8 +105,8 @@ class Pools:
         return params
 
 
-def word_param(label_index: int) -> str:
-    return f"words_{label_index}"
+def word_param(label_index: int, round_index: int = 0) -> str:
+    return f"words_{label_index}" if round_index == 0 else f"words_{label_index}_round{round_index}"
 
 
 @dataclass(frozen=True)
@@ -150,6 +186,12 @@ class PromptSearch:
         self._templates = [Template.parse(source, fields=dev.fields) for source in pools.templates]
         self._prepared: dict[int, list[PreparedPrompts]] = {}
 
+    def use_pools(self, pools: Pools) -> None:
+        """Continue with the pools of a new generation round (same templates, more word options)."""
+        if pools.templates != self.pools.templates or pools.labels != self.pools.labels:
+            raise ValueError("a new round may not change the templates or the labels")
+        self.pools = pools
+
     def prepared(self, template_index: int) -> list[PreparedPrompts]:
         """The template rendered on each piece (train first); rendering is kept per template."""
         if template_index not in self._prepared:
@@ -195,9 +237,11 @@ class PromptSearch:
         return result.accuracy if self.objective == "accuracy" else result.macro_f1
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Choices of the pools' latest round, under that round's parameter names."""
+        latest = self.pools.rounds - 1
         params: dict[str, Any] = {"template": trial.suggest_categorical("template", list(range(len(self.pools.templates))))}
-        for c in range(len(self.pools.labels)):
-            params[word_param(c)] = trial.suggest_categorical(word_param(c), list(range(len(self.pools.words[c]))))
+        for c, size in enumerate(self.pools.options_in_round(latest)):
+            params[word_param(c, latest)] = trial.suggest_categorical(word_param(c, latest), list(range(size)))
         params["calibration"] = trial.suggest_categorical("calibration", list(self.pools.calibrations))
         return params
 
@@ -225,15 +269,15 @@ class PromptSearch:
         """
         from autoprompt_search.errors import UserError
 
-        seen = {_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        seen = {self.pools.choice_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         began, repeats = time.perf_counter(), 0
         while (planned is None or finished_trials(study) < planned) and repeats < max_repeats:
             if timeout is not None and time.perf_counter() - began > timeout:
                 break
             trial = study.ask()
             params = self.suggest(trial)
-            if _key(params) in seen and not trial.user_attrs.get("manual"):
-                earlier = seen[_key(params)]
+            if self.pools.choice_key(params) in seen and not trial.user_attrs.get("manual"):
+                earlier = seen[self.pools.choice_key(params)]
                 for name, value in earlier.user_attrs.items():
                     trial.set_user_attr(name, value)
                 trial.set_user_attr("repeat_of", earlier.number)
@@ -251,13 +295,9 @@ class PromptSearch:
                 raise
             else:
                 frozen = study.tell(trial, value)
-                seen[_key(params)] = frozen
+                seen[self.pools.choice_key(params)] = frozen
             for callback in callbacks:
                 callback(study, frozen)
-
-
-def _key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True)
 
 
 def _piece_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
@@ -309,6 +349,11 @@ def finished_trials(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)) if "repeat_of" not in t.user_attrs)
 
 
+def ranking_key(objective: float, mean_margin: float, template: str, verbalizer: dict[str, list[str]], calibration: str) -> tuple:
+    """The leaderboard's order: objective, then mean margin, then the prompt's text (never trial order)."""
+    return (-objective, -mean_margin, template, json.dumps(verbalizer), calibration)
+
+
 def leaderboard(study: optuna.Study) -> list[TrialResult]:
     """Completed trials, best first: objective, then mean margin (identical prompts stay together)."""
     results = []
@@ -322,7 +367,7 @@ def leaderboard(study: optuna.Study) -> list[TrialResult]:
             calibration=Calibration(trial.params["calibration"], tuple(attrs["calibration_bias"])),
             manual=bool(attrs.get("manual", False)), params=dict(trial.params), dev_accuracy=attrs.get("dev_accuracy", float("nan")),
         ))
-    results.sort(key=lambda r: (-r.objective, -r.mean_margin, r.template, json.dumps(r.verbalizer), r.calibration.method))
+    results.sort(key=lambda r: ranking_key(r.objective, r.mean_margin, r.template, r.verbalizer, r.calibration.method))
     return results
 
 

@@ -89,7 +89,22 @@ class TriggersGenerator:
 
 
 @dataclass(frozen=True)
+class GenerationRounds:
+    """Word generation in rounds: the first before the trials (from the best seed templates on
+    train), each later one after ``trials`` more search trials, from the templates the study ranks
+    best so far. Each round's word pools get Optuna parameter names of their own."""
+
+    count: int = 1
+    trials: int = 30
+
+    def __post_init__(self) -> None:
+        need_int("generators.rounds.count", self.count, 1)
+        need_int("generators.rounds.trials", self.trials, 1)
+
+
+@dataclass(frozen=True)
 class Generators:
     label_words: LabelWordsGenerator = LabelWordsGenerator()
     label_probe: LabelProbeGenerator = LabelProbeGenerator()
     triggers: TriggersGenerator = TriggersGenerator()
+    rounds: GenerationRounds = GenerationRounds()

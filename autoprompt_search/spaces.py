@@ -30,7 +30,8 @@ from autoprompt_search.assets import DEFAULT_MODEL, MODELS
 from autoprompt_search.data import FILE_SUFFIXES, LMBFF_SEEDS, REGISTERED
 from autoprompt_search.errors import UserError
 from autoprompt_search.space_checks import Invalid, need_choice, need_int
-from autoprompt_search.space_generators import Generators, LabelProbeGenerator, LabelWordsGenerator, TriggersGenerator
+from autoprompt_search.space_generators import (GenerationRounds, Generators, LabelProbeGenerator, LabelWordsGenerator,
+                                                TriggersGenerator)
 from autoprompt_search.templates import SLOT, Template
 from autoprompt_search.verbalizers import Verbalizer
 
@@ -60,7 +61,8 @@ SCHEMA: dict[str, Any] = {
                    "label_probe": {"enabled": _LEAF, "words_per_class": _LEAF, "templates": _LEAF, "shortlist": _LEAF},
                    "triggers": {"enabled": _LEAF, "templates": _LEAF, "count": _LEAF, "position": _LEAF, "base_templates": _LEAF,
                                 "candidates": _LEAF, "steps": _LEAF, "restarts": _LEAF, "batch_size": _LEAF, "patience": _LEAF,
-                                "init": _LEAF, "filters": _LEAF, "loss": _LEAF}},
+                                "init": _LEAF, "filters": _LEAF, "loss": _LEAF},
+                   "rounds": {"count": _LEAF, "trials": _LEAF}},
     "calibration": _LEAF, "objective": _LEAF,
     "budget": {"trials": _LEAF, "timeout_seconds": _LEAF},
     "pruner": {"type": _LEAF, "chunks": _LEAF},
@@ -262,6 +264,9 @@ class SearchSpace:
             unknown = [f for f in template.fields_used if f not in self.dataset.text_fields]
             if unknown:
                 raise Invalid(f"templates.seeds[{i}]", f"uses {{{unknown[0]}}}, not a field of the data ({', '.join(self.dataset.text_fields)})")
+        if self.generators.rounds.count > 1 and not (self.generators.label_words.enabled or self.generators.label_probe.enabled):
+            raise Invalid("generators.rounds.count", "later rounds run the word generators again: turn on "
+                                                     "generators.label_words or generators.label_probe, or keep one round")
         if self.generators.label_probe.enabled and self.few_shot.k < 2:
             raise Invalid("generators.label_probe", f"needs few_shot.k of at least 2 (the probe is cross-validated), got {self.few_shot.k}")
         self._check_for_model()
@@ -516,7 +521,8 @@ def _build(raw: dict[str, Any], path: Path, origins: _Origins) -> SearchSpace:
         verbalizers=VerbalizerSpace(tuple(verbalizer_seeds)),
         generators=Generators(LabelWordsGenerator(**_kwargs(label_words, "generators.label_words", scoring=True)),
                               LabelProbeGenerator(**_kwargs(_section(generators, "generators.label_probe"), "generators.label_probe")),
-                              TriggersGenerator(**triggers)),
+                              TriggersGenerator(**triggers),
+                              GenerationRounds(**_kwargs(_section(generators, "generators.rounds"), "generators.rounds"))),
         calibration=_tuple(calibration, "calibration"), objective=raw.get("objective", "accuracy"),
         budget=Budget(**_kwargs(_section(raw, "budget"), "budget")), pruner=Pruner(**_kwargs(_section(raw, "pruner"), "pruner")),
         ensemble=Ensemble(**_kwargs(_section(raw, "ensemble"), "ensemble")), source=path, raw=raw,

@@ -53,7 +53,6 @@ class RunOnTest:
         import optuna
 
         from autoprompt_search import data
-        from autoprompt_search.cli.search_cmd import TEST_SAMPLE_SEED
         from autoprompt_search.search import STUDY_NAME, leaderboard
         from autoprompt_search.spaces import load_space
 
@@ -65,10 +64,16 @@ class RunOnTest:
         space = load_space(self.space["source"])
         test = data.load_split(space.dataset.spec, "test", **space.dataset.load_kwargs())
         if recorded.get("test_limit"):
-            test = data.sample(test, recorded["test_limit"], recorded.get("test_sample_seed", TEST_SAMPLE_SEED))
+            # Runs made before TEST_SAMPLE_SEED existed sampled their test split with the run's own seed.
+            test = data.sample(test, recorded["test_limit"], recorded.get("test_sample_seed", manifest["seed"]))
         if test.content_hash() != recorded["splits"]["test"]["content_hash"]:
             raise SystemExit(f"{run}: the test split differs from the one the run recorded")
         self.test = test
+        self.train, self.dev = data.few_shot(data.load_split(space.dataset.spec, "train_pool", **space.dataset.load_kwargs()),
+                                             recorded["k"], manifest["seed"])
+        for name, split in (("train", self.train), ("dev", self.dev)):
+            if split.content_hash() != recorded["splits"][name]["content_hash"]:
+                raise SystemExit(f"{run}: the {name} split differs from the one the run recorded")
         self.gold = [test.labels.index(e.label) for e in test.examples]
         study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(run / 'study.db').resolve()}")
         self.board = leaderboard(study)

@@ -217,3 +217,56 @@ def test_the_search_reuses_the_train_pass_of_the_label_word_generator(space, tin
     passes = scorer.backend.forward_passes
     scorer.slot_log_probs(search.prepared(0)[0].prompts)  # the train piece of a seed template
     assert scorer.backend.forward_passes == passes
+
+
+def _rounds_space(space: Path, count: int = 2, trials: int = 3) -> Path:
+    rounds = space.parent / "rounds.yaml"
+    rounds.write_text(f"include: {space.name}\nname: tiny_rounds\ngenerators: {{rounds: {{count: {count}, trials: {trials}}}}}\n")
+    return rounds
+
+
+def _study_trials(out: Path) -> list:
+    return optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}").get_trials(deepcopy=False)
+
+
+def test_each_generation_round_gets_parameter_names_of_its_own(space, tmp_path) -> None:
+    from autoprompt_search.search import Pools, word_param
+
+    out = tmp_path / "run"
+    assert _run(_rounds_space(space), out, "--trials", "8") == 0
+    stored = json.loads((out / "pools.json").read_text())
+    pools = Pools.from_dict(stored)
+    assert pools.rounds == 2 and len(stored["round_sizes"]) == 2
+    record = stored["origins"]["rounds"][0]
+    board = leaderboard(optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}"))
+    assert record["round"] == 1 and record["templates"][0] in {r.template for r in board}  # the study's templates, not the seeds' ranking
+    assert all(pools.round_sizes[1][c] >= pools.round_sizes[0][c] for c in range(2))
+    manual, boundary = len(pools.manual), len(pools.manual) + 3
+    trials = sorted(_study_trials(out), key=lambda t: t.number)
+    for trial in trials:
+        round_index = 0 if trial.number < boundary else 1
+        assert all(word_param(c, round_index) in trial.params for c in range(2)), (trial.number, trial.params)
+        assert all(word_param(c, 1 - round_index) not in trial.params for c in range(2))
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.user_attrs["verbalizer"] == pools.verbalizer(trial.params).to_dict()
+    assert len(trials) >= manual + 8
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pools"]["rounds"][0]["new_options"] == [
+        pools.round_sizes[1][c] - pools.round_sizes[0][c] for c in range(2)]
+
+
+def test_a_search_with_rounds_resumes_into_the_round_it_reached_and_is_reproducible(space, tmp_path) -> None:
+    rounds = _rounds_space(space)
+    assert _run(rounds, tmp_path / "whole", "--trials", "8") == 0
+    assert _run(rounds, tmp_path / "parts", "--trials", "5") == 0  # stops in round 2, after its generation
+    assert len(json.loads((tmp_path / "parts" / "pools.json").read_text())["round_sizes"]) == 2
+    assert _run(rounds, tmp_path / "parts", "--trials", "8", "--resume") == 0
+    whole, parts = (json.loads((tmp_path / name / "pools.json").read_text()) for name in ("whole", "parts"))
+    assert whole["words"] == parts["words"] and whole["round_sizes"] == parts["round_sizes"]
+    with open(tmp_path / "whole" / "trials.csv") as a, open(tmp_path / "parts" / "trials.csv") as b:
+        assert [row["template"] + row["verbalizer"] for row in csv.DictReader(a)] == [row["template"] + row["verbalizer"] for row in csv.DictReader(b)]
+
+
+def test_rounds_with_a_shared_storage_are_refused(space, tmp_path, capsys) -> None:
+    assert _run(_rounds_space(space), tmp_path / "run", "--storage", f"sqlite:///{tmp_path / 'shared.db'}") == 2
+    assert "generators.rounds.count > 1 needs the run folder's own storage" in capsys.readouterr().err

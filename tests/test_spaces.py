@@ -277,3 +277,21 @@ def test_generator_choices_match_the_generators():
     assert space_generators.TRIGGER_FILTERS == vocabulary.TRIGGER_FILTERS
     assert space_generators.TRIGGER_LOSSES == triggers.TRIGGER_LOSSES
     assert space_generators.TRIGGER_POSITIONS == triggers.TRIGGER_POSITIONS
+
+
+def test_generation_rounds_are_checked(tmp_path) -> None:
+    from autoprompt_search.spaces import load_space
+
+    base = "name: r\ndataset: mr\nmodel: smollm2-135m\ntemplates: {seeds: ['{text} It was {mask}']}\n" \
+           "verbalizers: {seeds: [{negative: [bad], positive: [good]}]}\n"
+    cases = {"generators: {rounds: {count: 0}}\n": "generators.rounds.count",
+             "generators: {rounds: {trials: 0}}\n": "generators.rounds.trials",
+             "generators: {label_words: {enabled: false}, rounds: {count: 2}}\n": "later rounds run the word generators again",
+             "generators: {rounds: {count: 2, every: 3}}\n": "every"}
+    for extra, message in cases.items():
+        path = tmp_path / "space.yaml"
+        path.write_text(base + extra)
+        with pytest.raises(UserError, match=message.replace(".", r"\.")):
+            load_space(path)
+    path.write_text(base + "generators: {rounds: {count: 3, trials: 5}}\n")
+    assert load_space(path).generators.rounds.count == 3

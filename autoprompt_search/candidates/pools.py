@@ -78,6 +78,30 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
     return replace(pools, manual=manual)
 
 
+def next_round(space, scorer: PromptScorer, train: Dataset, pools: Pools, board: Sequence, log: Callable[[str], None] = print) -> Pools:
+    """One more generation round: the word generators run again from the templates the study
+    ranks best so far (``board``, best first, each with its best verbalizer), instead of the seed
+    ranking, and their new words extend the pools under the next round's parameter names."""
+    labels = pools.labels
+    ranked: list[RankedSeed] = []
+    for result in board:
+        if all(r.template.source != result.template for r in ranked):
+            ranked.append(RankedSeed(Template.parse(result.template, fields=train.fields),
+                                     Verbalizer.parse(result.verbalizer, labels), result.accuracy, result.mean_margin))
+    texts = [example.fields for example in train.examples]
+    gold = [labels.index(example.label) for example in train.examples]
+    options = [list(words) for words in pools.words]
+    generators = space.generators
+    record: dict[str, Any] = {"round": pools.rounds, "completed_trials": len(board), "templates": [r.template.source for r in ranked[:3]]}
+    log(f"generation round {pools.rounds + 1}/{generators.rounds.count}: words from the study's best templates")
+    if generators.label_words.enabled:
+        record["label_words"] = _distribution_words(generators.label_words, scorer, ranked, texts, gold, labels, options, log)
+    if generators.label_probe.enabled:
+        record["label_probe"] = _probe_words(generators.label_probe, scorer, ranked, texts, gold, labels, options, log)
+    record["new_options"] = [len(options[c]) - len(pools.words[c]) for c in range(len(labels))]
+    return pools.with_round(options, record)
+
+
 def seed_of(train: Dataset) -> int:
     """A generator seed that depends on the few-shot sample (so on the run's seed), not on the clock."""
     return int(train.content_hash()[:8], 16)

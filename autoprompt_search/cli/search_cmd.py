@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 0:
         raise UserError("--trials must be 0 or more")
     space = load_space(args.space).with_overrides(model=args.model, trials=args.trials, timeout=args.timeout)
+    if args.storage and space.generators.rounds.count > 1:
+        raise UserError(f"{space.source}: generators.rounds.count > 1 needs the run folder's own storage (no --storage): "
+                        "workers sharing a study would each generate rounds of their own")
     seed = args.seed if args.seed is not None else space.few_shot.seeds[0]
     out = Path(args.out) if args.out else Path("results/runs") / f"{space.name}-{_slug(space.model)}-seed{seed}"
     job = SearchJob(space, seed, out, args)
@@ -64,6 +67,8 @@ class SearchJob:
         for name in ("label_probe", "triggers"):  # off: the identity of runs made before these generators existed
             if not space["generators"][name]["enabled"]:
                 del space["generators"][name]
+        if space["generators"]["rounds"]["count"] == 1:  # likewise for one round, as before rounds existed
+            del space["generators"]["rounds"]
         return {"space_sha256": sha256_text(json.dumps(space, sort_keys=True, default=str)), "seed": self.seed,
                 "model_weights_sha256": self.backend.weights_hash, "model_kind": self.backend.kind,
                 "train_dev_sha256": sha256_text(self.train.content_hash() + self.dev.content_hash())}
@@ -128,7 +133,7 @@ class SearchJob:
         progress = Progress(self.scorer, remaining)
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
         try:
-            search.run(study, planned, space.budget.timeout_seconds, [progress])
+            self.run_rounds(study, search, planned, progress)
         except KeyboardInterrupt:
             progress.close()
             self.write_manifest("interrupted")
@@ -139,6 +144,31 @@ class SearchJob:
         self.timings["search_forward_seconds"] = self.backend.forward_seconds - forward_before
         self.finish(study, search)
         return 0
+
+    def run_rounds(self, study, search, planned: int | None, progress) -> None:
+        """The trials, with one more word-generation round after every ``generators.rounds.trials``
+        search trials (or earlier, once the sampler only repeats itself), up to ``count`` rounds."""
+        from autoprompt_search.candidates.pools import next_round
+        from autoprompt_search.fileio import atomic_write_json
+        from autoprompt_search.search import finished_trials, leaderboard
+
+        rounds, timeout = self.space.generators.rounds, self.space.budget.timeout_seconds
+        began = time.perf_counter()
+        while True:
+            latest = search.pools.rounds - 1
+            boundary = len(search.pools.manual) + (latest + 1) * rounds.trials if latest + 1 < rounds.count else None
+            target = planned if boundary is None else (boundary if planned is None else min(planned, boundary))
+            left = None if timeout is None else timeout - (time.perf_counter() - began)
+            if left is not None and left <= 0:
+                return
+            search.run(study, target, left, [progress])
+            out_of_time = timeout is not None and time.perf_counter() - began >= timeout
+            if boundary is None or out_of_time or (planned is not None and finished_trials(study) >= planned):
+                return
+            pools = next_round(self.space, self.scorer, self.train, search.pools, leaderboard(study), log=self.log)
+            atomic_write_json(self.out / "pools.json", {**pools.to_dict(), "run": self.identity()})
+            search.use_pools(pools)
+            self.pools = pools
 
     def finish(self, study, search) -> None:
         """Rank, ensemble, score on test, and write every output file."""
@@ -259,18 +289,21 @@ class SearchJob:
                                                       "objective": self.space.objective, "provenance": provenance})
 
     def write_predictions(self, gold: list[int], best, ensemble) -> None:
-        """Per test example: the gold label, each side's predicted label and class probabilities."""
+        """Per test example (in the order of the test split that results.json hashes): its text,
+        the gold label, and the predicted label and class probabilities of the best prompt and of the ensemble."""
         from autoprompt_search.fileio import atomic_write_text
         from autoprompt_search.report import PREDICTIONS_NAME
 
-        labels = self.test.labels
+        labels, fields = self.test.labels, self.test.fields
+        ours = {"test_row", "gold", "best", "ensemble"}
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["example", "gold", "best", "ensemble", *(f"best_p_{label}" for label in labels),
-                         *(f"ensemble_p_{label}" for label in labels)])
-        for row, gold_index in enumerate(gold):
-            writer.writerow([row, labels[gold_index], labels[best.predictions[row]], labels[ensemble.predictions[row]],
-                             *(f"{p:.6g}" for p in best.probabilities[row]), *(f"{p:.6g}" for p in ensemble.probabilities[row])])
+        writer.writerow(["test_row", *(f"field_{f}" if f in ours or "_p_" in f else f for f in fields), "gold", "best", "ensemble",
+                         *(f"best_p_{label}" for label in labels), *(f"ensemble_p_{label}" for label in labels)])
+        for row, (example, gold_index) in enumerate(zip(self.test.examples, gold)):
+            writer.writerow([row, *(example.fields[field] for field in fields), labels[gold_index], labels[best.predictions[row]],
+                             labels[ensemble.predictions[row]], *(f"{p:.6g}" for p in best.probabilities[row]),
+                             *(f"{p:.6g}" for p in ensemble.probabilities[row])])
         atomic_write_text(self.out / PREDICTIONS_NAME, buffer.getvalue())
 
     def write_manifest(self, status: str, study=None) -> None:

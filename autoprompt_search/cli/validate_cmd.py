@@ -34,6 +34,9 @@ def summary(space: SearchSpace) -> str:
     limits = [f"{budget.trials} trials"] if budget.trials is not None else []
     limits += [f"{budget.timeout_seconds:g} s"] if budget.timeout_seconds is not None else []
     generators = [name for name in ("label_words", "label_probe", "triggers") if getattr(space.generators, name).enabled]
+    rounds = space.generators.rounds
+    if rounds.count > 1:
+        generators.append(f"{rounds.count} word rounds every {rounds.trials} trials")
     return (f"{space.source}: ok: {space.name}: dataset {space.dataset.spec} ({len(space.labels)} labels), "
             f"model {space.model}, {len(space.templates.seeds)} seed templates + "
             f"{blocks.n_combinations if blocks else 0} block combinations -> {len(build_template_pool(space))} candidates "
