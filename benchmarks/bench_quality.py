@@ -23,7 +23,8 @@ Methods, all scored on the same held-out test sample for every seed (``--test-li
 
 The first three come from the full search's run (its manual baselines and its cached
 distributions), so they share that run's wall time and forward passes. Writes ``results/benchmarks/quality.json`` and
-``results/benchmarks/quality.md`` and puts that table into README.md between its markers. A method
+``results/benchmarks/quality.md`` and puts that table into README.md between its markers; each
+run's manifest and results are copied to ``results/benchmarks/quality_runs/<run>/``. A method
 or dataset that was not run is shown as such; ``--datasets``/``--methods`` run a part, and the
 table is always built from every complete run on disk.
 """
@@ -63,6 +64,7 @@ FROM_FULL_SEARCH = ("manual_zero_shot", "manual_calibrated", "label_words", "sea
 # Published anchors (RoBERTa-large, 355M parameters, their own splits of MR): the figures our MR row sits beside.
 ANCHORS = {"mr": [("LM-BFF, prompt-based zero-shot (RoBERTa-large)", 0.808), ("RLPrompt (RoBERTa-large)", 0.871)]}
 GENERATED_OPTIONS = 5  # per label, for the label_words method's combinations (5^5 x templates x calibrations for BBC)
+DEFAULT_MODEL = "smollm2-135m"
 README_MARKERS = ("<!-- quality-table:start -->", "<!-- quality-table:end -->")
 
 
@@ -80,6 +82,15 @@ def gradient_space(dataset: str, folder: Path) -> Path:
 def complete(run: Path) -> bool:
     manifest = run / "manifest.json"
     return manifest.exists() and json.loads(manifest.read_text()).get("status") == "complete"
+
+
+def keep_record(run: Path, records: Path) -> str:
+    """Copy the run's manifest and results next to the benchmark's JSON (the run folders are not
+    committed), so that every figure of the table traces back to a file in the repository."""
+    target = records / run.name
+    for name in ("manifest.json", "results.json"):
+        atomic_write_text(target / name, (run / name).read_text(encoding="utf-8"))
+    return str(target)
 
 
 def run_cost(run: Path) -> dict:
@@ -148,7 +159,7 @@ def gradient_method(run: Path, scorer: PromptScorer) -> dict | None:
 def markdown(report: dict) -> str:
     """The README table: test accuracy mean ± sd over the seeds (macro-F1 beside it for the unbalanced sets)."""
     lines = [f"Test accuracy, mean ± sd over seeds {', '.join(map(str, report['seeds']))}; macro-F1 in brackets where "
-             "the classes are unbalanced. SmolLM2-135M, 16-shot train and dev. Test: the same sample of at most "
+             f"the classes are unbalanced. {report['model']}, 16-shot train and dev. Test: the same sample of at most "
              f"{report['test_limit']} held-out examples for every seed. Cells say how many seeds ran when not all did.", "",
              "| dataset | " + " | ".join(METHODS.values()) + " | wall time per seed (full / gradient) |",
              "|---|" + "---|" * (len(METHODS) + 1)]
@@ -193,8 +204,9 @@ def main() -> int:
     parser.add_argument("--methods", default="full,gradient", help="searches to run now: full, gradient")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--test-limit", type=int, default=1000)
-    parser.add_argument("--runs", default="results/runs/quality")
-    parser.add_argument("--out", default="results/benchmarks/quality.json")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="e.g. gemma3-270m, or splade-tiny for the masked path")
+    parser.add_argument("--runs", help="default: results/runs/quality (quality-<model> for another model)")
+    parser.add_argument("--out", help="default: results/benchmarks/quality.json (quality_<model>.json for another model)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's table")
     parser.add_argument("--no-run", action="store_true", help="run no search: build the JSON and the table from the runs on disk")
     args = parser.parse_args()
@@ -202,7 +214,10 @@ def main() -> int:
     unknown = set(args.datasets.split(",")) - set(DATASETS) or set(args.methods.split(",")) - {"full", "gradient"}
     if unknown:
         raise SystemExit(f"unknown dataset or method: {', '.join(sorted(unknown))}")
-    runs = Path(args.runs)
+    suffix = "" if args.model == DEFAULT_MODEL else f"-{args.model}"
+    runs = Path(args.runs or f"results/runs/quality{suffix}")
+    args.out = args.out or f"results/benchmarks/quality{suffix.replace('-', '_')}.json"
+    args.no_readme = args.no_readme or args.model != DEFAULT_MODEL  # the README's table is the default model's
 
     def folder(dataset: str, kind: str, seed: int) -> Path:
         return runs / f"{dataset}{'' if kind == 'full' else '_gradient'}-seed{seed}"
@@ -212,9 +227,10 @@ def main() -> int:
             for kind in ("full", "gradient"):
                 if kind in args.methods.split(","):
                     space = Path(f"search_spaces/{dataset}.yaml") if kind == "full" else gradient_space(dataset, runs / "spaces")
-                    run_seed(space, seed, folder(dataset, kind, seed), ["--test-limit", str(args.test_limit)])
+                    run_seed(space, seed, folder(dataset, kind, seed), ["--test-limit", str(args.test_limit), "--model", args.model])
 
-    scorer = PromptScorer(load_backend("smollm2-135m"), SlotCache(default_cache_dir()))
+    scorer = PromptScorer(load_backend(args.model), SlotCache(default_cache_dir()))
+    records = Path(args.out).with_suffix("").parent / f"{Path(args.out).stem}_runs"
     results = {}
     for dataset in DATASETS:
         per_seed, walls = {}, {"full": [], "gradient": []}
@@ -223,11 +239,11 @@ def main() -> int:
             full, gradient = folder(dataset, "full", seed), folder(dataset, "gradient", seed)
             if complete(full):
                 row.update(full_search_methods(full, scorer))
-                row["full_run"] = {"folder": str(full), **run_cost(full)}
+                row["full_run"] = {"folder": str(full), "record": keep_record(full, records), **run_cost(full)}
                 walls["full"].append(row["full_run"]["wall_seconds"])
             if complete(gradient):
                 row["gradient"] = gradient_method(gradient, scorer)
-                row["gradient_run"] = {"folder": str(gradient), **run_cost(gradient)}
+                row["gradient_run"] = {"folder": str(gradient), "record": keep_record(gradient, records), **run_cost(gradient)}
                 walls["gradient"].append(row["gradient_run"]["wall_seconds"])
             if row:
                 per_seed[str(seed)] = row
@@ -245,7 +261,7 @@ def main() -> int:
                             "macro_f1": mean_std([r[m]["test_macro_f1"] for r in per_seed.values() if r.get(m)])} for m in METHODS},
             "wall_seconds": {kind: (sum(w) / len(w) if w else None) for kind, w in walls.items()},
         }
-    report = {"benchmark": "quality", "model": "smollm2-135m", "model_weights_sha256": scorer.backend.weights_hash,
+    report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": scorer.backend.weights_hash,
               "k": 16, "seeds": seeds, "test_limit": args.test_limit, "datasets": list(DATASETS), "methods": METHODS,
               "anchors": ANCHORS, "results": results, "provenance": stamp()}
     atomic_write_json(args.out, report)

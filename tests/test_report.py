@@ -42,7 +42,7 @@ class _Page(HTMLParser):
             self.sections.append(attrs.get("id"))
         if tag == "img":
             self.images.append(attrs["src"])
-        if tag in ("script", "link") or (tag == "img" and not attrs["src"].startswith("data:")):
+        if tag in ("script", "link", "iframe", "object", "embed") or (tag == "img" and not attrs["src"].startswith("data:")):
             self.external.append(tag)
         if tag in ("td", "th"):
             self._in_cell = True
@@ -66,7 +66,8 @@ def _parse(path: Path) -> _Page:
 def test_every_search_writes_a_self_contained_report(run) -> None:
     page = _parse(run / REPORT_NAME)
     assert page.sections == list(SECTIONS)
-    assert page.external == []  # nothing fetched: no script, no stylesheet link, no image file
+    assert page.external == []  # nothing fetched: no script, no stylesheet link, no frame, no image file
+    assert "url(" not in (run / REPORT_NAME).read_text()  # nor a stylesheet resource
     assert len(page.images) == 3  # history, ensemble weights, confusion matrices
     for source in page.images:
         assert base64.b64decode(source.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
