@@ -40,6 +40,7 @@ from autoprompt_search.tokenization import special_tokens_around
 ModelKind = Literal["masked", "causal", "seq2seq"]
 MODEL_KINDS: tuple[str, ...] = ("masked", "causal", "seq2seq")
 DEFAULT_MAX_LENGTH = 256
+SHARED_PREFIX_TOKENS = 32  # causal prompts sharing at least this many leading tokens run them once per batch
 SENTINEL = "<extra_id_0>"
 
 
@@ -278,6 +279,25 @@ class CausalBackend(Backend):
                             logits_to_keep=1, use_cache=False)
         return output.logits[:, -1]
 
+    def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
+        """Prompts that open with the same long text (demonstrations) run it once: its keys and
+        values are computed for one row and shared by the batch, which runs only the rest."""
+        sequences = [[*self.specials.prefix, *p.before, *query.prefix] for p in prompts]
+        shared = min(_common_prefix_length(sequences), min(len(s) for s in sequences) - 1)  # each row keeps a token to run
+        if len(prompts) < 2 or shared < SHARED_PREFIX_TOKENS:
+            return super()._forward_batch(prompts, query)
+        from transformers import DynamicCache
+
+        head = torch.tensor([sequences[0][:shared]], device=self.device)
+        computed = self.model(input_ids=head, use_cache=True, logits_to_keep=1).cache
+        layers = [(layer.keys.expand(len(prompts), -1, -1, -1), layer.values.expand(len(prompts), -1, -1, -1)) for layer in computed.layers]
+        cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        ids, mask = self._pad([s[shared:] for s in sequences], left=True)
+        attention = torch.cat([torch.ones((len(prompts), shared), dtype=mask.dtype, device=self.device), mask], dim=1)
+        output = self.model(input_ids=ids, attention_mask=attention, position_ids=positions_of(mask, start=shared), cache=cache,
+                            use_cache=True, logits_to_keep=1)
+        return output.logits[:, -1]
+
 
 class Seq2SeqBackend(Backend):
     kind = "seq2seq"
@@ -374,6 +394,14 @@ def _position_limit(config, tokenizer: PreTrainedTokenizerBase) -> int | None:
         limits.append(model_max)
     limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
     return min(limits) if limits else None
+
+
+def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for other in sequences[1:]:
+        length = next((i for i in range(length) if other[i] != first[i]), length)
+    return length
 
 
 def positions_of(attention_mask: torch.Tensor, start: torch.Tensor | int = 0) -> torch.Tensor:

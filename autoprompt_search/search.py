@@ -31,6 +31,7 @@ from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 STUDY_NAME = "autoprompt_search"
+ENQUEUED_MARKS = ("manual", "proposal")  # user attributes of the trials enqueued before the sampler's
 POOLS_FORMAT = 1
 
 
@@ -51,6 +52,7 @@ class Pools:
     manual: tuple[dict[str, Any], ...] = ()
     origins: dict[str, Any] = field(default_factory=dict)  # where each option came from
     round_sizes: tuple[tuple[int, ...], ...] = ()  # empty: one round with every option
+    proposals: tuple[dict[str, Any], ...] = ()  # generated prompts enqueued after the manual ones
 
     @property
     def rounds(self) -> int:
@@ -63,14 +65,14 @@ class Pools:
         return {"format_version": POOLS_FORMAT, "labels": list(self.labels), "templates": list(self.templates),
                 "words": [[list(option) for option in options] for options in self.words],
                 "calibrations": list(self.calibrations), "manual": list(self.manual), "origins": self.origins,
-                "round_sizes": [list(sizes) for sizes in self.round_sizes]}
+                "round_sizes": [list(sizes) for sizes in self.round_sizes], "proposals": list(self.proposals)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Pools":
         return cls(tuple(data["labels"]), tuple(data["templates"]),
                    tuple(tuple(tuple(option) for option in options) for options in data["words"]),
                    tuple(data["calibrations"]), tuple(data.get("manual", ())), data.get("origins", {}),
-                   tuple(tuple(sizes) for sizes in data.get("round_sizes", ())))
+                   tuple(tuple(sizes) for sizes in data.get("round_sizes", ())), tuple(data.get("proposals", ())))
 
     def with_round(self, words: Sequence[Sequence[tuple[str, ...]]], record: dict[str, Any]) -> "Pools":
         """These pools plus one generation round: ``words`` extends each label's options."""
@@ -217,7 +219,7 @@ class PromptSearch:
             scores.append(calibration.apply(self.scorer.class_scores(piece.prompts, word_ids)))
             if trial is not None:
                 self._report(trial, step, torch.cat(scores).numpy())
-                if step < len(self.pieces) - 1 and not trial.user_attrs.get("manual") and trial.should_prune():
+                if step < len(self.pieces) - 1 and not _enqueued(trial) and trial.should_prune():
                     raise optuna.TrialPruned()
         everything = torch.cat(scores)
         dev_rows = slice(len(self.train), len(self.gold))
@@ -291,7 +293,7 @@ class PromptSearch:
                 frozen = study.tell(trial, state=TrialState.PRUNED)
             except (KeyboardInterrupt, UserError):
                 study.tell(trial, state=TrialState.FAIL)
-                study.enqueue_trial(params, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "manual"})
+                study.enqueue_trial(params, user_attrs={k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_MARKS})
                 raise
             else:
                 frozen = study.tell(trial, value)
@@ -341,8 +343,16 @@ def _requeue_interrupted(study: optuna.Study) -> None:
 
 
 def enqueue_manual(study: optuna.Study, pools: Pools) -> None:
+    """The manual baselines, then the generators' proposals, as the first trials."""
     for params in pools.manual:
         study.enqueue_trial(params, user_attrs={"manual": True})
+    for params in pools.proposals:
+        study.enqueue_trial(params, user_attrs={"proposal": True})
+
+
+def _enqueued(trial: optuna.Trial) -> bool:
+    """Baselines and proposals are scored in full: the pruner judges only what the sampler picks."""
+    return any(trial.user_attrs.get(mark) for mark in ENQUEUED_MARKS)
 
 
 def finished_trials(study: optuna.Study) -> int:

@@ -89,6 +89,29 @@ class TriggersGenerator:
 
 
 @dataclass(frozen=True)
+class DemonstrationsGenerator:
+    """Templates that show labelled train examples before the query (LM-BFF's demonstrations,
+    fixed per template): the best seed templates, each with ``sets`` different demonstration sets
+    of ``per_class`` examples per label. The shown examples are held out of the search's scoring,
+    so no prompt is judged on an example it contains."""
+
+    enabled: bool = False
+    per_class: int = 1
+    sets: int = 4
+    templates: int = 2  # how many of the best seed templates get demonstrations
+    separator: str = "\n\n"
+
+    def __post_init__(self) -> None:
+        key = "generators.demonstrations"
+        if not isinstance(self.enabled, bool):
+            raise Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
+        for name in ("per_class", "sets", "templates"):
+            need_int(f"{key}.{name}", getattr(self, name), 1)
+        if not isinstance(self.separator, str) or "{" in self.separator or "}" in self.separator or "[T]" in self.separator:
+            raise Invalid(f"{key}.separator", f"must be plain text (no slot, brace or [T]), got {self.separator!r}")
+
+
+@dataclass(frozen=True)
 class GenerationRounds:
     """Word generation in rounds: the first before the trials (from the best seed templates on
     train), each later one after ``trials`` more search trials, from the templates the study ranks
@@ -108,3 +131,4 @@ class Generators:
     label_probe: LabelProbeGenerator = LabelProbeGenerator()
     triggers: TriggersGenerator = TriggersGenerator()
     rounds: GenerationRounds = GenerationRounds()
+    demonstrations: DemonstrationsGenerator = DemonstrationsGenerator()

@@ -30,7 +30,7 @@ from autoprompt_search.assets import DEFAULT_MODEL, MODELS
 from autoprompt_search.data import FILE_SUFFIXES, LMBFF_SEEDS, REGISTERED
 from autoprompt_search.errors import UserError
 from autoprompt_search.space_checks import Invalid, need_choice, need_int
-from autoprompt_search.space_generators import (GenerationRounds, Generators, LabelProbeGenerator, LabelWordsGenerator,
+from autoprompt_search.space_generators import (DemonstrationsGenerator, GenerationRounds, Generators, LabelProbeGenerator, LabelWordsGenerator,
                                                 TriggersGenerator)
 from autoprompt_search.templates import SLOT, Template
 from autoprompt_search.verbalizers import Verbalizer
@@ -62,7 +62,9 @@ SCHEMA: dict[str, Any] = {
                    "triggers": {"enabled": _LEAF, "templates": _LEAF, "count": _LEAF, "position": _LEAF, "base_templates": _LEAF,
                                 "candidates": _LEAF, "steps": _LEAF, "restarts": _LEAF, "batch_size": _LEAF, "patience": _LEAF,
                                 "init": _LEAF, "filters": _LEAF, "loss": _LEAF},
-                   "rounds": {"count": _LEAF, "trials": _LEAF}},
+                   "rounds": {"count": _LEAF, "trials": _LEAF},
+                   "demonstrations": {"enabled": _LEAF, "per_class": _LEAF, "sets": _LEAF, "templates": _LEAF,
+                                      "separator": _LEAF}},
     "calibration": _LEAF, "objective": _LEAF,
     "budget": {"trials": _LEAF, "timeout_seconds": _LEAF},
     "pruner": {"type": _LEAF, "chunks": _LEAF},
@@ -269,6 +271,11 @@ class SearchSpace:
                                                      "generators.label_words or generators.label_probe, or keep one round")
         if self.generators.label_probe.enabled and self.few_shot.k < 2:
             raise Invalid("generators.label_probe", f"needs few_shot.k of at least 2 (the probe is cross-validated), got {self.few_shot.k}")
+        shown = self.generators.demonstrations
+        if shown.enabled and shown.per_class * shown.sets >= self.few_shot.k:
+            raise Invalid("generators.demonstrations", f"shows per_class x sets = {shown.per_class * shown.sets} train examples "
+                                                      f"per label, which must stay below few_shot.k ({self.few_shot.k}): "
+                                                      "the shown examples are not scored")
         self._check_for_model()
 
     def _check_for_model(self) -> None:
@@ -522,7 +529,9 @@ def _build(raw: dict[str, Any], path: Path, origins: _Origins) -> SearchSpace:
         generators=Generators(LabelWordsGenerator(**_kwargs(label_words, "generators.label_words", scoring=True)),
                               LabelProbeGenerator(**_kwargs(_section(generators, "generators.label_probe"), "generators.label_probe")),
                               TriggersGenerator(**triggers),
-                              GenerationRounds(**_kwargs(_section(generators, "generators.rounds"), "generators.rounds"))),
+                              GenerationRounds(**_kwargs(_section(generators, "generators.rounds"), "generators.rounds")),
+                              DemonstrationsGenerator(**_kwargs(_section(generators, "generators.demonstrations"),
+                                                                "generators.demonstrations"))),
         calibration=_tuple(calibration, "calibration"), objective=raw.get("objective", "accuracy"),
         budget=Budget(**_kwargs(_section(raw, "budget"), "budget")), pruner=Pruner(**_kwargs(_section(raw, "pruner"), "pruner")),
         ensemble=Ensemble(**_kwargs(_section(raw, "ensemble"), "ensemble")), source=path, raw=raw,

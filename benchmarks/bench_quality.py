@@ -1,11 +1,13 @@
 """Quality across the bundled datasets: every method, 16-shot, the five LM-BFF seeds.
 
-For each dataset (mr, subj, rt, bbc, tweets) and seed it runs, or reads back when complete, two
+For each dataset (mr, subj, rt, bbc, tweets) and seed it runs, or reads back when complete, these
 searches into ``results/runs/quality/``:
 
 - ``<dataset>``: the bundled space ``search_spaces/<dataset>.yaml`` at its default budget;
 - ``<dataset>_gradient``: the same space with the gradient-guided generators of
-  ``search_spaces/mr_gradient.yaml`` (HotFlip triggers and probe label words) switched on.
+  ``search_spaces/mr_gradient.yaml`` (HotFlip triggers and probe label words) switched on;
+- ``<dataset>_plain``, only where the space shows demonstrations (``mr``): the same space with
+  ``generators.demonstrations`` off, the ablation of the table's second part.
 
 Methods, all scored on the same held-out test sample for every seed (``--test-limit``):
 
@@ -42,10 +44,12 @@ import yaml
 
 from autoprompt_search.backends import load_backend
 from autoprompt_search.cache import SlotCache, default_cache_dir
+from autoprompt_search.candidates.demonstrations import scored_train
 from autoprompt_search.fileio import atomic_write_json, atomic_write_text
 from autoprompt_search.provenance import stamp
 from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.search import word_param
+from autoprompt_search.spaces import load_space
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_search import RunOnTest, mean_std, run_seed  # noqa: E402
@@ -60,6 +64,7 @@ METHODS = {
     "search": "full search, best single prompt",
     "ensemble": "full search, weighted ensemble",
 }
+PLAIN_METHODS = ("search", "ensemble")  # read from the <dataset>_plain runs, as plain_search and plain_ensemble
 FROM_FULL_SEARCH = ("manual_zero_shot", "manual_calibrated", "label_words", "search", "ensemble")
 # Published anchors (RoBERTa-large, 355M parameters, their own splits of MR): the figures our MR row sits beside.
 ANCHORS = {"mr": [("LM-BFF, prompt-based zero-shot (RoBERTa-large)", 0.808), ("RLPrompt (RoBERTa-large)", 0.871)]}
@@ -68,10 +73,23 @@ DEFAULT_MODEL = "smollm2-135m"
 README_MARKERS = ("<!-- quality-table:start -->", "<!-- quality-table:end -->")
 
 
-def gradient_space(dataset: str, folder: Path) -> Path:
-    """The dataset's bundled space with the generators of mr_gradient.yaml switched on."""
-    generators = yaml.safe_load(Path("search_spaces/mr_gradient.yaml").read_text())["generators"]
-    path = folder / f"{dataset}_gradient.yaml"
+KINDS = {"full": "", "gradient": "_gradient", "plain": "_plain"}  # searches per dataset and seed, and their folder suffixes
+
+
+def shows_demonstrations(dataset: str) -> bool:
+    return load_space(f"search_spaces/{dataset}.yaml").generators.demonstrations.enabled
+
+
+def variant_space(dataset: str, kind: str, folder: Path) -> Path:
+    """The dataset's bundled space as it is (full), with the generators of mr_gradient.yaml
+    switched on (gradient), or without demonstrations (plain)."""
+    if kind == "full":
+        return Path(f"search_spaces/{dataset}.yaml")
+    if kind == "gradient":
+        generators = yaml.safe_load(Path("search_spaces/mr_gradient.yaml").read_text())["generators"]
+    else:
+        generators = {"demonstrations": {"enabled": False}}
+    path = folder / f"{dataset}{KINDS[kind]}.yaml"
     text = yaml.safe_dump({"include": str(Path(f"search_spaces/{dataset}.yaml").resolve()), "generators": generators}, sort_keys=False)
     if not path.exists() or path.read_text() != text:
         folder.mkdir(parents=True, exist_ok=True)
@@ -128,7 +146,7 @@ def best_generated_words(trials: RunOnTest, seed_words: set[str]):
 
     pools = Pools.from_dict(trials.pools)
     space = trials.space
-    search = PromptSearch(trials.scorer, trials.train, trials.dev, pools, objective=space["objective"],
+    search = PromptSearch(trials.scorer, scored_train(trials.train, pools.origins), trials.dev, pools, objective=space["objective"],
                           pruner=space["pruner"]["type"], chunks=space["pruner"]["chunks"])
     generated = [[i for i, option in enumerate(options) if not seed_words & set(option)][:GENERATED_OPTIONS] for options in pools.words]
     best, best_key = None, None
@@ -165,19 +183,7 @@ def markdown(report: dict) -> str:
              "|---|" + "---|" * (len(METHODS) + 1)]
     for dataset in report["datasets"]:
         entry = report["results"].get(dataset, {})
-        cells = []
-        for method in METHODS:
-            summary = entry.get("summary", {}).get(method)
-            if not summary or summary["accuracy"]["mean"] is None:
-                cells.append("not run")
-                continue
-            accuracy, f1 = summary["accuracy"], summary["macro_f1"]
-            cell = f"{accuracy['mean']:.3f} ± {accuracy['std']:.3f}"
-            if entry.get("unbalanced"):
-                cell += f" ({f1['mean']:.3f})"
-            if len(accuracy["per_seed"]) < len(report["seeds"]):
-                cell += f" [{len(accuracy['per_seed'])} seeds]"
-            cells.append(cell)
+        cells = [_cell(entry, method, report["seeds"]) for method in METHODS]
         walls = [entry.get("wall_seconds", {}).get(kind) for kind in ("full", "gradient")]
         wall = " / ".join("-" if w is None else f"{w / 60:.1f} min" for w in walls)
         lines.append(f"| {dataset} | " + " | ".join(cells) + f" | {wall} |")
@@ -186,7 +192,29 @@ def markdown(report: dict) -> str:
               "2.6x SmolLM2-135M, a masked model) on their own MR splits (LM-BFF's zero-shot figure: one fixed manual prompt, "
               "no labels, the full 2,000-sentence test set, so beside our first column; RLPrompt: prompts searched on 16-shot "
               "train/dev as here); ours is a 135M causal model on a hash-based held-out split of MR."]
+    ablated = [d for d in report["datasets"] if report["results"].get(d, {}).get("summary", {}).get("plain_search", {}).get("accuracy", {}).get("mean") is not None]
+    if ablated:
+        lines += ["", "Demonstrations, on and off (the same space without `generators.demonstrations`, same seeds and test sample):", "",
+                  "| dataset | best single prompt, with | without | weighted ensemble, with | without |", "|---|---|---|---|---|"]
+        for dataset in ablated:
+            entry = report["results"][dataset]
+            lines.append(f"| {dataset} | " + " | ".join(_cell(entry, m, report["seeds"]) for m in
+                                                         ("search", "plain_search", "ensemble", "plain_ensemble")) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(entry: dict, method: str, seeds: list[int]) -> str:
+    """Mean ± sd of test accuracy (macro-F1 in brackets for unbalanced data), and the seed count when short."""
+    summary = entry.get("summary", {}).get(method)
+    if not summary or summary["accuracy"]["mean"] is None:
+        return "not run"
+    accuracy, f1 = summary["accuracy"], summary["macro_f1"]
+    cell = f"{accuracy['mean']:.3f} ± {accuracy['std']:.3f}"
+    if entry.get("unbalanced"):
+        cell += f" ({f1['mean']:.3f})"
+    if len(accuracy["per_seed"]) < len(seeds):
+        cell += f" [{len(accuracy['per_seed'])} seeds]"
+    return cell
 
 
 def put_in_readme(table: str, readme: Path = Path("README.md")) -> None:
@@ -201,7 +229,7 @@ def put_in_readme(table: str, readme: Path = Path("README.md")) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(DATASETS), help="datasets to run now (the table covers all)")
-    parser.add_argument("--methods", default="full,gradient", help="searches to run now: full, gradient")
+    parser.add_argument("--methods", default="full,gradient,plain", help="searches to run now: full, gradient, plain")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--test-limit", type=int, default=1000)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="e.g. gemma3-270m, or splade-tiny for the masked path")
@@ -211,7 +239,7 @@ def main() -> int:
     parser.add_argument("--no-run", action="store_true", help="run no search: build the JSON and the table from the runs on disk")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    unknown = set(args.datasets.split(",")) - set(DATASETS) or set(args.methods.split(",")) - {"full", "gradient"}
+    unknown = set(args.datasets.split(",")) - set(DATASETS) or set(args.methods.split(",")) - set(KINDS)
     if unknown:
         raise SystemExit(f"unknown dataset or method: {', '.join(sorted(unknown))}")
     suffix = "" if args.model == DEFAULT_MODEL else f"-{args.model}"
@@ -220,13 +248,13 @@ def main() -> int:
     args.no_readme = args.no_readme or args.model != DEFAULT_MODEL  # the README's table is the default model's
 
     def folder(dataset: str, kind: str, seed: int) -> Path:
-        return runs / f"{dataset}{'' if kind == 'full' else '_gradient'}-seed{seed}"
+        return runs / f"{dataset}{KINDS[kind]}-seed{seed}"
 
     for dataset in [] if args.no_run else args.datasets.split(","):  # in the order given
         for seed in seeds:
-            for kind in ("full", "gradient"):
-                if kind in args.methods.split(","):
-                    space = Path(f"search_spaces/{dataset}.yaml") if kind == "full" else gradient_space(dataset, runs / "spaces")
+            for kind in KINDS:
+                if kind in args.methods.split(",") and (kind != "plain" or shows_demonstrations(dataset)):
+                    space = variant_space(dataset, kind, runs / "spaces")
                     run_seed(space, seed, folder(dataset, kind, seed), ["--test-limit", str(args.test_limit), "--model", args.model])
 
     scorer = PromptScorer(load_backend(args.model), SlotCache(default_cache_dir()))
@@ -245,6 +273,11 @@ def main() -> int:
                 row["gradient"] = gradient_method(gradient, scorer)
                 row["gradient_run"] = {"folder": str(gradient), "record": keep_record(gradient, records), **run_cost(gradient)}
                 walls["gradient"].append(row["gradient_run"]["wall_seconds"])
+            plain = folder(dataset, "plain", seed)
+            if complete(plain):
+                methods = full_search_methods(plain, scorer)
+                row.update({f"plain_{name}": methods[name] for name in PLAIN_METHODS})
+                row["plain_run"] = {"folder": str(plain), "record": keep_record(plain, records), **run_cost(plain)}
             if row:
                 per_seed[str(seed)] = row
                 print(f"{dataset} seed {seed}: " + "  ".join(f"{m} {row[m]['test_accuracy']:.4f}" for m in METHODS if row.get(m)), flush=True)
@@ -258,7 +291,8 @@ def main() -> int:
             "test_class_counts": counts,
             "unbalanced": max(counts) > 1.2 * min(counts),
             "summary": {m: {"accuracy": mean_std([r[m]["test_accuracy"] for r in per_seed.values() if r.get(m)]),
-                            "macro_f1": mean_std([r[m]["test_macro_f1"] for r in per_seed.values() if r.get(m)])} for m in METHODS},
+                            "macro_f1": mean_std([r[m]["test_macro_f1"] for r in per_seed.values() if r.get(m)])}
+                        for m in [*METHODS, *(f"plain_{name}" for name in PLAIN_METHODS)]},
             "wall_seconds": {kind: (sum(w) / len(w) if w else None) for kind, w in walls.items()},
         }
     report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": scorer.backend.weights_hash,

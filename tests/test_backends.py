@@ -98,6 +98,25 @@ def test_batches_are_length_sorted_without_changing_the_result(backends) -> None
     assert torch.allclose(together, one_by_one, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["causal", "causal_sp"])
+def test_a_long_shared_opening_is_run_once_with_the_same_log_probs(backends, name: str, monkeypatch) -> None:
+    from autoprompt_search import backends as module
+
+    backend = backends[name]
+    shown = " ".join(f"Review: {row['text']}\nIt was great." for row in TEXTS[:3])  # demonstrations: a long common opening
+    template = Template.parse(shown + "\nReview: {text}\nIt was {mask}")
+    prompts = PromptScorer(backend).prepare(template, TEXTS).prompts
+    assert module._common_prefix_length([p.before for p in prompts]) >= module.SHARED_PREFIX_TOKENS
+    for query in (SlotQuery(), SlotQuery(width=2, prefix=(7,))):
+        sequences_before = backend.sequences_processed
+        shared = backend.next_token_log_probs(prompts, query)
+        monkeypatch.setattr(module, "SHARED_PREFIX_TOKENS", 10**6)  # the plain full pass
+        full = backend.next_token_log_probs(prompts, query)
+        monkeypatch.undo()
+        assert torch.allclose(shared, full, atol=1e-4), (shared - full).abs().max()
+        assert backend.sequences_processed > sequences_before
+
+
 def test_autoregressive_kinds_ignore_the_slot_width(backends) -> None:
     assert backends["causal"].normalize(SlotQuery(width=3, prefix=(5,))) == SlotQuery(width=1, prefix=(5,))
     assert backends["masked"].normalize(SlotQuery(width=3)) == SlotQuery(width=3)

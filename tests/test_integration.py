@@ -90,6 +90,14 @@ def test_smollm2_short_search_reload_and_report(tmp_path, capsys, browser_view) 
     gold = np.array([predictor.classes_.index(e.label) for e in test.examples])
     assert float((probabilities.argmax(1) == gold).mean()) == results["best"]["test"]["accuracy"]
     assert results["best_manual"] is not None
+    # mr.yaml shows demonstrations: 2 templates x 4 sets, proposed under 3 calibrations; the 8 shown examples are not scored.
+    pools = json.loads((out / "pools.json").read_text())
+    shown = pools["origins"]["demonstrations"]
+    assert len(shown["templates"]) == 8 and len(pools["proposals"]) == 24 and len(shown["shown_train_rows"]) == 8
+    assert results["best"]["train_dev"]["n"] == 64 - 8
+    texts = [e.text for e in test.examples]
+    ensemble = autoprompt_search.load(out / "ensemble.json").predict_proba(texts)
+    assert float((ensemble.argmax(1) == gold).mean()) == results["ensemble"]["test"]["accuracy"]
 
 
 @pytest.mark.parametrize("model", ["smollm2-135m", "splade-tiny"])

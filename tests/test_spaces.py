@@ -82,7 +82,7 @@ def test_validate_command_prints_one_line_per_file(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert re.search(r"mr\.yaml: ok: mr: dataset mr .*model smollm2-135m, 4 seed templates \+ 48 block combinations"
-                     r" -> 40 candidates .*3 verbalizer seeds, generators: label_words, budget 60 trials", lines[0])
+                     r" -> 40 candidates .*3 verbalizer seeds, generators: label_words, demonstrations, budget 60 trials", lines[0])
 
 
 # ---------------------------------------------------------------- includes and defaults

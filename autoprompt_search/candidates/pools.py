@@ -56,7 +56,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
     train_texts = [example.fields for example in train.examples]
     train_gold = [labels.index(example.label) for example in train.examples]
     ranked: list[RankedSeed] = []
-    if generators.label_words.enabled or generators.label_probe.enabled or generators.triggers.enabled:
+    if generators.label_words.enabled or generators.label_probe.enabled or generators.triggers.enabled or generators.demonstrations.enabled:
         ranked = rank_seed_templates(scorer, templates[:n_seeds] or templates, seeds, train_texts, train_gold)
     if generators.label_words.enabled:
         origins["label_words"] = _distribution_words(generators.label_words, scorer, ranked, train_texts, train_gold, labels, options, log)
@@ -64,18 +64,34 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
         origins["label_probe"] = _probe_words(generators.label_probe, scorer, ranked, train_texts, train_gold, labels, options, log)
     if generators.triggers.enabled:
         found, origins["triggers"] = _trigger_templates(generators.triggers, scorer, ranked, train, dev, labels, options, seed_of(train), log)
-        known = {normalize_template(t.source) for t in templates}
-        for template in found:
-            if normalize_template(template.source) not in known:
-                known.add(normalize_template(template.source))
-                templates.append(template)
+        _append_new(templates, found)
+    proposals: list[tuple[Template, Verbalizer]] = []
+    if generators.demonstrations.enabled:
+        from autoprompt_search.candidates.demonstrations import demonstration_templates
+
+        bases = [(r.template, r.verbalizer) for r in ranked[: generators.demonstrations.templates]]
+        shown, origins["demonstrations"] = demonstration_templates(generators.demonstrations, scorer, bases, train, seed_of(train), log)
+        _append_new(templates, shown)
+        per_set = len(shown) // max(1, len(bases))
+        proposals = [(template, bases[i // per_set][1]) for i, template in enumerate(shown)] if per_set else []
     for c, label in enumerate(labels):
         if not options[c]:
             raise UserError(f"{space.source}: the word pool of label {label!r} is empty after filtering")
     pools = Pools(labels, tuple(t.source for t in templates), tuple(tuple(o) for o in options), tuple(space.calibration), origins=origins)
     manual = tuple(pools.params_for(template.source, verbalizer, calibration)
                    for template in templates[:n_seeds] for verbalizer in seeds for calibration in space.calibration)
-    return replace(pools, manual=manual)
+    # Each demonstration template is tried first with the words it shows, under every calibration.
+    proposed = tuple(pools.params_for(template.source, verbalizer, calibration)
+                     for template, verbalizer in proposals for calibration in space.calibration)
+    return replace(pools, manual=manual, proposals=proposed)
+
+
+def _append_new(templates: list[Template], found: Sequence[Template]) -> None:
+    known = {normalize_template(t.source) for t in templates}
+    for template in found:
+        if normalize_template(template.source) not in known:
+            known.add(normalize_template(template.source))
+            templates.append(template)
 
 
 def next_round(space, scorer: PromptScorer, train: Dataset, pools: Pools, board: Sequence, log: Callable[[str], None] = print) -> Pools:

@@ -64,7 +64,7 @@ class SearchJob:
         from autoprompt_search.fileio import sha256_text
 
         space = {key: value for key, value in self.space.to_dict().items() if key not in ("overrides", "budget", "source")}
-        for name in ("label_probe", "triggers"):  # off: the identity of runs made before these generators existed
+        for name in ("label_probe", "triggers", "demonstrations"):  # off: the identity of runs made before these generators existed
             if not space["generators"][name]["enabled"]:
                 del space["generators"][name]
         if space["generators"]["rounds"]["count"] == 1:  # likewise for one round, as before rounds existed
@@ -82,6 +82,7 @@ class SearchJob:
         from autoprompt_search.errors import UserError
         from autoprompt_search.fileio import atomic_write_json
         from autoprompt_search.scoring import PromptScorer
+        from autoprompt_search.candidates.demonstrations import scored_train
         from autoprompt_search.candidates.pools import build_pools
         from autoprompt_search.search import Pools, Progress, PromptSearch, enqueue_manual, finished_trials, open_study
 
@@ -123,12 +124,13 @@ class SearchJob:
                                     resume=args.resume, exclusive=args.storage is None)
         if created:
             enqueue_manual(study, pools)
-        planned = len(pools.manual) + space.budget.trials if space.budget.trials is not None else None
+        planned = len(pools.manual) + len(pools.proposals) + space.budget.trials if space.budget.trials is not None else None
         remaining = None if planned is None else max(0, planned - finished_trials(study))
         self.log(f"search: {len(pools.templates)} templates, {[len(w) for w in pools.words]} word options per label, "
-                 f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines; "
+                 f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines, {len(pools.proposals)} proposals; "
                  f"{'no trial budget' if remaining is None else f'{remaining} trials to run'}")
-        search = PromptSearch(self.scorer, self.train, self.dev, pools, objective=space.objective,
+        self.scored_train = scored_train(self.train, pools.origins)
+        search = PromptSearch(self.scorer, self.scored_train, self.dev, pools, objective=space.objective,
                               pruner=space.pruner.type, chunks=space.pruner.chunks)
         progress = Progress(self.scorer, remaining)
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
@@ -156,7 +158,7 @@ class SearchJob:
         began = time.perf_counter()
         while True:
             latest = search.pools.rounds - 1
-            boundary = len(search.pools.manual) + (latest + 1) * rounds.trials if latest + 1 < rounds.count else None
+            boundary = len(search.pools.manual) + len(search.pools.proposals) + (latest + 1) * rounds.trials if latest + 1 < rounds.count else None
             target = planned if boundary is None else (boundary if planned is None else min(planned, boundary))
             left = None if timeout is None else timeout - (time.perf_counter() - began)
             if left is not None and left <= 0:
@@ -328,7 +330,7 @@ class SearchJob:
     def print_leaderboard(self, board, summary, rows: int = 10) -> None:
         print(f"\nLeaderboard ({self.space.name}, {self.space.model}, seed {self.seed}; dev n={len(self.dev)}, test n={len(self.test)})")
         print(f"{'#':>3} {'trial':>5} {'score':>6} {'dev':>6} {'margin':>7} {'cal':<10} {'verbalizer':<34} template   "
-              f"(score: {self.space.objective} on train+dev, n={len(self.train) + len(self.dev)})")
+              f"(score: {self.space.objective} on train+dev, n={len(self.scored_train) + len(self.dev)})")
         for rank, result in enumerate(board[:rows], 1):
             verbalizer = ", ".join("/".join(words) for words in result.verbalizer.values())
             template = result.template.replace("\n", "\\n")
