@@ -14,9 +14,12 @@ never by trial order.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import optuna
@@ -215,11 +218,13 @@ class PromptSearch:
         calibration = self.calibration(params["calibration"], template_index, verbalizer)
         word_ids = self.scorer.word_ids(self._templates[template_index], verbalizer)
         scores = []
+        prunable = trial is not None and not _enqueued(trial)
         for step, piece in enumerate(self.prepared(template_index)):
+            _stop_if_interrupted()
             scores.append(calibration.apply(self.scorer.class_scores(piece.prompts, word_ids)))
             if trial is not None:
                 self._report(trial, step, torch.cat(scores).numpy())
-                if step < len(self.pieces) - 1 and not _enqueued(trial) and trial.should_prune():
+                if prunable and step < len(self.pieces) - 1 and trial.should_prune():
                     raise optuna.TrialPruned()
         everything = torch.cat(scores)
         dev_rows = slice(len(self.train), len(self.gold))
@@ -268,12 +273,20 @@ class PromptSearch:
         TPE proposes the same categorical choices again and again once it has converged; a repeat
         is answered from the earlier trial without counting towards the budget, and the search
         stops after ``max_repeats`` repeats in a row (the sampler has nothing new to try).
+
+        Ctrl-C stops the search at the next safe point (before a trial, or between the dev chunks
+        of one), never inside a write to the storage; a second Ctrl-C stops it at once.
         """
+        with _interrupt_between_steps():
+            self._run(study, planned, timeout, callbacks, max_repeats)
+
+    def _run(self, study, planned, timeout, callbacks, max_repeats) -> None:
         from autoprompt_search.errors import UserError
 
         seen = {self.pools.choice_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         began, repeats = time.perf_counter(), 0
         while (planned is None or finished_trials(study) < planned) and repeats < max_repeats:
+            _stop_if_interrupted()
             if timeout is not None and time.perf_counter() - began > timeout:
                 break
             trial = study.ask()
@@ -300,6 +313,37 @@ class PromptSearch:
                 seen[self.pools.choice_key(params)] = frozen
             for callback in callbacks:
                 callback(study, frozen)
+
+
+_interrupted = threading.Event()
+
+
+@contextmanager
+def _interrupt_between_steps() -> Iterator[None]:
+    """While the search runs (in the main thread), the first SIGINT only sets a flag that
+    :func:`_stop_if_interrupted` turns into KeyboardInterrupt at a safe point."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        if _interrupted.is_set():
+            raise KeyboardInterrupt
+        _interrupted.set()
+
+    _interrupted.clear()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
+
+
+def _stop_if_interrupted() -> None:
+    if _interrupted.is_set():
+        _interrupted.clear()
+        raise KeyboardInterrupt
 
 
 def _piece_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
