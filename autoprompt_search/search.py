@@ -58,6 +58,11 @@ class Pools:
     proposals: tuple[dict[str, Any], ...] = ()  # generated prompts enqueued after the manual ones
 
     @property
+    def enqueued(self) -> int:
+        """How many trials are enqueued before the sampler's: the manual baselines and the proposals."""
+        return len(self.manual) + len(self.proposals)
+
+    @property
     def rounds(self) -> int:
         return max(1, len(self.round_sizes))
 

@@ -60,9 +60,9 @@ def choose_sets(train: Dataset, per_class: int, sets: int, seed: int, eligible: 
 
 
 def demonstration_templates(generator, scorer: PromptScorer, bases: Sequence[tuple[Template, Verbalizer]], train: Dataset,
-                            seed: int, log: Callable[[str], None]) -> tuple[list[Template], dict[str, Any]]:
+                            seed: int, log: Callable[[str], None]) -> tuple[list[tuple[Template, Verbalizer]], dict[str, Any]]:
     """Each base template (with the verbalizer whose first words the demonstrations show) with
-    each demonstration set; returns the templates and the record of what was shown."""
+    each demonstration set; returns (template, the verbalizer it shows) pairs and the record."""
     tokenizer = scorer.backend.tokenizer
     labels = list(train.labels)
     budget = int(scorer.backend.max_prompt_tokens(MAX_WORD_TOKENS) * QUERY_SHARE) // (generator.per_class * len(labels))
@@ -84,8 +84,8 @@ def demonstration_templates(generator, scorer: PromptScorer, bases: Sequence[tup
         for rows in chosen:
             shown = [demonstration(template, train.examples[row].fields, first_words[labels.index(train.examples[row].label)])
                      for row in rows]
-            found.append(Template.parse(generator.separator.join([*shown, template.source]), fields=train.fields))
-            record["templates"].append(found[-1].source)
+            found.append((Template.parse(generator.separator.join([*shown, template.source]), fields=train.fields), verbalizer))
+            record["templates"].append(found[-1][0].source)
     record["sets"] = [[{"train_row": row, "label": train.examples[row].label} for row in rows] for rows in chosen]
     record["shown_train_rows"] = sorted(row for rows in chosen for row in rows)
     log(f"demonstrations: {len(found)} templates, {generator.per_class} example(s) per label shown in each of "

@@ -70,10 +70,8 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
         from autoprompt_search.candidates.demonstrations import demonstration_templates
 
         bases = [(r.template, r.verbalizer) for r in ranked[: generators.demonstrations.templates]]
-        shown, origins["demonstrations"] = demonstration_templates(generators.demonstrations, scorer, bases, train, seed_of(train), log)
-        _append_new(templates, shown)
-        per_set = len(shown) // max(1, len(bases))
-        proposals = [(template, bases[i // per_set][1]) for i, template in enumerate(shown)] if per_set else []
+        proposals, origins["demonstrations"] = demonstration_templates(generators.demonstrations, scorer, bases, train, seed_of(train), log)
+        _append_new(templates, [template for template, _ in proposals])
     for c, label in enumerate(labels):
         if not options[c]:
             raise UserError(f"{space.source}: the word pool of label {label!r} is empty after filtering")

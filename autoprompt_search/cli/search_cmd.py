@@ -124,7 +124,7 @@ class SearchJob:
                                     resume=args.resume, exclusive=args.storage is None)
         if created:
             enqueue_manual(study, pools)
-        planned = len(pools.manual) + len(pools.proposals) + space.budget.trials if space.budget.trials is not None else None
+        planned = pools.enqueued + space.budget.trials if space.budget.trials is not None else None
         remaining = None if planned is None else max(0, planned - finished_trials(study))
         self.log(f"search: {len(pools.templates)} templates, {[len(w) for w in pools.words]} word options per label, "
                  f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines, {len(pools.proposals)} proposals; "
@@ -158,7 +158,7 @@ class SearchJob:
         began = time.perf_counter()
         while True:
             latest = search.pools.rounds - 1
-            boundary = len(search.pools.manual) + len(search.pools.proposals) + (latest + 1) * rounds.trials if latest + 1 < rounds.count else None
+            boundary = search.pools.enqueued + (latest + 1) * rounds.trials if latest + 1 < rounds.count else None
             target = planned if boundary is None else (boundary if planned is None else min(planned, boundary))
             left = None if timeout is None else timeout - (time.perf_counter() - began)
             if left is not None and left <= 0:
