@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from autoprompt_search.backends import DEFAULT_MAX_LENGTH, MODEL_KINDS, Backend, load_backend
 from autoprompt_search.cache import SlotCache, default_cache_dir
@@ -24,7 +25,7 @@ from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.prompt import ModelInfo, PromptSpec
 from autoprompt_search.scoring import CALIBRATION_METHODS, DEFAULT_CHUNK_SIZE, PromptScorer
-from autoprompt_search.templates import Template
+from autoprompt_search.templates import RenderedPrompt, Template
 from autoprompt_search.verbalizers import Verbalizer
 
 FORMAT = "autoprompt_search.prompt"
@@ -363,13 +364,20 @@ class PromptPredictor(_Classifier):
 
     def predict_proba(self, texts: Texts) -> np.ndarray:
         """``[n, classes]`` probabilities, by the same scorer steps as the search."""
-        examples = _examples(_as_list(texts), self.template.fields_used)
-        if not examples:
+        prompts = self.prompts(texts)
+        if not prompts:
             return np.empty((0, len(self.classes_)))
-        prepared = self.scorer.prepare(self.template, examples, self.spec.trigger_ids or None)
-        raw = self.scorer.class_scores(prepared.prompts, self.word_ids)
+        return self.probabilities(self.scorer.class_scores(prompts, self.word_ids))
+
+    def prompts(self, texts: Texts) -> list[RenderedPrompt]:
+        """The template rendered on ``texts`` (checked against its fields)."""
+        examples = _examples(_as_list(texts), self.template.fields_used)
+        return self.scorer.prepare(self.template, examples, self.spec.trigger_ids or None).prompts if examples else []
+
+    def probabilities(self, raw: torch.Tensor) -> np.ndarray:
+        """Calibrated class probabilities from raw class log-scores, as PromptScore.probabilities."""
         log_scores = self.spec.calibration.apply(raw).double().numpy()
-        exp = np.exp(log_scores - log_scores.max(axis=1, keepdims=True))  # as PromptScore.probabilities
+        exp = np.exp(log_scores - log_scores.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
 
 
@@ -383,10 +391,21 @@ class EnsemblePredictor(_Classifier):
             raise ValueError("ensemble members must share their classes, in the same order")
 
     def predict_proba(self, texts: Texts) -> np.ndarray:
+        """The weighted average of the members' probabilities; members that share a template are
+        read from one pass of the model over ``texts``."""
         texts = _as_list(texts)
         if not texts:
             return np.empty((0, len(self.classes_)))
-        return combine_probabilities([member.predict_proba(texts) for member in self.members], self.weights)
+        groups: dict[tuple, list[int]] = {}
+        for index, member in enumerate(self.members):
+            groups.setdefault((member.spec.template, member.spec.trigger_ids, id(member.scorer)), []).append(index)
+        probabilities: list[np.ndarray] = [np.empty(0)] * len(self.members)
+        for indices in groups.values():
+            first = self.members[indices[0]]
+            raws = first.scorer.variant_class_scores(first.prompts(texts), [self.members[i].word_ids for i in indices])
+            for index, raw in zip(indices, raws):
+                probabilities[index] = self.members[index].probabilities(raw)
+        return combine_probabilities(probabilities, self.weights)
 
 
 def _as_list(texts: Texts) -> list[str | Mapping[str, str]]:

@@ -119,7 +119,8 @@ class PromptScorer:
                 for position, token in enumerate(word):
                     query = self.backend.normalize(SlotQuery(width=len(word), prefix=tuple(word[:position])))
                     queries.setdefault(query, []).append((column, token))
-            for query, targets in queries.items():
+            # Shorter prefixes first: each word's tokens add up in order, whatever other words are asked with it.
+            for query, targets in sorted(queries.items(), key=lambda item: (len(item[0].prefix), item[0].prefix)):
                 distribution = self.slot_log_probs(chunk, query)
                 columns = np.array([c for c, _ in targets])
                 tokens = np.array([t for _, t in targets])
@@ -129,9 +130,21 @@ class PromptScorer:
 
     def class_scores(self, prompts: Sequence[RenderedPrompt], word_ids: tuple[tuple[WordIds, ...], ...]) -> torch.Tensor:
         """Raw class log-scores ``[n, classes]``: log of the mean probability of each label's words."""
-        words = [word for label_words in word_ids for word in label_words]
-        owner = [label for label, label_words in enumerate(word_ids) for _ in label_words]
-        return combine_word_log_probs(self.word_log_probs(prompts, words), owner, len(word_ids))
+        return self.variant_class_scores(prompts, [word_ids])[0]
+
+    def variant_class_scores(self, prompts: Sequence[RenderedPrompt],
+                             word_id_sets: Sequence[tuple[tuple[WordIds, ...], ...]]) -> list[torch.Tensor]:
+        """The raw class log-scores of several verbalizers on the same prompts, read in one pass over
+        the chunks: no verbalizer has to recompute a distribution that the cache evicted meanwhile."""
+        words = list(dict.fromkeys(word for word_ids in word_id_sets for label_words in word_ids for word in label_words))
+        log_probs = self.word_log_probs(prompts, words)
+        column = {word: index for index, word in enumerate(words)}
+        scores = []
+        for word_ids in word_id_sets:
+            columns = [column[word] for label_words in word_ids for word in label_words]
+            owner = [label for label, label_words in enumerate(word_ids) for _ in label_words]
+            scores.append(combine_word_log_probs(log_probs[:, columns], owner, len(word_ids)))
+        return scores
 
     # -- calibration and scoring --------------------------------------------------------------
     def prepare(self, template: Template, texts: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] | None = None) -> "PreparedPrompts":
@@ -160,14 +173,22 @@ class PromptScorer:
     def score(self, prepared: "PreparedPrompts", verbalizer: Verbalizer, gold: Sequence[int], *,
               calibration: str | Calibration = "none", unlabelled: "PreparedPrompts | None" = None) -> PromptScore:
         """Score one prompt on prepared examples with gold label indices (in the verbalizer's order)."""
-        word_ids = self.word_ids(prepared.template, verbalizer)
-        raw = self.class_scores(prepared.prompts, word_ids)
-        if not isinstance(calibration, Calibration):
-            if calibration == "prior" and unlabelled is None:
-                calibration = Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
-            else:
-                calibration = self.fit_calibration(calibration, prepared, word_ids, unlabelled)
-        return evaluate_scores(calibration.apply(raw), gold, calibration)
+        return self.score_variants(prepared, [(verbalizer, calibration)], gold, unlabelled=unlabelled)[0]
+
+    def score_variants(self, prepared: "PreparedPrompts", variants: Sequence[tuple[Verbalizer, str | Calibration]],
+                       gold: Sequence[int], *, unlabelled: "PreparedPrompts | None" = None) -> list[PromptScore]:
+        """Score several (verbalizer, calibration) pairs on one template's prepared examples, with
+        one pass of the model over them whatever the cache holds."""
+        word_id_sets = [self.word_ids(prepared.template, verbalizer) for verbalizer, _ in variants]
+        scores = []
+        for (_, calibration), word_ids, raw in zip(variants, word_id_sets, self.variant_class_scores(prepared.prompts, word_id_sets)):
+            if not isinstance(calibration, Calibration):
+                if calibration == "prior" and unlabelled is None:
+                    calibration = Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
+                else:
+                    calibration = self.fit_calibration(calibration, prepared, word_ids, unlabelled)
+            scores.append(evaluate_scores(calibration.apply(raw), gold, calibration))
+        return scores
 
 
 @dataclass(frozen=True)

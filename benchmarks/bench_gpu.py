@@ -11,6 +11,12 @@ Measures, with SmolLM2-135M on MR:
   waste) per second of forward-pass time (tokenization and verbalizer readouts left out), against
   the FLOP/s of a large dense matmul in the same dtype measured on the same device.
 
+Each ``--dtypes`` entry is measured in turn on the same loaded model. ``--random-init`` builds the
+model from the folder's config.json and tokenizer with seeded random weights: the device machine
+receives at most 64 MiB, less than SmolLM2's 538 MB weights file, and none of these figures depends
+on the weights' values (the same shapes run the same kernels; only the trigger candidates' chosen
+token changes).
+
 Writes ``results/benchmarks/gpu.json`` (``--out``). Run it as one prepared command on the device
 machine, e.g. ``python benchmarks/bench_gpu.py --device cuda --examples 2048``; on a CPU it runs
 with small sizes as a check of the script itself.
@@ -19,13 +25,16 @@ with small sizes as a check of the script itself.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from autoprompt_search import data
+from autoprompt_search.assets import resolve_model
 from autoprompt_search.backends import load_backend
 from autoprompt_search.cache import SlotCache
 from autoprompt_search.candidates.triggers import TriggerObjective
@@ -67,18 +76,21 @@ def forward_flops(model, tokens_per_sequence: list[int], slot_rows: int) -> floa
     return 2 * body * sum(tokens_per_sequence) + attention + 2 * embedding.numel() * slot_rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--examples", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--candidates", type=int, default=100)
-    parser.add_argument("--trigger-examples", type=int, default=64)
-    parser.add_argument("--matmul-size", type=int, help="default: 8192 on a GPU, 2048 on a CPU")
-    parser.add_argument("--out", default="results/benchmarks/gpu.json")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    backend = load_backend("smollm2-135m", device=args.device, batch_size=args.batch_size)
+def random_weights_folder(source: Path, seed: int) -> Path:
+    """A temporary model folder: ``source``'s config and tokenizer with seeded random safetensors weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    target = Path(tempfile.mkdtemp(prefix="bench-gpu-model-"))
+    for file in source.iterdir():
+        if file.is_file() and file.suffix != ".safetensors":
+            shutil.copy(file, target / file.name)
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source)).save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def measure(backend, args: argparse.Namespace, device: torch.device) -> dict:
+    """The grid, the trigger candidates and the matmul ceiling, in the model's current dtype."""
     dtype = next(backend.model.parameters()).dtype
     examples = data.sample(data.load_split("mr", "test"), args.examples, 0)
     labels = examples.labels
@@ -111,7 +123,7 @@ def main() -> int:
     inputs = objective.inputs(objective.render([e.fields for e in train.examples]))
     trigger_gold = torch.tensor([train.labels.index(e.label) for e in train.examples])
     triggers = [encode_in_context(backend.tokenizer, [" the"])[0][0]] * 3
-    _, gradient = objective.loss_and_gradient(inputs, triggers, trigger_gold)  # stores the text's key/value cache
+    objective.loss_and_gradient(inputs, triggers, trigger_gold)  # stores the text's key/value cache
     candidates = torch.randperm(backend.tokenizer.vocab_size, generator=torch.Generator().manual_seed(0))[: args.candidates]
     objective.candidate_losses(inputs, triggers, 2, candidates, trigger_gold)  # warm-up
     synchronize(device)
@@ -121,25 +133,54 @@ def main() -> int:
     candidate_seconds = time.perf_counter() - began
 
     peak = matmul_peak(device, dtype, args.matmul_size or (8192 if device.type == "cuda" else 2048))
-    report = {
-        "benchmark": "device_throughput", "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "dtype": str(dtype), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-        "model_weights_sha256": backend.weights_hash, "examples": len(texts), "examples_sha256": examples.content_hash(),
+    figures = {
+        "dtype": str(dtype), "examples": len(texts), "examples_sha256": examples.content_hash(),
         "grid": {"templates": len(TEMPLATES), "verbalizers": len(VERBALIZERS), "seconds": grid_seconds,
                  "prompts_per_second": prompts / grid_seconds, "tokens": sum(tokens),
                  "forward_seconds": forward_seconds, "useful_flops": useful, "useful_flops_per_second": useful / forward_seconds},
         "trigger_candidates": {"candidates": len(candidates), "examples": len(train), "seconds": candidate_seconds,
                                "candidate_examples_per_second": len(candidates) * len(train) / candidate_seconds},
         "matmul_peak_flops_per_second": peak, "share_of_ceiling": useful / forward_seconds / peak,
-        "provenance": stamp(),
+    }
+    print(f"{dtype}: grid {grid_seconds:.2f} s = {prompts / grid_seconds:.0f} prompts/s (forward passes {forward_seconds:.2f} s); "
+          f"trigger candidates {figures['trigger_candidates']['candidate_examples_per_second']:.0f} candidate-examples/s; "
+          f"{useful / forward_seconds / 1e12:.3f} TFLOP/s useful in the forward passes = {figures['share_of_ceiling']:.1%} "
+          f"of the matmul ceiling ({peak / 1e12:.2f} TFLOP/s)", flush=True)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="smollm2-135m", help="a registered name or a local folder")
+    parser.add_argument("--random-init", action="store_true", help="seeded random weights of the model's architecture (see above)")
+    parser.add_argument("--dtypes", default="float32", help="comma-separated torch dtypes, measured in turn")
+    parser.add_argument("--examples", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--trigger-examples", type=int, default=64)
+    parser.add_argument("--matmul-size", type=int, help="default: 8192 on a GPU, 2048 on a CPU")
+    parser.add_argument("--out", default="results/benchmarks/gpu.json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    model: str | Path = args.model
+    if args.random_init:  # only the config and tokenizer are needed: a folder without weights will do
+        model = random_weights_folder(Path(args.model) if Path(args.model).is_dir() else resolve_model(args.model), seed=0)
+    backend = load_backend(model, device=args.device, batch_size=args.batch_size)
+    weights_hash = backend.weights_hash
+    runs = []
+    for name in args.dtypes.split(","):
+        backend.model.to(getattr(torch, name.strip()))
+        runs.append(measure(backend, args, device))
+    report = {
+        "benchmark": "device_throughput", "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "batch_size": args.batch_size, "model": args.model,
+        "weights": "random, seed 0, from the model's config" if args.random_init else "the model's own",
+        "model_weights_sha256": weights_hash, "runs": runs, "provenance": stamp(),
     }
     atomic_write_json(args.out, report)
-    print(f"{report['device_name']} ({dtype}): grid {grid_seconds:.1f} s = {prompts / grid_seconds:.0f} prompts/s; "
-          f"trigger candidates {report['trigger_candidates']['candidate_examples_per_second']:.0f} candidate-examples/s; "
-          f"{useful / forward_seconds / 1e12:.3f} TFLOP/s useful in the forward passes = {report['share_of_ceiling']:.1%} of the matmul ceiling "
-          f"({peak / 1e12:.2f} TFLOP/s)")
-    print(f"wrote {args.out}")
+    print(f"{report['device_name']}: wrote {args.out}")
     return 0
 
 

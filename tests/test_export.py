@@ -119,6 +119,28 @@ def test_ensemble_round_trip(tmp_path, backend, model_info) -> None:
     assert predictor.predict(TEXTS[:3]) == [LABELS[i] for i in expected[:3].argmax(1)]
 
 
+def test_ensemble_members_of_one_template_share_one_pass(tmp_path, backend, model_info) -> None:
+    members = [_search(backend, TEMPLATE, VERBALIZER, calibration="prior"),
+               _search(backend, TEMPLATE, {"negative": ["bad"], "positive": ["good"]}, calibration="none"),
+               _search(backend, "{text} Overall it was {mask}", VERBALIZER, calibration="contextual")]
+    weights = [0.5, 0.3, 0.2]
+    path = export.write_ensemble(
+        tmp_path / "ensemble.json", [(m[0], w, {"dev": m[1].summary()}) for m, w in zip(members, weights)],
+        model_info, scores={"dev": {}}, dataset={}, provenance={}, weights_fit={"method": "test"},
+        word_token_ids=[m[2] for m in members], **SEARCH)
+    predictor = export.load(path, cache=False)
+    predictor.members[0].scorer.cache = SlotCache(memory_bytes=0)  # nothing kept: every read is a pass
+    passes = backend.forward_passes
+    predictor.members[0].predict_proba(TEXTS)
+    predictor.members[2].predict_proba(TEXTS)
+    one_each = backend.forward_passes - passes
+    passes = backend.forward_passes
+    probabilities = predictor.predict_proba(TEXTS)
+    assert backend.forward_passes - passes == one_each  # member 1's words are among member 0's: no pass of its own
+    expected = combine_probabilities([m[1].probabilities for m in members], weights)
+    assert np.array_equal(probabilities, expected)
+
+
 def test_several_fields_take_mappings(tmp_path, backend, model_info) -> None:
     fields = ("premise", "hypothesis")
     texts = [{"premise": TEXTS[i], "hypothesis": TEXTS[i + 1]} for i in range(6)]

@@ -65,6 +65,30 @@ def test_damaged_cache_file_is_recomputed(backend, tmp_path) -> None:
     assert np.allclose(fresh.score(prepared, _verbalizer("bad", "good"), GOLD).log_scores, reference.log_scores)
 
 
+def test_variants_of_one_template_read_one_pass_whatever_the_cache_holds(backend) -> None:
+    """Several verbalizers and calibrations on one template: the same scores as one at a time,
+    from one pass over the chunks, even with a cache that keeps nothing."""
+    variants = [(_verbalizer("bad", "good"), "none"), (_verbalizer("terrible", "great"), "prior"),
+                (_verbalizer("bad", "great"), "contextual"), (_verbalizer("bad", "good"), "prior")]
+    reference = PromptScorer(backend, SlotCache(), chunk_size=5)
+    expected = [reference.score(reference.prepare(TEMPLATE, TEXTS), v, GOLD, calibration=c) for v, c in variants]
+    forgetful = PromptScorer(backend, SlotCache(memory_bytes=0), chunk_size=5)
+    prepared = forgetful.prepare(TEMPLATE, TEXTS)
+    passes = backend.forward_passes
+    forgetful.score(prepared, *variants[0][:1], GOLD)
+    one_verbalizer = backend.forward_passes - passes
+    passes = backend.forward_passes
+    scores = forgetful.score_variants(prepared, variants[:2] + variants[3:], GOLD)
+    assert backend.forward_passes - passes < 3 * one_verbalizer  # one at a time would be three passes
+    scores.insert(2, forgetful.score_variants(prepared, variants[2:3], GOLD)[0])
+    for score, reference_score in zip(scores, expected):
+        assert np.array_equal(score.log_scores, reference_score.log_scores)
+        assert score.calibration == reference_score.calibration
+    passes = backend.forward_passes
+    forgetful.score_variants(prepared, [(variants[0][0], c) for c in ("none", "prior", "none")], GOLD)
+    assert backend.forward_passes - passes == one_verbalizer
+
+
 def test_chunking_does_not_change_scores(backend) -> None:
     whole = PromptScorer(backend, SlotCache(), chunk_size=256)
     chunked = PromptScorer(backend, SlotCache(), chunk_size=5)

@@ -154,7 +154,7 @@ def rank_seed_templates(scorer: PromptScorer, templates: Sequence[Template], ver
     ranked = []
     for template in templates:
         prepared = scorer.prepare(template, texts)
-        scored = [(scorer.score(prepared, v, gold, calibration="prior"), v) for v in verbalizers]
+        scored = list(zip(scorer.score_variants(prepared, [(v, "prior") for v in verbalizers], gold), verbalizers))
         best, verbalizer = max(scored, key=lambda item: (item[0].accuracy, item[0].mean_margin))
         ranked.append(RankedSeed(template, verbalizer, best.accuracy, best.mean_margin))
     ranked.sort(key=lambda r: (-r.accuracy, -r.margin))

@@ -56,7 +56,6 @@ class SearchJob:
     def __init__(self, space, seed: int, out: Path, args: argparse.Namespace) -> None:
         self.space, self.seed, self.out, self.args = space, seed, out, args
         self.timings: dict[str, float] = {}
-        self._prepared: dict[tuple[str, int], Any] = {}
         self.began = time.perf_counter()
 
     def identity(self) -> dict[str, Any]:
@@ -192,10 +191,7 @@ class SearchJob:
         few_shot = {key: search.evaluate(result.params) for key, result in chosen.items()}  # cached: no forward pass
         fit = fit_weights([few_shot[id(m)][0].probabilities for m in members], search.gold, seed=self.seed)
         test_gold = [self.test.labels.index(e.label) for e in self.test.examples]
-        test_scores = {}
-        for number, (key, result) in enumerate(chosen.items(), 1):
-            self.log(f"test: scoring prompt {number}/{len(chosen)} on {len(self.test)} examples")
-            test_scores[key] = self.score_result(result, self.test, test_gold)
+        test_scores = self.score_results(chosen, self.test, test_gold)
 
         def combined(scores, gold):
             probabilities = combine_probabilities([scores[id(m)].probabilities for m in members], fit.weights)
@@ -233,14 +229,21 @@ class SearchJob:
         self.log(f"report: {write_report(self.out)}")
         self.print_leaderboard(board, summary)
 
-    def score_result(self, result, dataset, gold):
-        """One prompt on a split; variants of one template share its rendering (and its cached pass)."""
+    def score_results(self, results: dict[int, Any], dataset, gold) -> dict[int, Any]:
+        """Prompts on a split, one template at a time: all the verbalizers and calibrations of a
+        template are read from one pass of the model over the split."""
         from autoprompt_search.verbalizers import Verbalizer
 
-        key = (result.template, id(dataset))
-        if key not in self._prepared:
-            self._prepared[key] = self.scorer.prepare(self._template(result.template), [e.fields for e in dataset.examples])
-        return self.scorer.score(self._prepared[key], Verbalizer.parse(result.verbalizer, dataset.labels), gold, calibration=result.calibration)
+        by_template: dict[str, list[int]] = {}
+        for key, result in results.items():
+            by_template.setdefault(result.template, []).append(key)
+        scores = {}
+        for number, (source, keys) in enumerate(by_template.items(), 1):
+            self.log(f"test: template {number}/{len(by_template)} ({len(keys)} prompts) on {len(dataset)} examples")
+            prepared = self.scorer.prepare(self._template(source), [e.fields for e in dataset.examples])
+            variants = [(Verbalizer.parse(results[key].verbalizer, dataset.labels), results[key].calibration) for key in keys]
+            scores.update(zip(keys, self.scorer.score_variants(prepared, variants, gold)))
+        return scores
 
     def _template(self, source: str):
         from autoprompt_search.templates import Template
