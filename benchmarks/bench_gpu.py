@@ -35,7 +35,7 @@ import torch
 
 from autoprompt_search import data
 from autoprompt_search.assets import resolve_model
-from autoprompt_search.backends import load_backend
+from autoprompt_search.backends import SlotQuery, load_backend
 from autoprompt_search.cache import SlotCache
 from autoprompt_search.candidates.triggers import TriggerObjective
 from autoprompt_search.fileio import atomic_write_json
@@ -117,6 +117,23 @@ def measure(backend, args: argparse.Namespace, device: torch.device) -> dict:
     prompts = len(TEMPLATES) * len(texts)
     useful = forward_flops(backend.model, tokens, slot_rows=prompts)
 
+    # One template's pass split: the model's forward passes alone, then with the vocabulary-wide
+    # log-softmax and the copy of the distributions to host memory that the cache needs.
+    rendered = scorer.render(Template.parse(TEMPLATES[0]), texts)
+    query = backend.normalize(SlotQuery())
+    order = sorted(rendered, key=lambda p: backend._length(p, query))
+    synchronize(device)
+    began = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(order), backend.batch_size):
+            backend._forward_batch(order[start : start + backend.batch_size], query)
+    synchronize(device)
+    forward_only = time.perf_counter() - began
+    began = time.perf_counter()
+    backend.next_token_log_probs(rendered, query)
+    synchronize(device)
+    with_distributions = time.perf_counter() - began
+
     train, _ = data.few_shot(data.load_split("mr", "train_pool"), args.trigger_examples // 2, 13)
     label_tokens = [[encode_in_context(backend.tokenizer, [" " + word])[0][0]] for word in ("terrible", "great")]
     objective = TriggerObjective(backend, Template.parse("{text} [T] [T] [T] {mask}"), label_tokens)
@@ -138,11 +155,14 @@ def measure(backend, args: argparse.Namespace, device: torch.device) -> dict:
         "grid": {"templates": len(TEMPLATES), "verbalizers": len(VERBALIZERS), "seconds": grid_seconds,
                  "prompts_per_second": prompts / grid_seconds, "tokens": sum(tokens),
                  "forward_seconds": forward_seconds, "useful_flops": useful, "useful_flops_per_second": useful / forward_seconds},
+        "one_template_pass": {"prompts": len(rendered), "forward_only_seconds": forward_only,
+                              "with_distributions_to_host_seconds": with_distributions},
         "trigger_candidates": {"candidates": len(candidates), "examples": len(train), "seconds": candidate_seconds,
                                "candidate_examples_per_second": len(candidates) * len(train) / candidate_seconds},
         "matmul_peak_flops_per_second": peak, "share_of_ceiling": useful / forward_seconds / peak,
     }
     print(f"{dtype}: grid {grid_seconds:.2f} s = {prompts / grid_seconds:.0f} prompts/s (forward passes {forward_seconds:.2f} s); "
+          f"one template: forward {forward_only:.2f} s, with distributions to host {with_distributions:.2f} s; "
           f"trigger candidates {figures['trigger_candidates']['candidate_examples_per_second']:.0f} candidate-examples/s; "
           f"{useful / forward_seconds / 1e12:.3f} TFLOP/s useful in the forward passes = {figures['share_of_ceiling']:.1%} "
           f"of the matmul ceiling ({peak / 1e12:.2f} TFLOP/s)", flush=True)
