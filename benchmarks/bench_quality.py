@@ -23,6 +23,10 @@ Methods, all scored on the same held-out test sample for every seed (``--test-li
 - ``search``: the best single prompt of the full search;
 - ``ensemble``: the full search's weighted ensemble.
 
+Two ablation tables follow the main one: demonstrations on and off (``<dataset>_plain``), and the
+gradient-guided generators on and off (``<dataset>_gradient``'s own best prompt and ensemble against
+the full search's, or against the plain search's where the gradient runs showed no demonstrations).
+
 The first three come from the full search's run (its manual baselines and its cached
 distributions), so they share that run's wall time and forward passes. Writes ``results/benchmarks/quality.json`` and
 ``results/benchmarks/quality.md`` and puts that table into README.md between its markers; each
@@ -119,22 +123,32 @@ def run_cost(run: Path) -> dict:
 
 
 def full_search_methods(run: Path, scorer: PromptScorer) -> dict[str, dict | None]:
-    results = json.loads((run / "results.json").read_text())
     trials = RunOnTest(run, scorer)
     seed_templates = trials.space["templates"]["seeds"]
     seed_verbalizers = trials.space["verbalizers"]["seeds"]
     seed_words = {word for verbalizer in seed_verbalizers for words in verbalizer.values() for word in words}
     first_prompt = (seed_templates[0], {label: list(words) for label, words in seed_verbalizers[0].items()}, "none")
-    ensemble = results["ensemble"]
     return {
         "manual_zero_shot": trials.on_test(trials.best(lambda r: (r.template, r.verbalizer, r.calibration.method) == first_prompt)),
         "manual_calibrated": trials.on_test(trials.best(lambda r: r.manual and r.calibration.method != "none")),
         "label_words": trials.on_test(best_generated_words(trials, seed_words)),
+        **searched_methods(run, trials),
+    }
+
+
+def searched_methods(run: Path, trials: RunOnTest) -> dict[str, dict | None]:
+    """A search's best single prompt and its weighted ensemble, on the test sample."""
+    ensemble = json.loads((run / "results.json").read_text())["ensemble"]
+    return {
         "search": trials.on_test(trials.best(lambda r: True)),
         "ensemble": {"members": [m["template"] for m in ensemble["members"]], "weights": ensemble["weights"],
                      "test_accuracy": ensemble["test"]["accuracy"], "test_macro_f1": ensemble["test"]["macro_f1"],
                      "test_n": ensemble["test"]["n"]},
     }
+
+
+def showed_demonstrations(trials: RunOnTest) -> bool:
+    return bool(trials.pools["origins"].get("demonstrations", {}).get("templates"))
 
 
 def best_generated_words(trials: RunOnTest, seed_words: set[str]):
@@ -167,8 +181,7 @@ def best_generated_words(trials: RunOnTest, seed_words: set[str]):
     return best
 
 
-def gradient_method(run: Path, scorer: PromptScorer) -> dict | None:
-    trials = RunOnTest(run, scorer)
+def gradient_method(trials: RunOnTest) -> dict | None:
     found = {r["template"] for search in trials.pools["origins"].get("triggers", {}).get("searches", [])
              for r in search["runs"] if r["template"]}
     return trials.on_test(trials.best(lambda r: r.template in found))
@@ -200,6 +213,18 @@ def markdown(report: dict) -> str:
             entry = report["results"][dataset]
             lines.append(f"| {dataset} | " + " | ".join(_cell(entry, m, report["seeds"]) for m in
                                                          ("search", "plain_search", "ensemble", "plain_ensemble")) + " |")
+    with_gradient = [d for d in report["datasets"] if report["results"].get(d, {}).get("summary", {}).get("gradient_search", {}).get("accuracy", {}).get("mean") is not None]
+    if with_gradient:
+        lines += ["", "Gradient-guided generators, on and off (the space with the generators of `mr_gradient.yaml` added: HotFlip "
+                  "triggers and probe label words; same seeds and test sample):", "",
+                  "| dataset | best single prompt, with | without | weighted ensemble, with | without |", "|---|---|---|---|---|"]
+        for dataset in with_gradient:
+            entry = report["results"][dataset]
+            baseline = entry.get("gradient_baseline", "")
+            without = [f"{baseline}_{m}" if baseline else m for m in PLAIN_METHODS]
+            note = " (runs made without demonstrations: against the search without them)" if baseline else ""
+            lines.append(f"| {dataset}{note} | " + " | ".join(_cell(entry, m, report["seeds"]) for m in
+                                                                 ("gradient_search", without[0], "gradient_ensemble", without[1])) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -270,7 +295,10 @@ def main() -> int:
                 row["full_run"] = {"folder": str(full), "record": keep_record(full, records), **run_cost(full)}
                 walls["full"].append(row["full_run"]["wall_seconds"])
             if complete(gradient):
-                row["gradient"] = gradient_method(gradient, scorer)
+                trials = RunOnTest(gradient, scorer)
+                row["gradient"] = gradient_method(trials)
+                row.update({f"gradient_{name}": value for name, value in searched_methods(gradient, trials).items()})
+                row["gradient_showed_demonstrations"] = showed_demonstrations(trials)
                 row["gradient_run"] = {"folder": str(gradient), "record": keep_record(gradient, records), **run_cost(gradient)}
                 walls["gradient"].append(row["gradient_run"]["wall_seconds"])
             plain = folder(dataset, "plain", seed)
@@ -292,7 +320,11 @@ def main() -> int:
             "unbalanced": max(counts) > 1.2 * min(counts),
             "summary": {m: {"accuracy": mean_std([r[m]["test_accuracy"] for r in per_seed.values() if r.get(m)]),
                             "macro_f1": mean_std([r[m]["test_macro_f1"] for r in per_seed.values() if r.get(m)])}
-                        for m in [*METHODS, *(f"plain_{name}" for name in PLAIN_METHODS)]},
+                        for m in [*METHODS, *(f"{kind}_{name}" for kind in ("plain", "gradient") for name in PLAIN_METHODS)]},
+            # The gradient runs' own baseline: the plain search where they were made without the
+            # demonstrations that the dataset's space shows now (MR's, made before demonstrations existed).
+            "gradient_baseline": "plain" if any(r.get("plain_search") for r in per_seed.values()) and not any(
+                r.get("gradient_showed_demonstrations") for r in per_seed.values() if "gradient_search" in r) else "",
             "wall_seconds": {kind: (sum(w) / len(w) if w else None) for kind, w in walls.items()},
         }
     report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": scorer.backend.weights_hash,
