@@ -238,7 +238,8 @@ def _cell(entry: dict, method: str, seeds: list[int]) -> str:
     if entry.get("unbalanced"):
         cell += f" ({f1['mean']:.3f})"
     if len(accuracy["per_seed"]) < len(seeds):
-        cell += f" [{len(accuracy['per_seed'])} seeds]"
+        count = len(accuracy["per_seed"])
+        cell += f" [{count} seed{'s' if count != 1 else ''}]"
     return cell
 
 
