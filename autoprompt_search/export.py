@@ -398,7 +398,7 @@ class EnsemblePredictor(_Classifier):
             return np.empty((0, len(self.classes_)))
         groups: dict[tuple, list[int]] = {}
         for index, member in enumerate(self.members):
-            groups.setdefault((member.spec.template, member.spec.trigger_ids, id(member.scorer)), []).append(index)
+            groups.setdefault((member.spec.template, member.spec.fields, member.spec.trigger_ids, id(member.scorer)), []).append(index)
         probabilities: list[np.ndarray] = [np.empty(0)] * len(self.members)
         for indices in groups.values():
             first = self.members[indices[0]]

@@ -172,7 +172,8 @@ def measure(backend, args: argparse.Namespace, device: torch.device) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", default="smollm2-135m", help="a registered name or a local folder")
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="a registered name or a local folder (with --random-init, its config and tokenizer are enough)")
     parser.add_argument("--random-init", action="store_true", help="seeded random weights of the model's architecture (see above)")
     parser.add_argument("--dtypes", default="float32", help="comma-separated torch dtypes, measured in turn")
     parser.add_argument("--examples", type=int, default=512)
@@ -188,6 +189,8 @@ def main() -> int:
         model = random_weights_folder(Path(args.model) if Path(args.model).is_dir() else resolve_model(args.model), seed=0)
     backend = load_backend(model, device=args.device, batch_size=args.batch_size)
     weights_hash = backend.weights_hash
+    if args.random_init:
+        shutil.rmtree(model)  # the random weights are in memory now
     runs = []
     for name in args.dtypes.split(","):
         backend.model.to(getattr(torch, name.strip()))
