@@ -296,7 +296,7 @@ class PromptSearch:
                 break
             trial = study.ask()
             params = self.suggest(trial)
-            if self.pools.choice_key(params) in seen and not trial.user_attrs.get("manual"):
+            if self.pools.choice_key(params) in seen and not _enqueued(trial):
                 earlier = seen[self.pools.choice_key(params)]
                 for name, value in earlier.user_attrs.items():
                     trial.set_user_attr(name, value)

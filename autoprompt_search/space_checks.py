@@ -16,6 +16,11 @@ class Invalid(UserError):
         self.key = key
 
 
+def need_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise Invalid(key, f"must be true or false, got {value!r}")
+
+
 def need_int(key: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid(key, f"must be an integer, got {value!r}")

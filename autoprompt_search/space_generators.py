@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from autoprompt_search.space_checks import Invalid, need_choice, need_int
+from autoprompt_search.space_checks import Invalid, need_bool, need_choice, need_int
 from autoprompt_search.templates import Template
 
 LABEL_WORD_SCORING = ("mean_log_prob", "likelihood_ratio")
@@ -24,8 +24,7 @@ class LabelWordsGenerator:
 
     def __post_init__(self) -> None:
         key = "generators.label_words"
-        if not isinstance(self.enabled, bool):
-            raise Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
+        need_bool(f"{key}.enabled", self.enabled)
         need_int(f"{key}.words_per_class", self.words_per_class, 1)
         need_int(f"{key}.templates", self.templates, 1)
         if not self.scoring:
@@ -45,8 +44,7 @@ class LabelProbeGenerator:
 
     def __post_init__(self) -> None:
         key = "generators.label_probe"
-        if not isinstance(self.enabled, bool):
-            raise Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
+        need_bool(f"{key}.enabled", self.enabled)
         for name in ("words_per_class", "templates", "shortlist"):
             need_int(f"{key}.{name}", getattr(self, name), 1)
 
@@ -71,8 +69,7 @@ class TriggersGenerator:
 
     def __post_init__(self) -> None:
         key = "generators.triggers"
-        if not isinstance(self.enabled, bool):
-            raise Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
+        need_bool(f"{key}.enabled", self.enabled)
         for name in ("count", "base_templates", "candidates", "steps", "restarts", "batch_size"):
             need_int(f"{key}.{name}", getattr(self, name), 1)
         if self.patience is not None:
@@ -103,8 +100,7 @@ class DemonstrationsGenerator:
 
     def __post_init__(self) -> None:
         key = "generators.demonstrations"
-        if not isinstance(self.enabled, bool):
-            raise Invalid(f"{key}.enabled", f"must be true or false, got {self.enabled!r}")
+        need_bool(f"{key}.enabled", self.enabled)
         for name in ("per_class", "sets", "templates"):
             need_int(f"{key}.{name}", getattr(self, name), 1)
         if not isinstance(self.separator, str) or "{" in self.separator or "}" in self.separator or "[T]" in self.separator:
@@ -132,3 +128,8 @@ class Generators:
     triggers: TriggersGenerator = TriggersGenerator()
     rounds: GenerationRounds = GenerationRounds()
     demonstrations: DemonstrationsGenerator = DemonstrationsGenerator()
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        """The names of the generators switched on, in this order."""
+        return tuple(f.name for f in fields(self) if getattr(getattr(self, f.name), "enabled", False))

@@ -56,7 +56,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
     train_texts = [example.fields for example in train.examples]
     train_gold = [labels.index(example.label) for example in train.examples]
     ranked: list[RankedSeed] = []
-    if generators.label_words.enabled or generators.label_probe.enabled or generators.triggers.enabled or generators.demonstrations.enabled:
+    if generators.enabled:  # every generator starts from the seed templates ranked on train
         ranked = rank_seed_templates(scorer, templates[:n_seeds] or templates, seeds, train_texts, train_gold)
     if generators.label_words.enabled:
         origins["label_words"] = _distribution_words(generators.label_words, scorer, ranked, train_texts, train_gold, labels, options, log)

@@ -33,7 +33,7 @@ def summary(space: SearchSpace) -> str:
     budget = space.budget
     limits = [f"{budget.trials} trials"] if budget.trials is not None else []
     limits += [f"{budget.timeout_seconds:g} s"] if budget.timeout_seconds is not None else []
-    generators = [name for name in ("label_words", "label_probe", "triggers", "demonstrations") if getattr(space.generators, name).enabled]
+    generators = list(space.generators.enabled)
     rounds = space.generators.rounds
     if rounds.count > 1:
         generators.append(f"{rounds.count} word rounds every {rounds.trials} trials")
