@@ -29,6 +29,11 @@ _TOKEN_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|\[T\]|[{}]")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def escape(text: str) -> str:
+    """Text as a template's literal: braces doubled."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 @dataclass(frozen=True)
 class Segment:
     kind: SegmentKind
@@ -132,6 +137,12 @@ class Template:
 
     def _slot_index(self) -> int:
         return next(i for i, s in enumerate(self.segments) if s.kind == "slot")
+
+    def with_text_before_slot(self, text: str) -> "Template":
+        """This template with ``text`` written as literal text right before the slot."""
+        written = {"literal": escape, "field": lambda name: "{" + name + "}", "trigger": lambda _: TRIGGER,
+                   "slot": lambda _: escape(text) + "{" + SLOT + "}"}
+        return Template.parse("".join(written[s.kind](s.value) for s in self.segments))
 
     def __str__(self) -> str:
         return self.source

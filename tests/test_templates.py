@@ -120,3 +120,11 @@ def test_missing_field_in_example(bpe_tokenizer) -> None:
     renderer = TemplateRenderer(Template.parse("{text} {mask}"), bpe_tokenizer)
     with pytest.raises(UserError, match="no field 'text'"):
         renderer.render([{"sentence": "good"}], max_tokens=10)
+
+
+def test_text_is_written_right_before_the_slot() -> None:
+    template = Template.parse("Review: {text} [T] It was {mask}. {{x}}")
+    written = template.with_text_before_slot("Dis{")
+    assert written.source == "Review: {text} [T] It was Dis{{{mask}. {{x}}"
+    assert written.fields_used == ("text",) and written.n_triggers == 1
+    assert not written.slot_follows_space() and template.slot_follows_space()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from autoprompt_search.candidates.vocabulary import allowed_trigger_tokens, decode_each, whole_word_tokens
+from autoprompt_search.candidates.vocabulary import allowed_trigger_tokens, continuation_tokens, decode_each, whole_word_tokens
 from autoprompt_search.testing import MULTI_TOKEN_WORDS
 from autoprompt_search.tokenization import encode_in_context, encode_plain
 
@@ -99,3 +99,27 @@ def test_each_trigger_filter_can_be_turned_off(tokenizers, family: str) -> None:
 def test_unknown_trigger_filter_is_rejected(tokenizers) -> None:
     with pytest.raises(ValueError, match="unknown trigger filters"):
         allowed_trigger_tokens(tokenizers["byte_bpe"], vocab_size=10, leading_space=True, filters=("digits",))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_continuation_tokens_are_the_pieces_inside_a_word(tokenizers, family: str) -> None:
+    tokenizer = tokenizers[family]
+    mask = continuation_tokens(tokenizer, len(tokenizer))
+    for word in MULTI_TOKEN_WORDS:
+        pieces = encode_in_context(tokenizer, [" " + word])[0]
+        assert mask[pieces[1:]].all(), f"a piece inside {word!r} is not marked as continuing it"
+    for word in ("great", "terrible", "good", "bad"):
+        (token,) = encode_in_context(tokenizer, [" " + word])[0]
+        assert not mask[token], f"{word!r} after a space starts a new word"
+    for text in (".", ",", "!"):
+        assert not mask[encode_in_context(tokenizer, [text])[0]].any()
+    assert not mask[list(tokenizer.all_special_ids)].any()
+
+
+def test_continuation_tokens_fit_the_model_vocabulary(tokenizers) -> None:
+    tokenizer = tokenizers["byte_bpe"]
+    full = continuation_tokens(tokenizer, len(tokenizer))
+    padded = continuation_tokens(tokenizer, len(tokenizer) + 5)
+    assert padded.shape == (len(tokenizer) + 5,) and not padded[len(tokenizer):].any()
+    assert torch.equal(padded[: len(tokenizer)], full)
+    assert torch.equal(continuation_tokens(tokenizer, 100), full[:100])

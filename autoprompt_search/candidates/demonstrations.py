@@ -15,16 +15,11 @@ import numpy as np
 
 from autoprompt_search.data import Dataset
 from autoprompt_search.scoring import MAX_WORD_TOKENS, PromptScorer
-from autoprompt_search.templates import TRIGGER, Template
+from autoprompt_search.templates import TRIGGER, Template, escape
 from autoprompt_search.tokenization import encode_plain
 from autoprompt_search.verbalizers import Verbalizer
 
 QUERY_SHARE = 0.5  # demonstrations may take at most this share of the model's prompt length
-
-
-def escape(text: str) -> str:
-    """Text as a template's literal: braces doubled."""
-    return text.replace("{", "{{").replace("}", "}}")
 
 
 def demonstration(template: Template, fields: Mapping[str, str], word: str) -> str:

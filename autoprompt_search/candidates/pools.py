@@ -2,7 +2,8 @@
 
 In order: the template pool (seeds, block combinations); the seed verbalizers' words; words read
 from the model's slot distribution (:mod:`label_words`); words aligned with a linear probe of the
-slot's hidden state (:mod:`label_probe`); templates with gradient-searched triggers
+slot's hidden state (:mod:`label_probe`), both without the words the model reads as pieces of longer
+ones (:mod:`fragments`); templates with gradient-searched triggers
 (:mod:`triggers`). Each generator starts from the seed templates that do best on train and
 records what it did under ``Pools.origins``, which the run's manifest keeps.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 
+from autoprompt_search.candidates.fragments import whole_words
 from autoprompt_search.candidates.template_pool import build_template_pool, normalize_template
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
@@ -22,6 +24,9 @@ from autoprompt_search.search import Pools
 from autoprompt_search.templates import Template
 from autoprompt_search.tokenization import encode_in_context, encode_plain
 from autoprompt_search.verbalizers import Verbalizer
+
+
+FRAGMENT_SPARES = 2  # each word generator proposes this many times its words, so that dropping fragments leaves enough
 
 
 @dataclass(frozen=True)
@@ -174,13 +179,17 @@ def _distribution_words(generator, scorer, ranked, texts, gold, labels, options,
     chosen = _same_slot_spacing(ranked, generator.templates)
     shortlist = {("mean_log_prob",): generator.words_per_class, ("likelihood_ratio",): 10_000}.get(tuple(generator.scoring), 50)
     began = time.perf_counter()
-    generated = generate_label_words(scorer, chosen, texts, gold, labels, words_per_class=generator.words_per_class,
+    generated = generate_label_words(scorer, chosen, texts, gold, labels, words_per_class=FRAGMENT_SPARES * generator.words_per_class,
                                      shortlist=shortlist, exclude=_pool_words(options))
-    _add_words(options, {label: [c.word for c in generated.get(label, [])] for label in labels}, labels)
-    log("label words: " + "; ".join(f"{label}: {', '.join(w.word for w in generated.get(label, [])[:8])}" for label in labels))
+    kept, fragments = whole_words(scorer, chosen[0], texts, {label: [c.word for c in generated.get(label, [])] for label in labels},
+                                  generator.words_per_class)
+    _add_words(options, kept, labels)
+    log("label words: " + "; ".join(f"{label}: {', '.join(kept[label][:8])}" for label in labels) + _dropped(fragments))
     return {"templates": [t.source for t in chosen], "seconds": time.perf_counter() - began, "shortlist": shortlist,
             "words": {label: [{"word": w.word, "token_id": w.token_id, "mean_log_prob": w.mean_log_prob,
-                               "log_likelihood_ratio": w.log_likelihood_ratio} for w in generated.get(label, [])] for label in labels}}
+                               "log_likelihood_ratio": w.log_likelihood_ratio} for w in generated.get(label, []) if w.word in kept[label]]
+                      for label in labels},
+            "fragments": fragments}
 
 
 def _probe_words(generator, scorer, ranked, texts, gold, labels, options, log) -> dict[str, Any]:
@@ -189,16 +198,23 @@ def _probe_words(generator, scorer, ranked, texts, gold, labels, options, log) -
     began, passes = time.perf_counter(), scorer.backend.forward_passes
     record: dict[str, Any] = {"probes": []}
     for template in _same_slot_spacing(ranked, generator.templates):
-        result = probe_label_words(scorer, template, texts, gold, labels, words_per_class=generator.words_per_class,
+        result = probe_label_words(scorer, template, texts, gold, labels, words_per_class=FRAGMENT_SPARES * generator.words_per_class,
                                    exclude=sorted(_pool_words(options)), shortlist=generator.shortlist)
-        _add_words(options, {label: [w.word for w in words] for label, words in result.words.items()}, labels)
+        kept, fragments = whole_words(scorer, template, texts, {label: [w.word for w in words] for label, words in result.words.items()},
+                                      generator.words_per_class)
+        _add_words(options, kept, labels)
         record["probes"].append({"template": template.source, "C": result.regularization, "cv_accuracy": result.cv_accuracy,
                                  "words": {label: [{"word": w.word, "token_id": w.token_id, "specificity": w.specificity}
-                                                   for w in words] for label, words in result.words.items()}})
+                                                   for w in words if w.word in kept[label]] for label, words in result.words.items()},
+                                 "fragments": fragments})
         log(f"probe words ({template.source!r}, probe CV accuracy {result.cv_accuracy:.2f}): "
-            + "; ".join(f"{label}: {', '.join(w.word for w in words[:8])}" for label, words in result.words.items()))
+            + "; ".join(f"{label}: {', '.join(words[:8])}" for label, words in kept.items()) + _dropped(fragments))
     record.update(seconds=time.perf_counter() - began, forward_passes=scorer.backend.forward_passes - passes)
     return record
+
+
+def _dropped(fragments: Mapping[str, float]) -> str:
+    return f" (dropped as word pieces: {', '.join(fragments)})" if fragments else ""
 
 
 def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, labels, options, seed: int,

@@ -75,10 +75,34 @@ def _round_trip_ids(tokenizer: PreTrainedTokenizerBase, leading_space: bool) -> 
     return frozenset(token_id for token_id, word in texts if single.get(word) == token_id)
 
 
+def continuation_tokens(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> torch.Tensor:
+    """A ``[vocab_size]`` bool mask of the tokens that, written right after a letter, continue its
+    word: a letter or digit follows it directly, with no space or punctuation between (GPT-2's
+    "ing", WordPiece's "##ing", SentencePiece's pieces without "▁"). Asked of the tokenizer's own
+    decoder, so no rule per tokenizer family."""
+    return _continuations(tokenizer)[:vocab_size] if vocab_size <= len(tokenizer) else torch.cat(
+        [_continuations(tokenizer), torch.zeros(vocab_size - len(tokenizer), dtype=torch.bool)])
+
+
+@lru_cache(maxsize=8)
+def _continuations(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    anchor = encode_plain(tokenizer, ["a"])[0][-1]
+    start = _decode_batch(tokenizer, [[anchor]])[0]
+    mask = torch.zeros(len(tokenizer), dtype=torch.bool)
+    ids = [i for i, _ in _token_texts(tokenizer)]
+    for token_id, text in zip(ids, _decode_batch(tokenizer, [[anchor, i] for i in ids])):
+        mask[token_id] = text.startswith(start) and len(text) > len(start) and text[len(start)].isalnum()
+    return mask
+
+
 def decode_each(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[str]:
-    """Each id decoded alone; one Rust call for fast tokenizers, a Python loop otherwise."""
-    singles = [[i] for i in ids]
+    """Each id decoded alone."""
+    return _decode_batch(tokenizer, [[i] for i in ids])
+
+
+def _decode_batch(tokenizer: PreTrainedTokenizerBase, sequences: list[list[int]]) -> list[str]:
+    """One Rust call for fast tokenizers, a Python loop otherwise."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
     if backend is not None:
-        return backend.decode_batch(singles, skip_special_tokens=False)
-    return tokenizer.batch_decode(singles, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return backend.decode_batch(sequences, skip_special_tokens=False)
+    return tokenizer.batch_decode(sequences, skip_special_tokens=False, clean_up_tokenization_spaces=False)
