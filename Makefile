@@ -42,6 +42,7 @@ bench: assets
 # complete under results/runs/quality are read back, so an interrupted run continues).
 bench-quality: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_quality.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_selection.py
 
 # OpenPrompt 1.0.1 in its own environment, for the speed comparison (see benchmarks/openprompt/requirements.txt).
 OPENPROMPT_VENV := .venv-openprompt

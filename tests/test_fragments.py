@@ -52,10 +52,28 @@ def test_the_share_is_the_probability_of_continuing_the_word(scripted) -> None:
 
 
 def test_fragments_are_dropped_and_the_next_words_fill_their_place(scripted) -> None:
-    scorer, _, _ = scripted
+    scorer, seen, _ = scripted
     kept, dropped = whole_words(scorer, TEMPLATE, TEXTS, {"positive": ["great", "good", "nice"], "negative": ["bad", "awful", "dull"]}, 2)
     assert kept == {"positive": ["good", "nice"], "negative": ["bad", "awful"]}
     assert list(dropped) == ["great"] and dropped["great"] > FRAGMENT_SHARE
+    assert seen == [4 * CHECK_EXAMPLES, 1 * CHECK_EXAMPLES]  # the spare word is checked only once "great" is out
+
+
+def test_a_label_that_runs_out_of_words_keeps_what_it_has(scripted) -> None:
+    scorer, seen, _ = scripted
+    kept, dropped = whole_words(scorer, TEMPLATE, TEXTS, {"positive": ["great"], "negative": ["bad", "awful"]}, 2)
+    assert kept == {"positive": [], "negative": ["bad", "awful"]} and list(dropped) == ["great"]
+    assert seen == [3 * CHECK_EXAMPLES]
+
+
+def test_long_texts_are_cut_for_the_check(scripted) -> None:
+    scorer, _, _ = scripted
+    long = [{"text": "word " * 400}]
+    prompts = []
+    real = scorer.backend.next_token_log_probs
+    scorer.backend.next_token_log_probs = lambda batch, query=None: (prompts.extend(batch), real(batch))[1]
+    continuation_shares(scorer, TEMPLATE, long, ["bad"])
+    assert len(prompts) == 1 and len(prompts[0].before) < 100
 
 
 def test_no_words_cost_no_pass(scripted) -> None:

@@ -6,8 +6,8 @@ as one token. At the slot, though, the model mostly goes on with them ("Disappoi
 names it is a fragment to whoever reads or reuses the prompt. The model tells them apart: with the
 word written at the slot, how much of the next token's probability goes to tokens that continue
 the word (:func:`vocabulary.continuation_tokens`)? A word whose share is over
-``FRAGMENT_SHARE`` is a fragment. One batched pass over a few short train examples per word; no
-word list and no rule per tokenizer.
+``FRAGMENT_SHARE`` is a fragment. One batched pass over a few short train examples per round of
+words; no word list and no rule per tokenizer.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from autoprompt_search.templates import Template
 
 FRAGMENT_SHARE = 0.5
 CHECK_EXAMPLES = 4  # the shortest train examples: the share is a property of the word, not of the text
+CHECK_CHARACTERS = 200  # and each field cut to this many characters (a BBC article would cost a pass of its own)
 
 
 def continuation_shares(scorer, template: Template, texts: Sequence[Mapping[str, str]], words: Sequence[str]) -> dict[str, float]:
     """Each word's mean share of next-token probability on continuing tokens, written at the slot
-    of ``template`` for the ``CHECK_EXAMPLES`` shortest ``texts``."""
+    of ``template`` for the ``CHECK_EXAMPLES`` shortest ``texts`` (fields cut to ``CHECK_CHARACTERS``)."""
     words = list(dict.fromkeys(words))
     if not words:
         return {}
-    shortest = sorted(texts, key=lambda fields: sum(len(value) for value in fields.values()))[:CHECK_EXAMPLES]
+    shortest = [{name: value[:CHECK_CHARACTERS] for name, value in fields.items()}
+                for fields in sorted(texts, key=lambda fields: sum(len(value) for value in fields.values()))[:CHECK_EXAMPLES]]
     prompts = [prompt for word in words for prompt in scorer.render(template.with_text_before_slot(word), shortest)]
     log_probs = scorer.backend.next_token_log_probs(prompts)
     continuing = continuation_tokens(scorer.backend.tokenizer, log_probs.shape[1])
@@ -40,7 +42,18 @@ def continuation_shares(scorer, template: Template, texts: Sequence[Mapping[str,
 def whole_words(scorer, template: Template, texts: Sequence[Mapping[str, str]], words_by_label: Mapping[str, Sequence[str]],
                 per_label: int) -> tuple[dict[str, list[str]], dict[str, float]]:
     """The first ``per_label`` words of each label that are not fragments, and the fragments
-    dropped on the way, with their shares."""
-    shares = continuation_shares(scorer, template, texts, [w for words in words_by_label.values() for w in words])
-    kept = {label: [w for w in words if shares[w] <= FRAGMENT_SHARE][:per_label] for label, words in words_by_label.items()}
-    return kept, {w: round(share, 4) for w, share in shares.items() if share > FRAGMENT_SHARE}
+    dropped on the way, with their shares. Words are checked in rounds, each round only as many
+    as still missing, so a list without fragments costs one pass."""
+    kept: dict[str, list[str]] = {label: [] for label in words_by_label}
+    checked = {label: 0 for label in words_by_label}
+    dropped: dict[str, float] = {}
+    while True:
+        due = {label: list(words[checked[label] : checked[label] + per_label - len(kept[label])])
+               for label, words in words_by_label.items()}
+        if not any(due.values()):
+            return kept, dropped
+        shares = continuation_shares(scorer, template, texts, [w for words in due.values() for w in words])
+        for label, words in due.items():
+            checked[label] += len(words)
+            kept[label] += [w for w in words if shares[w] <= FRAGMENT_SHARE]
+            dropped.update({w: round(shares[w], 4) for w in words if shares[w] > FRAGMENT_SHARE})

@@ -1,0 +1,117 @@
+"""What the search's choices leave on the table, read from the quality benchmark's finished runs.
+
+A search chooses its single prompt and its ensemble on a few labelled examples (56 to 160). This
+benchmark asks how much better it could have chosen among the prompts it actually tried: every
+leaderboard trial whose template the run scored on test (the slot distributions are in the disk
+cache; nothing is computed again, a template without them is skipped) is scored on the run's test
+sample, and set beside what the run picked:
+
+- ``chosen``: the run's best single prompt; ``best_manual``: its best calibrated manual prompt;
+- ``ceiling``: the best test accuracy of any scored trial (an oracle: no rule on few-shot scores
+  can promise it);
+- ``top10_mean``: the mean over the ten best-ranked scored trials (what picking at random among
+  near-ties gives);
+- ``ensemble``: the run's weighted ensemble; ``ensemble_uniform``: the same members averaged
+  with equal weights; ``uniform_top<k>``: the uniform average of the k best-ranked scored trials.
+
+Writes ``results/benchmarks/selection.json``; needs the runs under ``results/runs/quality`` and
+the slot cache they filled (``make bench-quality`` makes both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from autoprompt_search.backends import SlotQuery, load_backend
+from autoprompt_search.cache import SlotCache, default_cache_dir
+from autoprompt_search.ensemble import combine_probabilities
+from autoprompt_search.fileio import atomic_write_json
+from autoprompt_search.provenance import stamp
+from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.templates import Template
+from autoprompt_search.verbalizers import Verbalizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_quality import DATASETS, DEFAULT_MODEL, SEEDS  # noqa: E402
+from bench_search import RunOnTest, mean_std  # noqa: E402
+
+TOP_K = (5, 10, 20)
+FIGURES = ("chosen", "best_manual", "ceiling", "top10_mean", "ensemble", "ensemble_uniform", *(f"uniform_top{k}" for k in TOP_K))
+
+
+def cached_on_test(trials: RunOnTest, template: str):
+    """The template's prepared test prompts when every chunk's distribution is on disk, else None."""
+    scorer = trials.scorer
+    prepared = scorer.prepare(Template.parse(template, fields=trials.test.fields), [e.fields for e in trials.test.examples])
+    query = scorer.backend.normalize(SlotQuery())
+    found = all(scorer.cache.get(SlotCache.key(scorer.backend.fingerprint, query, chunk)) is not None
+                for _, chunk in scorer.chunks(prepared.prompts))
+    return prepared if found else None
+
+
+def run_figures(run: Path, scorer: PromptScorer) -> dict:
+    trials = RunOnTest(run, scorer)
+    by_template: dict[str, list] = {}
+    for result in trials.board:
+        by_template.setdefault(result.template, []).append(result)
+    test: dict[int, np.ndarray] = {}  # trial number -> calibrated class probabilities on test
+    for template, results in by_template.items():
+        prepared = cached_on_test(trials, template)
+        if prepared is None:
+            continue
+        # Each trial with the calibration it fitted on train+dev, as the run applies it to test.
+        variants = [(Verbalizer.parse(r.verbalizer, trials.test.labels), r.calibration) for r in results]
+        for result, score in zip(results, scorer.score_variants(prepared, variants, trials.gold)):
+            test[result.number] = score.probabilities
+    gold = np.asarray(trials.gold)
+
+    def accuracy(probabilities: np.ndarray) -> float:
+        return float((probabilities.argmax(axis=1) == gold).mean())
+
+    ranked = [r for r in trials.board if r.number in test]  # the study's order
+    reported = json.loads((run / "results.json").read_text())
+    members = [m["trial"] for m in reported["ensemble"]["members"]]
+    manual = next((r for r in trials.board if r.manual and r.calibration.method != "none"), None)
+    figures = {
+        "chosen": accuracy(test[trials.board[0].number]) if trials.board[0].number in test else None,
+        "best_manual": accuracy(test[manual.number]) if manual is not None and manual.number in test else None,
+        "ceiling": max(accuracy(test[r.number]) for r in ranked),
+        "top10_mean": float(np.mean([accuracy(test[r.number]) for r in ranked[:10]])),
+        "ensemble": reported["ensemble"]["test"]["accuracy"],
+        "ensemble_uniform": accuracy(combine_probabilities([test[n] for n in members], [1.0] * len(members)))
+        if all(n in test for n in members) else None,
+        **{f"uniform_top{k}": accuracy(combine_probabilities([test[r.number] for r in ranked[:k]], [1.0] * len(ranked[:k])))
+           for k in TOP_K},
+    }
+    return {"run": str(run), "trials": len(trials.board), "scored_on_test": len(ranked), "test_n": len(gold), **figures}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--runs", default="results/runs/quality")
+    parser.add_argument("--out", default="results/benchmarks/selection.json")
+    args = parser.parse_args()
+    scorer = PromptScorer(load_backend(DEFAULT_MODEL), SlotCache(default_cache_dir()))
+    report: dict = {"datasets": {}}
+    for dataset in args.datasets.split(","):
+        runs = [Path(args.runs) / f"{dataset}-seed{seed}" for seed in args.seeds.split(",")]
+        per_seed = [run_figures(run, scorer) for run in runs if (run / "results.json").exists()]
+        if not per_seed:
+            continue
+        report["datasets"][dataset] = {"per_seed": per_seed, "summary": {
+            name: mean_std([row[name] for row in per_seed if row[name] is not None]) for name in FIGURES}}
+        print(dataset, "  ".join(f"{name} {report['datasets'][dataset]['summary'][name]['mean']:.3f}" for name in FIGURES
+                                 if report["datasets"][dataset]["summary"][name]["mean"] is not None), flush=True)
+    atomic_write_json(Path(args.out), {**report, "provenance": stamp()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
