@@ -6,8 +6,10 @@ as one token. At the slot, though, the model mostly goes on with them ("Disappoi
 names it is a fragment to whoever reads or reuses the prompt. The model tells them apart: with the
 word written at the slot, how much of the next token's probability goes to tokens that continue
 the word (:func:`vocabulary.continuation_tokens`)? A word whose share is over
-``FRAGMENT_SHARE`` is a fragment. One batched pass over a few short train examples per round of
-words; no word list and no rule per tokenizer.
+``FRAGMENT_SHARE`` is a fragment. The check is about the word at this slot: a real word that the
+model reads there as the stem of a longer one (" forget" after "this film is", read as
+"forgettable") goes too, and its probability did stand for the longer word. One batched pass
+over a few short train examples per round of words; no word list and no rule per tokenizer.
 """
 
 from __future__ import annotations
