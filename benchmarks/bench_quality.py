@@ -201,10 +201,11 @@ def markdown(report: dict) -> str:
         wall = " / ".join("-" if w is None else f"{w / 60:.1f} min" for w in walls)
         lines.append(f"| {dataset} | " + " | ".join(cells) + f" | {wall} |")
     anchors = [f"{dataset}: {name} {value:.3f}" for dataset, rows in ANCHORS.items() for name, value in rows]
+    ours = "a 135M causal model" if report["model"] == DEFAULT_MODEL else report["model"]
     lines += ["", "Published anchors, for scale only: " + "; ".join(anchors) + ". Those use RoBERTa-large (355M parameters, "
               "2.6x SmolLM2-135M, a masked model) on their own MR splits (LM-BFF's zero-shot figure: one fixed manual prompt, "
               "no labels, the full 2,000-sentence test set, so beside our first column; RLPrompt: prompts searched on 16-shot "
-              "train/dev as here); ours is a 135M causal model on a hash-based held-out split of MR."]
+              f"train/dev as here); ours is {ours} on a hash-based held-out split of MR."]
     ablated = [d for d in report["datasets"] if report["results"].get(d, {}).get("summary", {}).get("plain_search", {}).get("accuracy", {}).get("mean") is not None]
     if ablated:
         lines += ["", "Demonstrations, on and off (the same space without `generators.demonstrations`, same seeds and test sample):", "",
