@@ -25,7 +25,7 @@ Methods, all scored on the same held-out test sample for every seed (``--test-li
 
 Two ablation tables follow the main one: demonstrations on and off (``<dataset>_plain``), and the
 gradient-guided generators on and off (``<dataset>_gradient``'s own best prompt and ensemble against
-the full search's, or against the plain search's where the gradient runs showed no demonstrations).
+the full search's).
 
 The first three come from the full search's run (its manual baselines and its cached
 distributions), so they share that run's wall time and forward passes. Writes ``results/benchmarks/quality.json`` and
@@ -147,10 +147,6 @@ def searched_methods(run: Path, trials: RunOnTest) -> dict[str, dict | None]:
     }
 
 
-def showed_demonstrations(trials: RunOnTest) -> bool:
-    return bool(trials.pools["origins"].get("demonstrations", {}).get("templates"))
-
-
 def best_generated_words(trials: RunOnTest, seed_words: set[str]):
     """LM-BFF's automatic label words on the manual templates: every combination of the generated
     word options (the first ``GENERATED_OPTIONS`` of each label, in the generator's order; none holds
@@ -221,11 +217,8 @@ def markdown(report: dict) -> str:
                   "| dataset | best single prompt, with | without | weighted ensemble, with | without |", "|---|---|---|---|---|"]
         for dataset in with_gradient:
             entry = report["results"][dataset]
-            baseline = entry.get("gradient_baseline", "")
-            without = [f"{baseline}_{m}" if baseline else m for m in PLAIN_METHODS]
-            note = " (runs made without demonstrations: against the search without them)" if baseline else ""
-            lines.append(f"| {dataset}{note} | " + " | ".join(_cell(entry, m, report["seeds"]) for m in
-                                                                 ("gradient_search", without[0], "gradient_ensemble", without[1])) + " |")
+            lines.append(f"| {dataset} | " + " | ".join(_cell(entry, m, report["seeds"]) for m in
+                                                         ("gradient_search", "search", "gradient_ensemble", "ensemble")) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -300,7 +293,6 @@ def main() -> int:
                 trials = RunOnTest(gradient, scorer)
                 row["gradient"] = gradient_method(trials)
                 row.update({f"gradient_{name}": value for name, value in searched_methods(gradient, trials).items()})
-                row["gradient_showed_demonstrations"] = showed_demonstrations(trials)
                 row["gradient_run"] = {"folder": str(gradient), "record": keep_record(gradient, records), **run_cost(gradient)}
                 walls["gradient"].append(row["gradient_run"]["wall_seconds"])
             plain = folder(dataset, "plain", seed)
@@ -323,10 +315,6 @@ def main() -> int:
             "summary": {m: {"accuracy": mean_std([r[m]["test_accuracy"] for r in per_seed.values() if r.get(m)]),
                             "macro_f1": mean_std([r[m]["test_macro_f1"] for r in per_seed.values() if r.get(m)])}
                         for m in [*METHODS, *(f"{kind}_{name}" for kind in ("plain", "gradient") for name in PLAIN_METHODS)]},
-            # The gradient runs' own baseline: the plain search where they were made without the
-            # demonstrations that the dataset's space shows now (MR's, made before demonstrations existed).
-            "gradient_baseline": "plain" if any(r.get("plain_search") for r in per_seed.values()) and not any(
-                r.get("gradient_showed_demonstrations") for r in per_seed.values() if "gradient_search" in r) else "",
             "wall_seconds": {kind: (sum(w) / len(w) if w else None) for kind, w in walls.items()},
         }
     report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": scorer.backend.weights_hash,

@@ -66,12 +66,12 @@ def test_a_label_that_runs_out_of_words_keeps_what_it_has(scripted) -> None:
     assert seen == [3 * CHECK_EXAMPLES]
 
 
-def test_long_texts_are_cut_for_the_check(scripted) -> None:
+def test_long_texts_are_cut_for_the_check(scripted, monkeypatch) -> None:
     scorer, _, _ = scripted
     long = [{"text": "word " * 400}]
     prompts = []
     real = scorer.backend.next_token_log_probs
-    scorer.backend.next_token_log_probs = lambda batch, query=None: (prompts.extend(batch), real(batch))[1]
+    monkeypatch.setattr(scorer.backend, "next_token_log_probs", lambda batch, query=None: (prompts.extend(batch), real(batch))[1])
     continuation_shares(scorer, TEMPLATE, long, ["bad"])
     assert len(prompts) == 1 and len(prompts[0].before) < 100
 

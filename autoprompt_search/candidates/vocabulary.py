@@ -80,19 +80,18 @@ def continuation_tokens(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> 
     word: a letter or digit follows it directly, with no space or punctuation between (GPT-2's
     "ing", WordPiece's "##ing", SentencePiece's pieces without "▁"). Asked of the tokenizer's own
     decoder, so no rule per tokenizer family."""
-    return _continuations(tokenizer)[:vocab_size] if vocab_size <= len(tokenizer) else torch.cat(
-        [_continuations(tokenizer), torch.zeros(vocab_size - len(tokenizer), dtype=torch.bool)])
+    mask = torch.zeros(max(vocab_size, len(tokenizer)), dtype=torch.bool)
+    mask[list(_continuations(tokenizer))] = True
+    return mask[:vocab_size]
 
 
 @lru_cache(maxsize=8)
-def _continuations(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+def _continuations(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
     anchor = encode_plain(tokenizer, ["a"])[0][-1]
     start = _decode_batch(tokenizer, [[anchor]])[0]
-    mask = torch.zeros(len(tokenizer), dtype=torch.bool)
     ids = [i for i, _ in _token_texts(tokenizer)]
-    for token_id, text in zip(ids, _decode_batch(tokenizer, [[anchor, i] for i in ids])):
-        mask[token_id] = text.startswith(start) and len(text) > len(start) and text[len(start)].isalnum()
-    return mask
+    return frozenset(token_id for token_id, text in zip(ids, _decode_batch(tokenizer, [[anchor, i] for i in ids]))
+                     if text.startswith(start) and len(text) > len(start) and text[len(start)].isalnum())
 
 
 def decode_each(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[str]:
