@@ -47,10 +47,11 @@ REGISTERED_FIELDS: tuple[str, ...] = ("text",)  # every registered dataset has t
 OBJECTIVES = ("accuracy", "macro_f1")
 PRUNERS = ("median", "wilcoxon", "none")
 DEFAULT_CALIBRATION = ("none", "contextual", "prior")
+MIN_MAX_LENGTH = 16  # room for a short template, the slot and some text
 
 _LEAF = None
 SCHEMA: dict[str, Any] = {
-    "include": _LEAF, "name": _LEAF, "description": _LEAF, "model": _LEAF,
+    "include": _LEAF, "name": _LEAF, "description": _LEAF, "model": _LEAF, "max_length": _LEAF,
     "dataset": {"path": _LEAF, "name": _LEAF, "text_fields": _LEAF, "label_field": _LEAF, "labels": _LEAF,
                 "test_fraction": _LEAF},
     "few_shot": {"k": _LEAF, "seeds": _LEAF},
@@ -231,6 +232,7 @@ class SearchSpace:
     templates: TemplateSpace
     verbalizers: VerbalizerSpace
     model: str = DEFAULT_MODEL  # a registered name or an absolute folder path
+    max_length: int | None = None  # tokens per prompt (texts are cut to fit); None: the model's default
     few_shot: FewShot = FewShot()
     generators: Generators = Generators()
     calibration: tuple[str, ...] = DEFAULT_CALIBRATION
@@ -250,6 +252,8 @@ class SearchSpace:
             raise Invalid("name", f"must be a non-empty string, got {self.name!r}")
         if not isinstance(self.description, str):
             raise Invalid("description", "must be a string")
+        if self.max_length is not None:
+            need_int("max_length", self.max_length, MIN_MAX_LENGTH)
         if not self.calibration:
             raise Invalid("calibration", f"must list at least one of {', '.join(CALIBRATION_METHODS)}")
         for i, method in enumerate(self.calibration):
@@ -326,7 +330,7 @@ class SearchSpace:
         return {
             "name": self.name, "description": self.description, "source": str(self.source) if self.source else None,
             "dataset": {**dataclasses.asdict(self.dataset), "path": str(self.dataset.path) if self.dataset.path else None},
-            "model": self.model, "labels": list(self.labels),
+            "model": self.model, "max_length": self.max_length, "labels": list(self.labels),
             "templates": {"seeds": [t.source for t in self.templates.seeds], "max_candidates": self.templates.max_candidates,
                           "blocks": dataclasses.asdict(blocks) if blocks else None},
             "verbalizers": {"seeds": [v.to_dict() for v in self.verbalizers.seeds]},
@@ -523,6 +527,7 @@ def _build(raw: dict[str, Any], path: Path, origins: _Origins) -> SearchSpace:
     model = _model(raw.get("model", DEFAULT_MODEL), origins)
     return SearchSpace(
         name=raw.get("name", path.stem), description=raw.get("description", ""), dataset=dataset, model=model,
+        max_length=raw.get("max_length"),
         few_shot=FewShot(**_kwargs(_section(raw, "few_shot"), "few_shot", seeds=True)),
         templates=TemplateSpace(seeds, blocks, templates.get("max_candidates", 40)),
         verbalizers=VerbalizerSpace(tuple(verbalizer_seeds)),

@@ -17,23 +17,20 @@ Writes ``results/benchmarks/generators_mr.json``; every run folder keeps its own
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from autoprompt_search.backends import load_backend
-from autoprompt_search.cache import SlotCache, default_cache_dir
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
-from autoprompt_search.scoring import PromptScorer
-from autoprompt_search.spaces import load_space
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_search import METHODS, RunOnTest, mean_std, run_seed  # noqa: E402
 
 
-def template_comparison(run: Path, scorer: PromptScorer) -> list[dict]:
+def template_comparison(run: Path) -> list[dict]:
     """For each trigger template of the run: its best trial and two best trials of its base template."""
-    trials = RunOnTest(run, scorer)
+    trials = RunOnTest(run)
     manual_words = {word for verbalizer in trials.space["verbalizers"]["seeds"] for words in verbalizer.values() for word in words}
     comparisons = []
     for search in trials.pools["origins"].get("triggers", {}).get("searches", []):
@@ -60,8 +57,6 @@ def main() -> int:
     if args.model:
         extra += ["--model", args.model]
     seeds = [int(s) for s in args.seeds.split(",")]
-    space = load_space(args.space)
-    scorer = PromptScorer(load_backend(args.model or space.model), SlotCache(default_cache_dir()))
     per_seed = {}
     for seed in seeds:
         without = run_seed(Path(args.base), seed, Path(args.runs) / f"bench-{Path(args.base).stem}-seed{seed}", extra)
@@ -71,7 +66,7 @@ def main() -> int:
                           "with": {m: with_generators[m]["test"]["accuracy"] for m in METHODS},
                           "wall_seconds": {"without": without.get("timings", {}).get("total_seconds"),
                                            "with": with_generators.get("timings", {}).get("total_seconds")},
-                          "templates": template_comparison(run, scorer)}
+                          "templates": template_comparison(run)}
         print(f"seed {seed}: without " + " ".join(f"{m} {per_seed[seed]['without'][m]:.4f}" for m in METHODS)
               + " | with " + " ".join(f"{m} {per_seed[seed]['with'][m]:.4f}" for m in METHODS), flush=True)
         for row in per_seed[seed]["templates"]:
@@ -88,8 +83,9 @@ def main() -> int:
     summary["template"]["triggers_beat_base"] = {str(s): chosen[s]["triggers_and_searched_words"]["test_accuracy"]
                                                  > chosen[s]["base_manual_words"]["test_accuracy"] for s in summary["template"]["seeds"]}
     summary["with_beats_without"] = {m: {str(s): per_seed[s]["with"][m] > per_seed[s]["without"][m] for s in seeds} for m in ("best", "ensemble")}
+    model = json.loads((run / "manifest.json").read_text())["model"]  # the runs' model, as recorded
     report = {"benchmark": "generators", "base_space": args.base, "space": args.space, "seeds": seeds,
-              "model": args.model or space.model, "model_weights_sha256": scorer.backend.weights_hash,
+              "model": model["name"], "model_weights_sha256": model["weights_sha256"],
               "per_seed": {str(s): v for s, v in per_seed.items()}, "summary": summary, "provenance": stamp()}
     atomic_write_json(args.out, report)
     for side in ("without", "with"):

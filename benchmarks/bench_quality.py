@@ -46,12 +46,10 @@ from pathlib import Path
 
 import yaml
 
-from autoprompt_search.backends import load_backend
-from autoprompt_search.cache import SlotCache, default_cache_dir
+from autoprompt_search.assets import model_weights_hash, resolve_model
 from autoprompt_search.candidates.demonstrations import scored_train
 from autoprompt_search.fileio import atomic_write_json, atomic_write_text
 from autoprompt_search.provenance import stamp
-from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.search import word_param
 from autoprompt_search.spaces import load_space
 
@@ -122,8 +120,8 @@ def run_cost(run: Path) -> dict:
             "forward_passes": (manifest.get("cache") or {}).get("forward_passes")}
 
 
-def full_search_methods(run: Path, scorer: PromptScorer) -> dict[str, dict | None]:
-    trials = RunOnTest(run, scorer)
+def full_search_methods(run: Path) -> dict[str, dict | None]:
+    trials = RunOnTest(run)
     seed_templates = trials.space["templates"]["seeds"]
     seed_verbalizers = trials.space["verbalizers"]["seeds"]
     seed_words = {word for verbalizer in seed_verbalizers for words in verbalizer.values() for word in words}
@@ -277,7 +275,6 @@ def main() -> int:
                     space = variant_space(dataset, kind, runs / "spaces")
                     run_seed(space, seed, folder(dataset, kind, seed), ["--test-limit", str(args.test_limit), "--model", args.model])
 
-    scorer = PromptScorer(load_backend(args.model), SlotCache(default_cache_dir()))
     records = Path(args.out).with_suffix("").parent / f"{Path(args.out).stem}_runs"
     results = {}
     for dataset in DATASETS:
@@ -286,18 +283,18 @@ def main() -> int:
             row: dict = {}
             full, gradient = folder(dataset, "full", seed), folder(dataset, "gradient", seed)
             if complete(full):
-                row.update(full_search_methods(full, scorer))
+                row.update(full_search_methods(full))
                 row["full_run"] = {"folder": str(full), "record": keep_record(full, records), **run_cost(full)}
                 walls["full"].append(row["full_run"]["wall_seconds"])
             if complete(gradient):
-                trials = RunOnTest(gradient, scorer)
+                trials = RunOnTest(gradient)
                 row["gradient"] = gradient_method(trials)
                 row.update({f"gradient_{name}": value for name, value in searched_methods(gradient, trials).items()})
                 row["gradient_run"] = {"folder": str(gradient), "record": keep_record(gradient, records), **run_cost(gradient)}
                 walls["gradient"].append(row["gradient_run"]["wall_seconds"])
             plain = folder(dataset, "plain", seed)
             if complete(plain):
-                methods = full_search_methods(plain, scorer)
+                methods = full_search_methods(plain)
                 row.update({f"plain_{name}": methods[name] for name in PLAIN_METHODS})
                 row["plain_run"] = {"folder": str(plain), "record": keep_record(plain, records), **run_cost(plain)}
             if row:
@@ -306,7 +303,7 @@ def main() -> int:
         if not per_seed:
             continue
         first = next(folder(dataset, "full", seed) for seed in seeds if str(seed) in per_seed and complete(folder(dataset, "full", seed)))
-        test = RunOnTest(first, scorer).test  # every seed's run has the same test sample
+        test = RunOnTest(first).test  # every seed's run has the same test sample
         counts = [sum(1 for e in test.examples if e.label == label) for label in test.labels]
         results[dataset] = {
             "per_seed": per_seed,
@@ -317,7 +314,7 @@ def main() -> int:
                         for m in [*METHODS, *(f"{kind}_{name}" for kind in ("plain", "gradient") for name in PLAIN_METHODS)]},
             "wall_seconds": {kind: (sum(w) / len(w) if w else None) for kind, w in walls.items()},
         }
-    report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": scorer.backend.weights_hash,
+    report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": model_weights_hash(resolve_model(args.model)),
               "k": 16, "seeds": seeds, "test_limit": args.test_limit, "datasets": list(DATASETS), "methods": METHODS,
               "anchors": ANCHORS, "results": results, "provenance": stamp()}
     atomic_write_json(args.out, report)

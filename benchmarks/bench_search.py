@@ -9,6 +9,7 @@ again rather than redone, so an interrupted benchmark continues where it stopped
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -43,21 +44,34 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "per_seed": values}
 
 
+@functools.cache
+def scorer_for(model: str, max_length: int):
+    """A scorer of ``model`` with prompts cut to ``max_length`` tokens, one per setting (memoised)."""
+    from autoprompt_search.backends import load_backend
+    from autoprompt_search.cache import SlotCache, default_cache_dir
+    from autoprompt_search.scoring import PromptScorer
+
+    return PromptScorer(load_backend(model, max_length=max_length), SlotCache(default_cache_dir()))
+
+
 class RunOnTest:
     """A finished run's leaderboard, with any of its trials scored on the run's own test split.
 
-    The test split is loaded again and checked against the hash the run recorded; scoring goes
-    through the slot cache, so a template the run already scored on test costs no forward pass."""
+    The test split is loaded again and checked against the hash the run recorded; scoring uses
+    the run's model and prompt length and goes through the slot cache, so a template the run
+    already scored on test costs no forward pass."""
 
-    def __init__(self, run: Path, scorer) -> None:
+    def __init__(self, run: Path) -> None:
         import optuna
 
         from autoprompt_search import data
         from autoprompt_search.search import STUDY_NAME, leaderboard
         from autoprompt_search.spaces import load_space
 
-        self.run, self.scorer = run, scorer
         manifest = json.loads((run / "manifest.json").read_text())
+        self.run, self.scorer = run, scorer_for(manifest["model"]["name"], manifest["model"]["max_length"])
+        if self.scorer.backend.weights_hash != manifest["model"]["weights_sha256"]:
+            raise SystemExit(f"{run}: the model's weights differ from the ones the run recorded")
         self.pools = json.loads((run / "pools.json").read_text())
         self.space = manifest["space"]
         recorded = manifest["dataset"]

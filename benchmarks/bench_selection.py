@@ -27,17 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from autoprompt_search.backends import SlotQuery, load_backend
-from autoprompt_search.cache import SlotCache, default_cache_dir
+from autoprompt_search.backends import SlotQuery
+from autoprompt_search.cache import SlotCache
 from autoprompt_search.ensemble import combine_probabilities
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
-from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_quality import DATASETS, DEFAULT_MODEL, SEEDS  # noqa: E402
+from bench_quality import DATASETS, SEEDS  # noqa: E402
 from bench_search import RunOnTest, mean_std  # noqa: E402
 
 TOP_K = (5, 10, 20)
@@ -54,8 +53,9 @@ def cached_on_test(trials: RunOnTest, template: str):
     return prepared if found else None
 
 
-def run_figures(run: Path, scorer: PromptScorer) -> dict:
-    trials = RunOnTest(run, scorer)
+def run_figures(run: Path) -> dict:
+    trials = RunOnTest(run)
+    scorer = trials.scorer
     by_template: dict[str, list] = {}
     for result in trials.board:
         by_template.setdefault(result.template, []).append(result)
@@ -98,11 +98,10 @@ def main() -> int:
     parser.add_argument("--runs", default="results/runs/quality")
     parser.add_argument("--out", default="results/benchmarks/selection.json")
     args = parser.parse_args()
-    scorer = PromptScorer(load_backend(DEFAULT_MODEL), SlotCache(default_cache_dir()))
     report: dict = {"datasets": {}}
     for dataset in args.datasets.split(","):
         runs = [Path(args.runs) / f"{dataset}-seed{seed}" for seed in args.seeds.split(",")]
-        per_seed = [run_figures(run, scorer) for run in runs if (run / "results.json").exists()]
+        per_seed = [run_figures(run) for run in runs if (run / "results.json").exists()]
         if not per_seed:
             continue
         report["datasets"][dataset] = {"per_seed": per_seed, "summary": {

@@ -101,6 +101,21 @@ def test_resume_refuses_other_settings(space, tmp_path, capsys) -> None:
     assert "seed" in capsys.readouterr().err
 
 
+def test_the_space_sets_the_prompt_length_and_the_command_line_overrides_it(tmp_path, tiny_causal_lm, isolated_cache,
+                                                                          capsys) -> None:
+    space = write_tiny_space(tmp_path, tiny_causal_lm, trials=1, extra="max_length: 24\n")
+    assert _run(space, tmp_path / "space") == 0
+    assert _run(space, tmp_path / "flag", "--max-length", "32") == 0
+    for run, length in (("space", 24), ("flag", 32)):
+        assert json.loads((tmp_path / run / "manifest.json").read_text())["model"]["max_length"] == length
+        assert json.loads((tmp_path / run / "best.json").read_text())["model"]["max_length"] == length
+        assert load(tmp_path / run / "best.json").scorer.backend.max_length == length
+    capsys.readouterr()
+    # The prompt length changes every slot distribution: a run is continued only with its own.
+    assert _run(space, tmp_path / "space", "--max-length", "32", "--resume") == 2
+    assert "space_sha256" in capsys.readouterr().err
+
+
 def test_a_resumed_search_finds_what_an_uninterrupted_one_finds(space, tmp_path) -> None:
     assert _run(space, tmp_path / "whole", "--trials", "10") == 0
     assert _run(space, tmp_path / "parts", "--trials", "4") == 0

@@ -83,6 +83,7 @@ def test_validate_command_prints_one_line_per_file(capsys):
     assert len(lines) == 2
     assert re.search(r"mr\.yaml: ok: mr: dataset mr .*model smollm2-135m, 4 seed templates \+ 48 block combinations"
                      r" -> 40 candidates .*3 verbalizer seeds, generators: label_words, demonstrations, budget 60 trials", lines[0])
+    assert "model smollm2-135m (prompts of 128 tokens), 4 seed templates" in lines[1]
 
 
 # ---------------------------------------------------------------- includes and defaults
@@ -91,6 +92,7 @@ def test_validate_command_prints_one_line_per_file(capsys):
 def test_minimal_file_gets_defaults(tmp_path):
     space = load_space(_write(tmp_path, "tiny.yaml", MINIMAL))
     assert space.name == "tiny" and space.model == "smollm2-135m" and space.templates.blocks is None
+    assert space.max_length is None and load_space(SPACES / "bbc.yaml").max_length == 128
     assert space.budget == Budget(60, None) and space.few_shot.seeds == data.LMBFF_SEEDS
 
 
@@ -233,6 +235,8 @@ def _bad(tmp_path: Path, old: str, new: str) -> str:
     ("dataset: mr", "dataset: missing.csv", r"dataset.path 'missing.csv': no such file"),
     ("", "model: no-such-model\n", "model 'no-such-model' is neither a registered model"),
     ("", "name: ''\n", "name must be a non-empty string"),
+    ("", "max_length: 8\n", "max_length must be at least 16, got 8"),
+    ("", "max_length: long\n", "max_length must be an integer, got 'long'"),
 ])  # fmt: skip
 def test_errors_name_file_and_field(tmp_path, old, new, expected):
     message = _bad(tmp_path, old, new)

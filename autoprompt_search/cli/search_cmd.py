@@ -60,6 +60,7 @@ class SearchJob:
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues."""
+        from autoprompt_search.backends import DEFAULT_MAX_LENGTH
         from autoprompt_search.fileio import sha256_text
 
         space = {key: value for key, value in self.space.to_dict().items() if key not in ("overrides", "budget", "source")}
@@ -68,6 +69,9 @@ class SearchJob:
                 del space["generators"][name]
         if space["generators"]["rounds"]["count"] == 1:  # likewise for one round, as before rounds existed
             del space["generators"]["rounds"]
+        del space["max_length"]  # the space's or --max-length's: the backend's own, named when not the default
+        if self.backend.max_length != DEFAULT_MAX_LENGTH:
+            space["prompt_tokens"] = self.backend.max_length
         return {"space_sha256": sha256_text(json.dumps(space, sort_keys=True, default=str)), "seed": self.seed,
                 "model_weights_sha256": self.backend.weights_hash, "model_kind": self.backend.kind,
                 "train_dev_sha256": sha256_text(self.train.content_hash() + self.dev.content_hash())}
@@ -99,7 +103,7 @@ class SearchJob:
             test = data.sample(test, args.test_limit, TEST_SAMPLE_SEED)
         self.train, self.dev = data.few_shot(pool, space.few_shot.k, self.seed)
         self.test = test
-        self.backend = load_backend(space.model, **model_options(args))
+        self.backend = load_backend(space.model, **{**model_options(args), "max_length": args.max_length or space.max_length})
         self.scorer = PromptScorer(self.backend, slot_cache(args))
         self.timings["setup_seconds"] = time.perf_counter() - self.began
         self.write_manifest("running")

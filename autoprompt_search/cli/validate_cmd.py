@@ -38,7 +38,8 @@ def summary(space: SearchSpace) -> str:
     if rounds.count > 1:
         generators.append(f"{rounds.count} word rounds every {rounds.trials} trials")
     return (f"{space.source}: ok: {space.name}: dataset {space.dataset.spec} ({len(space.labels)} labels), "
-            f"model {space.model}, {len(space.templates.seeds)} seed templates + "
+            f"model {space.model}{f' (prompts of {space.max_length} tokens)' if space.max_length else ''}, "
+            f"{len(space.templates.seeds)} seed templates + "
             f"{blocks.n_combinations if blocks else 0} block combinations -> {len(build_template_pool(space))} candidates "
             f"(max {space.templates.max_candidates}), {len(space.verbalizers.seeds)} verbalizer seeds, "
             f"generators: {', '.join(generators) or 'none'}, budget {' or '.join(limits)}")
