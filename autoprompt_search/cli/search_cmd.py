@@ -69,9 +69,9 @@ class SearchJob:
                 del space["generators"][name]
         if space["generators"]["rounds"]["count"] == 1:  # likewise for one round, as before rounds existed
             del space["generators"]["rounds"]
-        del space["max_length"]  # the space's or --max-length's: the backend's own, named when not the default
-        if self.backend.max_length != DEFAULT_MAX_LENGTH:
-            space["prompt_tokens"] = self.backend.max_length
+        space["max_length"] = self.backend.max_length  # the space's or --max-length's, as the backend applies it
+        if space["max_length"] == DEFAULT_MAX_LENGTH:  # as before spaces could set it
+            del space["max_length"]
         return {"space_sha256": sha256_text(json.dumps(space, sort_keys=True, default=str)), "seed": self.seed,
                 "model_weights_sha256": self.backend.weights_hash, "model_kind": self.backend.kind,
                 "train_dev_sha256": sha256_text(self.train.content_hash() + self.dev.content_hash())}
