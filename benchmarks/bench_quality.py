@@ -47,6 +47,7 @@ from pathlib import Path
 import yaml
 
 from autoprompt_search.assets import model_weights_hash, resolve_model
+from autoprompt_search.backends import DEFAULT_MAX_LENGTH
 from autoprompt_search.candidates.demonstrations import scored_train
 from autoprompt_search.fileio import atomic_write_json, atomic_write_text
 from autoprompt_search.provenance import stamp
@@ -185,7 +186,8 @@ def markdown(report: dict) -> str:
     """The README table: test accuracy mean ± sd over the seeds (macro-F1 beside it for the unbalanced sets)."""
     lines = [f"Test accuracy, mean ± sd over seeds {', '.join(map(str, report['seeds']))}; macro-F1 in brackets where "
              f"the classes are unbalanced. {report['model']}, 16-shot train and dev. Test: the same sample of at most "
-             f"{report['test_limit']} held-out examples for every seed. Cells say how many seeds ran when not all did.", "",
+             f"{report['test_limit']} held-out examples for every seed. Cells say how many seeds ran when not all did."
+             + _prompt_lengths(report), "",
              "| dataset | " + " | ".join(METHODS.values()) + " | wall time per seed (full / gradient) |",
              "|---|" + "---|" * (len(METHODS) + 1)]
     for dataset in report["datasets"]:
@@ -218,6 +220,13 @@ def markdown(report: dict) -> str:
             lines.append(f"| {dataset} | " + " | ".join(_cell(entry, m, report["seeds"]) for m in
                                                          ("gradient_search", "search", "gradient_ensemble", "ensemble")) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _prompt_lengths(report: dict) -> str:
+    """Which datasets' prompts were cut shorter or longer than the default (their spaces' ``max_length``)."""
+    lengths = {d: entry.get("max_length", DEFAULT_MAX_LENGTH) for d, entry in report["results"].items()}
+    other = [f"{d}: {n}" for d, n in lengths.items() if n != DEFAULT_MAX_LENGTH]
+    return f" Prompts of at most {DEFAULT_MAX_LENGTH} tokens, except where the dataset's space sets its own ({', '.join(other)})." if other else ""
 
 
 def _cell(entry: dict, method: str, seeds: list[int]) -> str:
@@ -313,6 +322,7 @@ def main() -> int:
                             "macro_f1": mean_std([r[m]["test_macro_f1"] for r in per_seed.values() if r.get(m)])}
                         for m in [*METHODS, *(f"{kind}_{name}" for kind in ("plain", "gradient") for name in PLAIN_METHODS)]},
             "wall_seconds": {kind: (sum(w) / len(w) if w else None) for kind, w in walls.items()},
+            "max_length": json.loads((first / "manifest.json").read_text())["model"]["max_length"],
         }
     report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": model_weights_hash(resolve_model(args.model)),
               "k": 16, "seeds": seeds, "test_limit": args.test_limit, "datasets": list(DATASETS), "methods": METHODS,
