@@ -71,7 +71,8 @@ PLAIN_METHODS = ("search", "ensemble")  # read from the <dataset>_plain runs, as
 FROM_FULL_SEARCH = ("manual_zero_shot", "manual_calibrated", "label_words", "search", "ensemble")
 # Published anchors (RoBERTa-large, 355M parameters, their own splits of MR): the figures our MR row sits beside.
 ANCHORS = {"mr": [("LM-BFF, prompt-based zero-shot (RoBERTa-large)", 0.808), ("RLPrompt (RoBERTa-large)", 0.871)]}
-GENERATED_OPTIONS = 5  # per label, for the label_words method's combinations (5^5 x templates x calibrations for BBC)
+GENERATED_OPTIONS = 5  # per label, for the label_words method's combinations (5^C per template and calibration)...
+MAX_COMBINATIONS = 243  # ...fewer options where 5^C is more (BBC, C=5: 3 options, 3^5 = 243 instead of 3,125)
 DEFAULT_MODEL = "smollm2-135m"
 README_MARKERS = ("<!-- quality-table:start -->", "<!-- quality-table:end -->")
 
@@ -148,16 +149,18 @@ def searched_methods(run: Path, trials: RunOnTest) -> dict[str, dict | None]:
 
 def best_generated_words(trials: RunOnTest, seed_words: set[str]):
     """LM-BFF's automatic label words on the manual templates: every combination of the generated
-    word options (the first ``GENERATED_OPTIONS`` of each label, in the generator's order; none holds
-    a seed word) on every seed template and calibration, scored on train+dev exactly as a trial is
-    (cached distributions: no forward pass), and the best by the study's own ranking."""
+    word options (the first ``GENERATED_OPTIONS`` of each label in the generator's order, fewer where
+    the combinations would pass ``MAX_COMBINATIONS``; none holds a seed word) on every seed template
+    and calibration, scored on train+dev exactly as a trial is (cached distributions: no forward
+    pass), and the best by the study's own ranking."""
     from autoprompt_search.search import Pools, PromptSearch, TrialResult, ranking_key
 
     pools = Pools.from_dict(trials.pools)
     space = trials.space
     search = PromptSearch(trials.scorer, scored_train(trials.train, pools.origins), trials.dev, pools, objective=space["objective"],
                           pruner=space["pruner"]["type"], chunks=space["pruner"]["chunks"])
-    generated = [[i for i, option in enumerate(options) if not seed_words & set(option)][:GENERATED_OPTIONS] for options in pools.words]
+    per_label = max(n for n in range(1, GENERATED_OPTIONS + 1) if n ** len(pools.words) <= MAX_COMBINATIONS)
+    generated = [[i for i, option in enumerate(options) if not seed_words & set(option)][:per_label] for options in pools.words]
     best, best_key = None, None
     for template in (t for t in space["templates"]["seeds"] if t in pools.templates):
         for choice in itertools.product(*generated):
