@@ -105,6 +105,11 @@ class PromptScorer:
         self.cache.put(key, computed)
         return computed
 
+    def cached(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> bool:
+        """Whether every chunk's slot distribution is already in the cache (reading them costs no pass)."""
+        query = self.backend.normalize(query)
+        return all(self.cache.get(SlotCache.key(self.backend.fingerprint, query, chunk)) is not None for _, chunk in self.chunks(prompts))
+
     def chunks(self, prompts: Sequence[RenderedPrompt]) -> Iterator[tuple[int, Sequence[RenderedPrompt]]]:
         """The fixed chunks (start, prompts) that are the cache's unit; everyone reads through them."""
         for start in range(0, len(prompts), self.chunk_size):

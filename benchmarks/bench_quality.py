@@ -46,7 +46,7 @@ from pathlib import Path
 
 import yaml
 
-from autoprompt_search.assets import model_weights_hash, resolve_model
+from autoprompt_search.assets import DEFAULT_MODEL, model_weights_hash, resolve_model
 from autoprompt_search.backends import DEFAULT_MAX_LENGTH
 from autoprompt_search.candidates.demonstrations import scored_train
 from autoprompt_search.fileio import atomic_write_json, atomic_write_text
@@ -73,7 +73,6 @@ FROM_FULL_SEARCH = ("manual_zero_shot", "manual_calibrated", "label_words", "sea
 ANCHORS = {"mr": [("LM-BFF, prompt-based zero-shot (RoBERTa-large)", 0.808), ("RLPrompt (RoBERTa-large)", 0.871)]}
 GENERATED_OPTIONS = 5  # per label, for the label_words method's combinations (5^C per template and calibration)...
 MAX_COMBINATIONS = 243  # ...fewer options where 5^C is more (BBC, C=5: 3 options, 3^5 = 243 instead of 3,125)
-DEFAULT_MODEL = "smollm2-135m"
 README_MARKERS = ("<!-- quality-table:start -->", "<!-- quality-table:end -->")
 
 

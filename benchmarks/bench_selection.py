@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from autoprompt_search.backends import SlotQuery
-from autoprompt_search.cache import SlotCache
 from autoprompt_search.ensemble import combine_probabilities
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
@@ -45,12 +43,8 @@ FIGURES = ("chosen", "best_manual", "ceiling", "top10_mean", "ensemble", "ensemb
 
 def cached_on_test(trials: RunOnTest, template: str):
     """The template's prepared test prompts when every chunk's distribution is on disk, else None."""
-    scorer = trials.scorer
-    prepared = scorer.prepare(Template.parse(template, fields=trials.test.fields), [e.fields for e in trials.test.examples])
-    query = scorer.backend.normalize(SlotQuery())
-    found = all(scorer.cache.get(SlotCache.key(scorer.backend.fingerprint, query, chunk)) is not None
-                for _, chunk in scorer.chunks(prepared.prompts))
-    return prepared if found else None
+    prepared = trials.scorer.prepare(Template.parse(template, fields=trials.test.fields), [e.fields for e in trials.test.examples])
+    return prepared if trials.scorer.cached(prepared.prompts) else None
 
 
 def run_figures(run: Path) -> dict:

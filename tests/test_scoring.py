@@ -51,8 +51,9 @@ def test_disk_cache_is_reused_across_scorers(backend, tmp_path) -> None:
     assert np.array_equal(again.log_scores, reference.log_scores)
     # Another template misses.
     other = scorer.prepare(Template.parse("{text} Overall it was {mask}"), TEXTS)
+    assert scorer.cached(first.prompts) and not scorer.cached(other.prompts)
     scorer.score(other, _verbalizer("bad", "good"), GOLD)
-    assert backend.forward_passes > passes
+    assert backend.forward_passes > passes and scorer.cached(other.prompts)
 
 
 def test_damaged_cache_file_is_recomputed(backend, tmp_path) -> None:
