@@ -43,6 +43,8 @@ bench: assets
 bench-quality: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_quality.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_selection.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_trigger_templates.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_trigger_templates.py --space search_spaces/mr_fluent.yaml
 
 # OpenPrompt 1.0.1 in its own environment, for the speed comparison (see benchmarks/openprompt/requirements.txt).
 OPENPROMPT_VENV := .venv-openprompt

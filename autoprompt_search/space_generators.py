@@ -66,14 +66,16 @@ class TriggersGenerator:
     init: str = "the"
     filters: tuple[str, ...] = TRIGGER_FILTERS
     loss: str = "cross_entropy"
+    fluency: int | None = None  # causal models: HotFlip picks among the N tokens the model finds likeliest there
 
     def __post_init__(self) -> None:
         key = "generators.triggers"
         need_bool(f"{key}.enabled", self.enabled)
         for name in ("count", "base_templates", "candidates", "steps", "restarts", "batch_size"):
             need_int(f"{key}.{name}", getattr(self, name), 1)
-        if self.patience is not None:
-            need_int(f"{key}.patience", self.patience, 1)
+        for name in ("patience", "fluency"):
+            if getattr(self, name) is not None:
+                need_int(f"{key}.{name}", getattr(self, name), 1)
         need_choice(f"{key}.position", self.position, TRIGGER_POSITIONS)
         need_choice(f"{key}.loss", self.loss, TRIGGER_LOSSES)
         for i, name in enumerate(self.filters):

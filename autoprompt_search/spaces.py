@@ -62,7 +62,7 @@ SCHEMA: dict[str, Any] = {
                    "label_probe": {"enabled": _LEAF, "words_per_class": _LEAF, "templates": _LEAF, "shortlist": _LEAF},
                    "triggers": {"enabled": _LEAF, "templates": _LEAF, "count": _LEAF, "position": _LEAF, "base_templates": _LEAF,
                                 "candidates": _LEAF, "steps": _LEAF, "restarts": _LEAF, "batch_size": _LEAF, "patience": _LEAF,
-                                "init": _LEAF, "filters": _LEAF, "loss": _LEAF},
+                                "init": _LEAF, "filters": _LEAF, "loss": _LEAF, "fluency": _LEAF},
                    "rounds": {"count": _LEAF, "trials": _LEAF},
                    "demonstrations": {"enabled": _LEAF, "per_class": _LEAF, "sets": _LEAF, "templates": _LEAF,
                                       "separator": _LEAF}},

@@ -70,13 +70,21 @@ def test_pools_gain_demonstration_templates_and_propose_them(tmp_path, tiny_caus
         for entry in rows:
             assert train.examples[entry["train_row"]].fields["text"] in source
         assert source.endswith(("{text} It was {mask}", "{text} All in all, the movie was {mask}"))
-    # Each demonstration template is proposed once per calibration, with the words it shows.
-    assert len(pools.proposals) == 4 * len(space.calibration)
+    # Each generated template is proposed once per calibration: a demonstration template with the
+    # words it shows, a trigger template with the words its triggers were searched for.
+    searches = pools.origins["triggers"]["searches"]
+    triggered = {run["template"]: search["verbalizer"] for search in searches for run in search["runs"] if run["template"] and run["changed"]}
+    assert triggered  # the tiny space's trigger search changes its triggers
+    assert len(pools.proposals) == (4 + len(triggered)) * len(space.calibration)
+    assert len({json.dumps(params, sort_keys=True) for params in pools.proposals}) == len(pools.proposals)
     for params in pools.proposals:
         template = pools.templates[params["template"]]
         verbalizer = pools.verbalizer(params)
-        assert template in record["templates"]
-        assert all(f"was {words[0]}" in template for words in verbalizer.words)
+        if template in triggered:
+            assert verbalizer.to_dict() == triggered[template]
+        else:
+            assert template in record["templates"]
+            assert all(f"was {words[0]}" in template for words in verbalizer.words)
     kept = scored_train(train, pools.origins)
     assert len(kept) == len(train) - 4
     assert not {e.fields["text"] for e in kept.examples} & {train.examples[r].fields["text"] for r in shown_rows}
@@ -93,7 +101,9 @@ def test_texts_too_long_to_show_add_no_template(tmp_path, tiny_causal_lm, isolat
     messages: list[str] = []
     pools = build_pools(space, PromptScorer(backend, SlotCache()), train, dev, log=messages.append)
     assert pools.origins["demonstrations"]["templates"] == [] and "skipped" in pools.origins["demonstrations"]
-    assert not pools.proposals and scored_train(train, pools.origins) is train
+    written = {run["template"] for search in pools.origins["triggers"]["searches"] for run in search["runs"]}
+    assert all(pools.templates[params["template"]] in written for params in pools.proposals)  # the trigger search's only
+    assert scored_train(train, pools.origins) is train
     assert any(message.startswith("demonstrations: none") for message in messages)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from autoprompt_search.cli.main import main
-from autoprompt_search.report import LEADERBOARD_ROWS, PREDICTIONS_NAME, REPORT_NAME, SECTIONS, leaderboard_rows, read_run
+from autoprompt_search.report import PREDICTIONS_NAME, REPORT_NAME, SECTIONS, leaderboard_rows, read_run
 from autoprompt_search.testing import write_tiny_space
 
 

@@ -47,7 +47,7 @@ def test_search_writes_every_output_with_provenance(space, tmp_path, capsys) -> 
     with open(out / "trials.csv") as handle:
         rows = list(csv.DictReader(handle))
     pools = json.loads((out / "pools.json").read_text())
-    assert len(rows) == len(pools["manual"]) + 6
+    assert len(rows) == len(pools["manual"]) + len(pools["proposals"]) + 6 and pools["proposals"]  # the trigger templates, tried first
     assert sum(row["manual"] == "True" for row in rows) == len(pools["manual"])
     assert "Leaderboard" in capsys.readouterr().out
 
@@ -81,8 +81,8 @@ def test_resume_continues_without_redoing_finished_trials(space, tmp_path) -> No
     assert _run(space, out, "--trials", "5", "--resume") == 0
     after = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
     assert {t.number: t.value for t in after if t.number in before} == before
-    manual = len(json.loads((out / "pools.json").read_text())["manual"])
-    assert len(after) == manual + 5
+    pools = json.loads((out / "pools.json").read_text())
+    assert len(after) == len(pools["manual"]) + len(pools["proposals"]) + 5
 
 
 def test_a_non_empty_run_folder_needs_resume(space, tmp_path, capsys) -> None:
@@ -256,7 +256,7 @@ def test_each_generation_round_gets_parameter_names_of_its_own(space, tmp_path) 
     board = leaderboard(optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}"))
     assert record["round"] == 1 and record["templates"][0] in {r.template for r in board}  # the study's templates, not the seeds' ranking
     assert all(pools.round_sizes[1][c] >= pools.round_sizes[0][c] for c in range(2))
-    manual, boundary = len(pools.manual), len(pools.manual) + 3
+    boundary = pools.enqueued + 3  # the baselines and the generated templates' proposals, then 3 sampled trials
     trials = sorted(_study_trials(out), key=lambda t: t.number)
     for trial in trials:
         round_index = 0 if trial.number < boundary else 1
@@ -264,7 +264,7 @@ def test_each_generation_round_gets_parameter_names_of_its_own(space, tmp_path) 
         assert all(word_param(c, 1 - round_index) not in trial.params for c in range(2))
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert trial.user_attrs["verbalizer"] == pools.verbalizer(trial.params).to_dict()
-    assert len(trials) >= manual + 8
+    assert len(trials) >= pools.enqueued + 8
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pools"]["rounds"][0]["new_options"] == [
         pools.round_sizes[1][c] - pools.round_sizes[0][c] for c in range(2)]
@@ -285,3 +285,20 @@ def test_a_search_with_rounds_resumes_into_the_round_it_reached_and_is_reproduci
 def test_rounds_with_a_shared_storage_are_refused(space, tmp_path, capsys) -> None:
     assert _run(_rounds_space(space), tmp_path / "run", "--storage", f"sqlite:///{tmp_path / 'shared.db'}") == 2
     assert "generators.rounds.count > 1 needs the run folder's own storage" in capsys.readouterr().err
+
+
+def test_trigger_fluency_runs_on_a_causal_model_and_is_refused_on_a_masked_one(tmp_path, tiny_causal_lm, tiny_masked_lm,
+                                                                               isolated_cache, capsys) -> None:
+    for name, model in (("causal", tiny_causal_lm), ("masked", tiny_masked_lm)):
+        (tmp_path / name).mkdir()
+        space = write_tiny_space(tmp_path / name, model)
+        space.write_text(space.read_text().replace("patience: 2}", "patience: 2, fluency: 5}"))
+        code = _run(space, tmp_path / name / "run", "--trials", "2")
+        if name == "causal":
+            assert code == 0
+            pools = json.loads((tmp_path / name / "run" / "pools.json").read_text())
+            assert pools["origins"]["triggers"]["settings"]["fluency"] == 5
+        else:
+            assert code == 2
+            assert "generators.triggers.fluency" in capsys.readouterr().err
+            assert not (tmp_path / name / "run" / "best.json").exists()

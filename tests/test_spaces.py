@@ -218,6 +218,7 @@ def _bad(tmp_path: Path, old: str, new: str) -> str:
     ("", "generators: {triggers: {filters: [digits]}}\n", r"generators.triggers.filters\[0\] must be one of"),
     ("", "generators: {triggers: {steps: 0}}\n", "generators.triggers.steps must be at least 1"),
     ("", "generators: {triggers: {patience: 0}}\n", "generators.triggers.patience must be at least 1"),
+    ("", "generators: {triggers: {fluency: 0}}\n", "generators.triggers.fluency must be at least 1"),
     ("", "generators: {triggers: {init: ''}}\n", "generators.triggers.init must be a word"),
     ("", "generators: {triggers: {templates: ['{text} It was {mask}']}}\n", r"generators.triggers.templates\[0\] .* has no trigger slot"),
     ("", "generators: {triggers: {templates: ['{text} [T] {mask} .']}}\n", r"generators.triggers.templates\[0\] continues after the slot"),

@@ -10,6 +10,7 @@ from autoprompt_search.backends import load_backend
 from autoprompt_search.candidates.triggers import (
     TriggerObjective,
     insert_triggers,
+    most_likely,
     placeholder,
     reference_candidate_losses,
     search_triggers,
@@ -230,6 +231,52 @@ def test_search_improves_the_batch_loss_and_is_reproducible(backends) -> None:
         assert (accuracy, loss) == pytest.approx((run_.dev_accuracy, run_.dev_loss))
     assert any(r.improvements for r in first)
     assert first[0].changed == (first[0].trigger_ids != init)
+
+
+@pytest.mark.parametrize("kind", ["causal", "causal_sp"])
+@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize("index", [0, 1])
+def test_next_token_log_probs_are_the_full_forwards_at_the_token_before_the_trigger(backends, kind: str, share_prefix: bool,
+                                                                                    index: int) -> None:
+    backend = backends[kind]
+    objective = _objective(backend, share_prefix=share_prefix)
+    inputs = objective.inputs(objective.render(TEXTS))
+    triggers = [_token(backend, "the"), _token(backend, "movie")]
+    natural = objective.next_token_log_probs(inputs, triggers, index)
+    rows = []
+    for b in range(len(TEXTS)):
+        length = int(inputs.attention_mask[b].sum())
+        ids = objective.fill(inputs.input_ids, triggers)[b, -length:]
+        position = int((inputs.input_ids[b, -length:] == placeholder(index)).nonzero()[0]) - 1
+        rows.append(torch.log_softmax(backend.model(input_ids=ids[None]).logits[0, position].float(), dim=-1))
+    assert torch.allclose(natural, torch.stack(rows).mean(dim=0), atol=1e-4)
+    assert natural.shape == (backend.model.config.vocab_size,)
+
+
+def test_fluency_restricts_hotflip_to_the_likeliest_allowed_tokens(backends) -> None:
+    backend = backends["causal"]
+    objective = _objective(backend)
+    allowed = [_allowed(backend)] * 2
+    seen: list[torch.Tensor] = []
+    original = objective.hotflip_candidates
+
+    def capture(gradient, index, current, eligible, k):
+        seen.append(eligible)
+        return original(gradient, index, current, eligible, k)
+
+    objective.hotflip_candidates = capture
+    search_triggers(objective, TEXTS, GOLD.tolist(), TEXTS[:4], GOLD[:4].tolist(), init_ids=[_token(backend, "the")] * 2,
+                    allowed=allowed, steps=3, candidates=8, restarts=1, batch_size=4, patience=None, seed=0, fluency=5)
+    assert len(seen) == 3 and all(int(mask.sum()) == 5 and not bool((mask & ~allowed[0]).any()) for mask in seen)
+    log_probs = torch.tensor([0.0, -1.0, -3.0, -0.5, -2.0])
+    assert most_likely(torch.tensor([True, False, True, True, True]), log_probs, 2).tolist() == [True, False, False, True, False]
+
+
+def test_fluency_needs_a_causal_model(backends) -> None:
+    objective = _objective(backends["masked"])
+    inputs = objective.inputs(objective.render(TEXTS))
+    with pytest.raises(UserError, match="fluency needs a causal model"):
+        objective.next_token_log_probs(inputs, [_token(backends["masked"], "the")] * 2, 0)
 
 
 def test_found_triggers_are_written_as_text_that_renders_to_the_same_ids(backends) -> None:

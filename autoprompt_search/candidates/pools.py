@@ -67,26 +67,34 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
         origins["label_words"] = _distribution_words(generators.label_words, scorer, ranked, train_texts, train_gold, labels, options, log)
     if generators.label_probe.enabled:
         origins["label_probe"] = _probe_words(generators.label_probe, scorer, ranked, train_texts, train_gold, labels, options, log)
+    proposals: list[tuple[Template, Verbalizer]] = []
     if generators.triggers.enabled:
         found, origins["triggers"] = _trigger_templates(generators.triggers, scorer, ranked, train, dev, labels, options, seed_of(train), log)
-        _append_new(templates, found)
-    proposals: list[tuple[Template, Verbalizer]] = []
+        proposals += found
     if generators.demonstrations.enabled:
         from autoprompt_search.candidates.demonstrations import demonstration_templates
 
         bases = [(r.template, r.verbalizer) for r in ranked[: generators.demonstrations.templates]]
-        proposals, origins["demonstrations"] = demonstration_templates(generators.demonstrations, scorer, bases, train, seed_of(train), log)
-        _append_new(templates, [template for template, _ in proposals])
+        shown, origins["demonstrations"] = demonstration_templates(generators.demonstrations, scorer, bases, train, seed_of(train), log)
+        proposals += shown
+    _append_new(templates, [template for template, _ in proposals])
     for c, label in enumerate(labels):
         if not options[c]:
             raise UserError(f"{space.source}: the word pool of label {label!r} is empty after filtering")
     pools = Pools(labels, tuple(t.source for t in templates), tuple(tuple(o) for o in options), tuple(space.calibration), origins=origins)
     manual = tuple(pools.params_for(template.source, verbalizer, calibration)
                    for template in templates[:n_seeds] for verbalizer in seeds for calibration in space.calibration)
-    # Each demonstration template is tried first with the words it shows, under every calibration.
-    proposed = tuple(pools.params_for(template.source, verbalizer, calibration)
-                     for template, verbalizer in proposals for calibration in space.calibration)
-    return replace(pools, manual=manual, proposals=proposed)
+    # Each generated template is tried first, under every calibration, with the words it was made
+    # for (the words a trigger search optimised, the words a demonstration template shows).
+    proposed: list[dict[str, Any]] = []
+    for template, verbalizer in proposals:
+        if template.source not in pools.templates:  # it reads as a template already in the pool
+            continue
+        for calibration in space.calibration:
+            params = pools.params_for(template.source, verbalizer, calibration)
+            if params not in proposed:
+                proposed.append(params)
+    return replace(pools, manual=manual, proposals=tuple(proposed))
 
 
 def _append_new(templates: list[Template], found: Sequence[Template]) -> None:
@@ -218,14 +226,18 @@ def _dropped(fragments: Mapping[str, float]) -> str:
 
 
 def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, labels, options, seed: int,
-                       log) -> tuple[list[Template], dict[str, Any]]:
-    """Search triggers for each base template; returns the written templates and the record."""
+                       log) -> tuple[list[tuple[Template, Verbalizer]], dict[str, Any]]:
+    """Search triggers for each base template; returns the written templates, each with the
+    verbalizer its triggers were searched for, and the record."""
     from tqdm import tqdm
 
     from autoprompt_search.candidates.triggers import TriggerObjective, insert_triggers, search_triggers
     from autoprompt_search.candidates.vocabulary import allowed_trigger_tokens
 
     backend = scorer.backend
+    if generator.fluency is not None and backend.kind != "causal":
+        raise UserError(f"generators.triggers.fluency: reads a causal model's next-token distribution; "
+                        f"this model is {backend.kind}: remove the key")
     if generator.templates:
         bases = [(template, ranked[0].verbalizer) for template in generator.templates]
     else:
@@ -237,10 +249,10 @@ def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, 
     dev_texts = [e.fields for e in dev.examples]
     train_gold = [labels.index(e.label) for e in train.examples]
     dev_gold = [labels.index(e.label) for e in dev.examples]
-    found: list[Template] = []
+    found: list[tuple[Template, Verbalizer]] = []
     record: dict[str, Any] = {"settings": {name: getattr(generator, name) for name in
                                            ("count", "position", "candidates", "steps", "restarts", "batch_size", "patience",
-                                            "init", "filters", "loss")}, "searches": []}
+                                            "init", "filters", "loss", "fluency")}, "searches": []}
     began = time.perf_counter()
     for number, (template, verbalizer) in enumerate(bases):
         token_ids = [[word[0] for word in words] for words in scorer.word_ids(template, verbalizer)]
@@ -263,11 +275,11 @@ def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, 
         runs = search_triggers(objective, train_texts, train_gold, dev_texts, dev_gold, init_ids=init, allowed=allowed,
                                steps=generator.steps, candidates=generator.candidates, restarts=generator.restarts,
                                batch_size=generator.batch_size, patience=generator.patience, seed=seed + number,
-                               on_step=on_step)
+                               fluency=generator.fluency, on_step=on_step)
         bar.close()
         for run in runs:
             if run.template is not None and run.changed:  # a restart whose best is where it started hands over nothing
-                found.append(Template.parse(run.template, fields=dev.fields))
+                found.append((Template.parse(run.template, fields=dev.fields), verbalizer))
         record["searches"].append({
             "template": template.source, "verbalizer": verbalizer.to_dict(), "seconds": time.perf_counter() - searched_at,
             "forward_passes": objective.forward_passes, "backward_passes": objective.counter.backward, "rows": objective.counter.rows,

@@ -69,6 +69,7 @@ class PrefixStore:
         self.backend = backend
         self.first_trigger = first_trigger  # the placeholder id of the first trigger in the template
         self._rows: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._next: dict[tuple[int, ...], torch.Tensor] = {}  # log-probs of the token after each prefix
         self.passes = 0
 
     def split(self, inputs: ModelInputs) -> SplitBatch | None:
@@ -100,6 +101,11 @@ class PrefixStore:
         lengths = torch.tensor([len(p) for p in prefixes], device=prefix_mask.device)
         return BatchCache(DynamicCache(ddp_cache_data=layers, config=self.backend.model.config), prefix_mask, lengths)
 
+    def next_log_probs(self, prefixes: list[tuple[int, ...]]) -> torch.Tensor:
+        """``[batch, vocab]`` the model's log-probabilities of the token that follows each prefix."""
+        self._compute([p for p in dict.fromkeys(prefixes) if p not in self._rows])
+        return torch.stack([self._next[prefix] for prefix in prefixes])
+
     @torch.no_grad()  # rows stored under inference mode are fine too: batch() copies them into fresh tensors
     def _compute(self, prefixes: list[tuple[int, ...]]) -> None:
         size = self.backend.batch_size
@@ -107,10 +113,12 @@ class PrefixStore:
             part = prefixes[start : start + size]
             ids, mask = self.backend._pad([list(p) for p in part], left=True)
             with self.backend.counted(len(part)):
-                cache = self.backend.model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask),
-                                           use_cache=True, logits_to_keep=1).cache
+                output = self.backend.model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask),
+                                            use_cache=True, logits_to_keep=1)
             self.passes += 1
+            cache, following = output.cache, torch.log_softmax(output.logits[:, -1].float(), dim=-1)
             for row, prefix in enumerate(part):
+                self._next[prefix] = following[row].clone()
                 offset = ids.shape[1] - len(prefix)
                 self._rows[prefix] = [(layer.keys[row, :, offset:].clone(), layer.values[row, :, offset:].clone())
                                       for layer in cache.layers]

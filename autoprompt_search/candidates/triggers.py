@@ -155,6 +155,33 @@ class TriggerObjective:
         k = min(k, int(torch.isfinite(estimates).sum()))
         return torch.topk(-estimates, k).indices
 
+    # -- fluency ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def next_token_log_probs(self, inputs: ModelInputs, triggers: Sequence[int], index: int) -> torch.Tensor:
+        """``[vocab]`` the causal model's log-probability of each token at trigger ``index`` given
+        the tokens before it, averaged over the batch: how natural the token reads there."""
+        if self.backend.kind != "causal":
+            raise UserError("trigger search: fluency needs a causal model (it reads the next-token distribution)")
+        split = self.prefixes.split(inputs) if self.prefixes is not None else None
+        if split is not None and index == 0:  # the prefix's own last position predicts the first trigger
+            return self.prefixes.next_log_probs(split.prefixes).mean(dim=0).cpu()
+        ids, mask = (split.suffix_ids, split.suffix_mask) if split is not None else (inputs.input_ids, inputs.attention_mask)
+        before = (ids == placeholder(index)).int().argmax(dim=1) - 1
+        if bool((before < (mask == 0).sum(dim=1)).any()):  # nothing precedes the trigger in some row: no preference
+            return torch.zeros(self.backend.model.get_input_embeddings().weight.shape[0])
+        columns = torch.unique(before)  # only these positions' logits are computed
+        with self._pass(len(ids)):
+            if split is not None:
+                cached = self.prefixes.batch(split.prefixes)
+                logits = self.backend.model(input_ids=self.fill(ids, triggers), attention_mask=cached.attention(mask),
+                                            position_ids=cached.positions(mask), cache=cached.cache, use_cache=True,
+                                            logits_to_keep=columns).logits
+            else:
+                logits = self.backend.model(input_ids=self.fill(ids, triggers), attention_mask=mask,
+                                            position_ids=inputs.extra["position_ids"], use_cache=False, logits_to_keep=columns).logits
+        rows = logits[torch.arange(len(ids), device=logits.device), torch.searchsorted(columns, before)]
+        return torch.log_softmax(rows.float(), dim=-1).mean(dim=0).cpu()
+
     # -- candidate losses ----------------------------------------------------------------
     @torch.inference_mode()
     def candidate_losses(self, inputs: ModelInputs, triggers: Sequence[int], index: int, candidates: torch.Tensor,
@@ -303,11 +330,14 @@ class TriggerRun:
 def search_triggers(objective: TriggerObjective, train: Sequence[Mapping[str, str]], train_gold: Sequence[int],
                     dev: Sequence[Mapping[str, str]], dev_gold: Sequence[int], *, init_ids: Sequence[int],
                     allowed: Sequence[torch.Tensor], steps: int, candidates: int, restarts: int, batch_size: int,
-                    patience: int | None, seed: int, on_step: Callable[[dict[str, float]], None] | None = None) -> list[TriggerRun]:
+                    patience: int | None, seed: int, fluency: int | None = None,
+                    on_step: Callable[[dict[str, float]], None] | None = None) -> list[TriggerRun]:
     """Run ``restarts`` searches (the first from ``init_ids``, the others from random allowed
     tokens) and return each restart's best triggers by dev accuracy, then dev loss.
 
-    ``allowed[j]`` is the bool vocabulary mask of trigger ``j``.
+    ``allowed[j]`` is the bool vocabulary mask of trigger ``j``. With ``fluency`` (causal models),
+    a step's HotFlip candidates come only from the ``fluency`` allowed tokens the model itself finds
+    likeliest at that trigger, given the batch's text and the triggers before it.
     """
     rng = np.random.default_rng(seed)
     train_prompts = objective.render(train)
@@ -331,7 +361,10 @@ def search_triggers(objective: TriggerObjective, train: Sequence[Mapping[str, st
             gold = train_labels[torch.from_numpy(rows)]
             loss, gradient = objective.loss_and_gradient(inputs, triggers, gold)
             index = int(rng.integers(objective.n_triggers))
-            proposals = objective.hotflip_candidates(gradient, index, triggers[index], allowed[index], candidates)
+            eligible = allowed[index]
+            if fluency is not None:
+                eligible = most_likely(allowed[index], objective.next_token_log_probs(inputs, triggers, index), fluency)
+            proposals = objective.hotflip_candidates(gradient, index, triggers[index], eligible, candidates)
             record = {"step": step, "train_loss": loss, "dev_loss": dev_loss, "dev_accuracy": dev_accuracy}
             if len(proposals):
                 losses = objective.candidate_losses(inputs, triggers, index, proposals, gold)
@@ -355,6 +388,17 @@ def search_triggers(objective: TriggerObjective, train: Sequence[Mapping[str, st
                                dev_loss=-best[1], dev_accuracy=best[0], steps=step, improvements=improvements,
                                changed=chosen != start, history=history))
     return runs
+
+
+def most_likely(allowed: torch.Tensor, log_probs: torch.Tensor, count: int) -> torch.Tensor:
+    """The bool mask of the ``count`` allowed tokens with the highest ``log_probs``."""
+    size = min(len(allowed), len(log_probs))
+    scores = log_probs[:size].float().clone()
+    scores[~allowed[:size]] = float("-inf")
+    keep = torch.zeros_like(allowed)
+    top = torch.topk(scores, min(count, int(allowed[:size].sum()))).indices
+    keep[top] = True
+    return keep
 
 
 def written_template(objective: TriggerObjective, trigger_ids: Sequence[int], texts: Sequence[Mapping[str, str]]) -> str | None:
