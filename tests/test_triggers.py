@@ -142,6 +142,7 @@ def test_a_trigger_with_nothing_before_it_falls_back_to_the_batched_path(backend
     candidates = _candidates(backend, 6)
     loop = reference_candidate_losses(objective, inputs, [_token(backend, "the")], 0, candidates, GOLD)
     assert torch.allclose(objective.candidate_losses(inputs, [_token(backend, "the")], 0, candidates, GOLD), loop, atol=1e-5)
+    assert objective.next_token_log_probs(inputs, [_token(backend, "the")], 0) is None  # fluency leaves this trigger free
 
 
 # Not the tiny T5: its ReLU feed-forward makes the loss piecewise smooth, and its layer norm squares

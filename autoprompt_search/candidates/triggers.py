@@ -157,9 +157,10 @@ class TriggerObjective:
 
     # -- fluency ---------------------------------------------------------------------------
     @torch.inference_mode()
-    def next_token_log_probs(self, inputs: ModelInputs, triggers: Sequence[int], index: int) -> torch.Tensor:
+    def next_token_log_probs(self, inputs: ModelInputs, triggers: Sequence[int], index: int) -> torch.Tensor | None:
         """``[vocab]`` the causal model's log-probability of each token at trigger ``index`` given
-        the tokens before it, averaged over the batch: how natural the token reads there."""
+        the tokens before it, averaged over the batch: how natural the token reads there. None
+        when nothing precedes the trigger in some row (the model has no preference to read)."""
         if self.backend.kind != "causal":
             raise UserError("trigger search: fluency needs a causal model (it reads the next-token distribution)")
         split = self.prefixes.split(inputs) if self.prefixes is not None else None
@@ -167,8 +168,8 @@ class TriggerObjective:
             return self.prefixes.next_log_probs(split.prefixes).mean(dim=0).cpu()
         ids, mask = (split.suffix_ids, split.suffix_mask) if split is not None else (inputs.input_ids, inputs.attention_mask)
         before = (ids == placeholder(index)).int().argmax(dim=1) - 1
-        if bool((before < (mask == 0).sum(dim=1)).any()):  # nothing precedes the trigger in some row: no preference
-            return torch.zeros(self.backend.model.get_input_embeddings().weight.shape[0])
+        if bool((before < (mask == 0).sum(dim=1)).any()):
+            return None
         columns = torch.unique(before)  # only these positions' logits are computed
         with self._pass(len(ids)):
             if split is not None:
@@ -361,9 +362,8 @@ def search_triggers(objective: TriggerObjective, train: Sequence[Mapping[str, st
             gold = train_labels[torch.from_numpy(rows)]
             loss, gradient = objective.loss_and_gradient(inputs, triggers, gold)
             index = int(rng.integers(objective.n_triggers))
-            eligible = allowed[index]
-            if fluency is not None:
-                eligible = most_likely(allowed[index], objective.next_token_log_probs(inputs, triggers, index), fluency)
+            natural = objective.next_token_log_probs(inputs, triggers, index) if fluency is not None else None
+            eligible = allowed[index] if natural is None else most_likely(allowed[index], natural, fluency)
             proposals = objective.hotflip_candidates(gradient, index, triggers[index], eligible, candidates)
             record = {"step": step, "train_loss": loss, "dev_loss": dev_loss, "dev_accuracy": dev_accuracy}
             if len(proposals):
