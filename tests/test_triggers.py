@@ -234,13 +234,14 @@ def test_search_improves_the_batch_loss_and_is_reproducible(backends) -> None:
     assert first[0].changed == (first[0].trigger_ids != init)
 
 
-@pytest.mark.parametrize("kind", ["causal", "causal_sp"])
+@pytest.mark.parametrize(("kind", "source"), [("causal", None), ("causal_sp", None),
+                                              ("causal_sp", "[T] {text} [T] it was {mask}")])  # rows of different suffix lengths
 @pytest.mark.parametrize("share_prefix", [True, False])
 @pytest.mark.parametrize("index", [0, 1])
-def test_next_token_log_probs_are_the_full_forwards_at_the_token_before_the_trigger(backends, kind: str, share_prefix: bool,
-                                                                                    index: int) -> None:
+def test_next_token_log_probs_are_the_full_forwards_at_the_token_before_the_trigger(backends, kind: str, source: str | None,
+                                                                                    share_prefix: bool, index: int) -> None:
     backend = backends[kind]
-    objective = _objective(backend, share_prefix=share_prefix)
+    objective = _objective(backend, source, share_prefix=share_prefix)
     inputs = objective.inputs(objective.render(TEXTS))
     triggers = [_token(backend, "the"), _token(backend, "movie")]
     natural = objective.next_token_log_probs(inputs, triggers, index)
@@ -259,16 +260,23 @@ def test_fluency_restricts_hotflip_to_the_likeliest_allowed_tokens(backends) -> 
     objective = _objective(backend)
     allowed = [_allowed(backend)] * 2
     seen: list[torch.Tensor] = []
-    original = objective.hotflip_candidates
+    natural: list[torch.Tensor] = []
+    read, propose = objective.next_token_log_probs, objective.hotflip_candidates
+
+    def reading(inputs, triggers, index):
+        natural.append(read(inputs, triggers, index))
+        return natural[-1]
 
     def capture(gradient, index, current, eligible, k):
+        assert torch.equal(eligible, most_likely(allowed[index], natural[-1], 5))  # the likeliest at this trigger, now
         seen.append(eligible)
-        return original(gradient, index, current, eligible, k)
+        return propose(gradient, index, current, eligible, k)
 
-    objective.hotflip_candidates = capture
-    search_triggers(objective, TEXTS, GOLD.tolist(), TEXTS[:4], GOLD[:4].tolist(), init_ids=[_token(backend, "the")] * 2,
-                    allowed=allowed, steps=3, candidates=8, restarts=1, batch_size=4, patience=None, seed=0, fluency=5)
+    objective.next_token_log_probs, objective.hotflip_candidates = reading, capture
+    runs = search_triggers(objective, TEXTS, GOLD.tolist(), TEXTS[:4], GOLD[:4].tolist(), init_ids=[_token(backend, "the")] * 2,
+                           allowed=allowed, steps=3, candidates=8, restarts=1, batch_size=4, patience=None, seed=0, fluency=5)
     assert len(seen) == 3 and all(int(mask.sum()) == 5 and not bool((mask & ~allowed[0]).any()) for mask in seen)
+    assert all(step["fluent"] for step in runs[0].history[1:])
     log_probs = torch.tensor([0.0, -1.0, -3.0, -0.5, -2.0])
     assert most_likely(torch.tensor([True, False, True, True, True]), log_probs, 2).tolist() == [True, False, False, True, False]
 

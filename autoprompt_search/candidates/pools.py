@@ -54,8 +54,11 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
         for verbalizer in seeds:
             scorer.word_ids(template, verbalizer)  # a seed word the tokenizer cannot spell fails here, early
     options = _seed_options(space, seeds, labels)
-    if space.generators.triggers.enabled:  # a bad seed word fails now, not after the other generators
+    if space.generators.triggers.enabled:  # a bad setting fails now, not after the other generators
         _single_token(scorer.backend.tokenizer, space.generators.triggers.init, True)
+        if space.generators.triggers.fluency is not None and scorer.backend.kind != "causal":
+            raise UserError(f"{space.source}: generators.triggers.fluency reads a causal model's next-token distribution; "
+                            f"this model is {scorer.backend.kind}: remove the key")
     origins: dict[str, Any] = {"templates": {"seeds": n_seeds, "combinations": len(templates) - n_seeds}}
     generators = space.generators
     train_texts = [example.fields for example in train.examples]
@@ -86,12 +89,12 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
                    for template in templates[:n_seeds] for verbalizer in seeds for calibration in space.calibration)
     # Each generated template is tried first, under every calibration, with the words it was made
     # for (the words a trigger search optimised, the words a demonstration template shows).
+    pooled = {normalize_template(source): source for source in reversed(pools.templates)}  # the first of equivalent ones
     proposed: list[dict[str, Any]] = []
     for template, verbalizer in proposals:
-        if template.source not in pools.templates:  # it reads as a template already in the pool
-            continue
+        source = pooled[normalize_template(template.source)]  # a template that reads as one already pooled is that one
         for calibration in space.calibration:
-            params = pools.params_for(template.source, verbalizer, calibration)
+            params = pools.params_for(source, verbalizer, calibration)
             if params not in proposed:
                 proposed.append(params)
     return replace(pools, manual=manual, proposals=tuple(proposed))
@@ -235,9 +238,6 @@ def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, 
     from autoprompt_search.candidates.vocabulary import allowed_trigger_tokens
 
     backend = scorer.backend
-    if generator.fluency is not None and backend.kind != "causal":
-        raise UserError(f"generators.triggers.fluency: reads a causal model's next-token distribution; "
-                        f"this model is {backend.kind}: remove the key")
     if generator.templates:
         bases = [(template, ranked[0].verbalizer) for template in generator.templates]
     else:

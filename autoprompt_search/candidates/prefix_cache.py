@@ -118,7 +118,7 @@ class PrefixStore:
             self.passes += 1
             cache, following = output.cache, torch.log_softmax(output.logits[:, -1].float(), dim=-1)
             for row, prefix in enumerate(part):
-                self._next[prefix] = following[row].clone()
+                self._next[prefix] = following[row].to("cpu", copy=True)  # read only by the fluency constraint
                 offset = ids.shape[1] - len(prefix)
                 self._rows[prefix] = [(layer.keys[row, :, offset:].clone(), layer.values[row, :, offset:].clone())
                                       for layer in cache.layers]

@@ -366,6 +366,8 @@ def search_triggers(objective: TriggerObjective, train: Sequence[Mapping[str, st
             eligible = allowed[index] if natural is None else most_likely(allowed[index], natural, fluency)
             proposals = objective.hotflip_candidates(gradient, index, triggers[index], eligible, candidates)
             record = {"step": step, "train_loss": loss, "dev_loss": dev_loss, "dev_accuracy": dev_accuracy}
+            if fluency is not None:  # False where nothing precedes the trigger: no distribution to constrain it by
+                record["fluent"] = natural is not None
             if len(proposals):
                 losses = objective.candidate_losses(inputs, triggers, index, proposals, gold)
                 if float(losses.min()) < loss:
