@@ -25,7 +25,7 @@ from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import METHODS, RunOnTest, mean_std, run_seed  # noqa: E402
+from bench_search import METHODS, RunOnTest, mean_std, run_seed, trigger_base  # noqa: E402
 
 
 def template_comparison(run: Path) -> list[dict]:
@@ -34,7 +34,7 @@ def template_comparison(run: Path) -> list[dict]:
     manual_words = {word for verbalizer in trials.space["verbalizers"]["seeds"] for words in verbalizer.values() for word in words}
     comparisons = []
     for search in trials.pools["origins"].get("triggers", {}).get("searches", []):
-        base = search["template"].replace(" [T]", "").replace("[T] ", "")
+        base = trigger_base(search)
         for found in (r["template"] for r in search["runs"] if r["template"]):
             comparisons.append({
                 "base_manual_words": trials.on_test(trials.best(lambda r: r.template == base and all(

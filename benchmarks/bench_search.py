@@ -54,6 +54,11 @@ def scorer_for(model: str, max_length: int):
     return PromptScorer(load_backend(model, max_length=max_length), SlotCache(default_cache_dir()))
 
 
+def trigger_base(search: dict) -> str:
+    """The template a recorded trigger search inserted its ``[T]`` slots into."""
+    return search["template"].replace(" [T]", "").replace("[T] ", "")
+
+
 class RunOnTest:
     """A finished run's leaderboard, with any of its trials scored on the run's own test split.
 

@@ -4,9 +4,9 @@ For each seed it runs (or reads back, when complete) a search of ``--space`` (de
 ``search_spaces/mr_gradient.yaml``) and takes every template its trigger search wrote (each
 restart whose triggers changed). Each is set beside its base template (the same template without
 the trigger slots) with the same words: the verbalizer the triggers were searched for. Both are
-scored under every calibration of the space, each fitted on the run's scored train examples; the
-calibration is chosen on train+dev as the study chooses (accuracy, then mean margin), and test
-accuracy is read on the run's test sample. Per seed, the trigger template ranked best on train+dev
+scored under every calibration of the space on train+dev exactly as a trial is (calibration
+fitted on the scored train examples), the calibration chosen by the study's own ranking, and test
+accuracy read on the run's test sample. Per seed, the trigger template ranked best on train+dev
 is the one compared.
 
 This isolates what the triggers do. Beside it, ``with_searched_words`` sets the study's best trial
@@ -27,45 +27,46 @@ from pathlib import Path
 from autoprompt_search.candidates.demonstrations import scored_train
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
+from autoprompt_search.search import Pools, PromptSearch, ranking_key
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import METHODS, RunOnTest, mean_std, run_seed  # noqa: E402
+from bench_search import METHODS, RunOnTest, mean_std, run_seed, trigger_base  # noqa: E402
 
 
-def scored(trials: RunOnTest, source: str, verbalizer: Verbalizer, calibrations: list[str]) -> dict:
-    """A template with fixed words under each calibration: train+dev and test accuracy, and the
-    calibration train+dev chooses."""
-    scorer, labels = trials.scorer, trials.test.labels
-    train = scored_train(trials.train, trials.pools["origins"])
-    template = Template.parse(source, fields=trials.test.fields)
-    word_ids = scorer.word_ids(template, verbalizer)
-    fitted = [scorer.fit_calibration(method, scorer.prepare(template, [e.fields for e in train.examples]), word_ids)
-              for method in calibrations]
-    both = [*train.examples, *trials.dev.examples]
-    train_dev = scorer.score_variants(scorer.prepare(template, [e.fields for e in both]), [(verbalizer, c) for c in fitted],
-                                      [labels.index(e.label) for e in both])
-    test = scorer.score_variants(scorer.prepare(template, [e.fields for e in trials.test.examples]),
-                                 [(verbalizer, c) for c in fitted], trials.gold)
-    by_calibration = {c.method: {"train_dev_accuracy": a.accuracy, "train_dev_margin": a.mean_margin, "test_accuracy": b.accuracy}
-                      for c, a, b in zip(fitted, train_dev, test)}
-    chosen = max(by_calibration, key=lambda m: (by_calibration[m]["train_dev_accuracy"], by_calibration[m]["train_dev_margin"]))
+def scored(trials: RunOnTest, search: PromptSearch, source: str, verbalizer: Verbalizer) -> dict:
+    """A template with fixed words under each calibration, each scored on train+dev exactly as a
+    trial is (:meth:`PromptSearch.evaluate`) and on test; the calibration the study's ranking picks."""
+    pools, objective = search.pools, trials.space["objective"]
+    evaluated = {method: search.evaluate(pools.params_for(source, verbalizer, method)) for method in pools.calibrations}
+    prepared = trials.scorer.prepare(Template.parse(source, fields=trials.test.fields), [e.fields for e in trials.test.examples])
+    tests = trials.scorer.score_variants(prepared, [(verbalizer, fitted) for _, _, fitted in evaluated.values()], trials.gold)
+    by_calibration, keys = {}, {}
+    for (method, (result, _, _)), test in zip(evaluated.items(), tests):
+        by_calibration[method] = {"train_dev_accuracy": result.accuracy, "train_dev_margin": result.mean_margin,
+                                  "test_accuracy": test.accuracy}
+        value = result.accuracy if objective == "accuracy" else result.macro_f1
+        keys[method] = ranking_key(value, result.mean_margin, source, verbalizer.to_dict(), method)
+    chosen = min(keys, key=keys.get)
     return {"template": source, "calibration": chosen, **by_calibration[chosen], "by_calibration": by_calibration}
 
 
 def compare(run: Path) -> list[dict]:
     """Per trigger search of the run: the base template and each written trigger template, same words."""
     trials = RunOnTest(run)
-    calibrations = list(trials.pools["calibrations"])
+    pools = Pools.from_dict(trials.pools)
+    space = trials.space
+    search = PromptSearch(trials.scorer, scored_train(trials.train, pools.origins), trials.dev, pools, objective=space["objective"],
+                          pruner=space["pruner"]["type"], chunks=space["pruner"]["chunks"])
     searches = []
-    for search in trials.pools["origins"].get("triggers", {}).get("searches", []):
-        verbalizer = Verbalizer.parse(search["verbalizer"], trials.test.labels)
-        base = search["template"].replace(" [T]", "").replace("[T] ", "")
-        found = [{"tokens": r["tokens"], **scored(trials, r["template"], verbalizer, calibrations),
+    for record in pools.origins.get("triggers", {}).get("searches", []):
+        verbalizer = Verbalizer.parse(record["verbalizer"], trials.test.labels)
+        base = trigger_base(record)
+        found = [{"tokens": r["tokens"], **scored(trials, search, r["template"], verbalizer),
                   "best_trial": trials.on_test(trials.best(lambda t, source=r["template"]: t.template == source))}
-                 for r in search["runs"] if r["template"] and r["changed"]]
-        searches.append({"verbalizer": search["verbalizer"], "base": {**scored(trials, base, verbalizer, calibrations),
+                 for r in record["runs"] if r["template"] and r["changed"]]
+        searches.append({"verbalizer": record["verbalizer"], "base": {**scored(trials, search, base, verbalizer),
                                                                       "best_trial": trials.on_test(trials.best(lambda t: t.template == base))},
                          "triggers": found})
     return searches
@@ -84,11 +85,11 @@ def main() -> int:
     per_seed = {}
     for seed in seeds:
         run = Path(args.runs) / f"{space.stem}-seed{seed}"
-        search = run_seed(space, seed, run, ["--test-limit", str(args.test_limit)])
+        results = run_seed(space, seed, run, ["--test-limit", str(args.test_limit)])
         searches = compare(run)
         ranked = [(trigger, search["base"]) for search in searches for trigger in search["triggers"]]
         best = max(ranked, key=lambda pair: (pair[0]["train_dev_accuracy"], pair[0]["train_dev_margin"]), default=None)
-        per_seed[str(seed)] = {"run": str(run), "search_test_accuracy": {m: search[m]["test"]["accuracy"] for m in METHODS},
+        per_seed[str(seed)] = {"run": str(run), "search_test_accuracy": {m: results[m]["test"]["accuracy"] for m in METHODS},
                                "searches": searches,
                                "compared": {"base": best[1], "triggers": best[0]} if best else None}
         for trigger, base in ranked:

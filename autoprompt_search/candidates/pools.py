@@ -89,7 +89,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
                    for template in templates[:n_seeds] for verbalizer in seeds for calibration in space.calibration)
     # Each generated template is tried first, under every calibration, with the words it was made
     # for (the words a trigger search optimised, the words a demonstration template shows).
-    pooled = {normalize_template(source): source for source in reversed(pools.templates)}  # the first of equivalent ones
+    pooled = {normalize_template(source): source for source in pools.templates}  # the pool holds one of each reading
     proposed: list[dict[str, Any]] = []
     for template, verbalizer in proposals:
         source = pooled[normalize_template(template.source)]  # a template that reads as one already pooled is that one
