@@ -45,6 +45,8 @@ bench-quality: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_selection.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_trigger_templates.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_trigger_templates.py --space search_spaces/mr_fluent.yaml
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_selection.py --datasets mr,mr_fluent,mr_gradient --out results/benchmarks/selection_mr_spaces.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_demonstrations.py --sets 2
 
 # OpenPrompt 1.0.1 in its own environment, for the speed comparison (see benchmarks/openprompt/requirements.txt).
 OPENPROMPT_VENV := .venv-openprompt

@@ -12,7 +12,10 @@ sample, and set beside what the run picked:
 - ``top10_mean``: the mean over the ten best-ranked scored trials (what picking at random among
   near-ties gives);
 - ``ensemble``: the run's weighted ensemble; ``ensemble_uniform``: the same members averaged
-  with equal weights; ``uniform_top<k>``: the uniform average of the k best-ranked scored trials.
+  with equal weights; ``uniform_top<k>``: the uniform average of the k best-ranked scored trials;
+- ``test_chosen_<k>``: an oracle's ensemble: k scored trials picked one at a time, each the one
+  that raises the uniform average's test accuracy most (greedy, on the test labels). No rule on
+  few-shot scores can promise it; it shows how far apart the prompts the search tried are.
 
 Writes ``results/benchmarks/selection.json``; needs the runs under ``results/runs/quality`` and
 the slot cache they filled (``make bench-quality`` makes both).
@@ -38,13 +41,31 @@ from bench_quality import DATASETS, SEEDS  # noqa: E402
 from bench_search import RunOnTest, mean_std  # noqa: E402
 
 TOP_K = (5, 10, 20)
-FIGURES = ("chosen", "best_manual", "ceiling", "top10_mean", "ensemble", "ensemble_uniform", *(f"uniform_top{k}" for k in TOP_K))
+ORACLE_SIZES = (3, 5, 9)
+FIGURES = ("chosen", "best_manual", "ceiling", "top10_mean", "ensemble", "ensemble_uniform", *(f"uniform_top{k}" for k in TOP_K),
+           *(f"test_chosen_{k}" for k in ORACLE_SIZES))
 
 
 def cached_on_test(trials: RunOnTest, template: str):
     """The template's prepared test prompts when every chunk's distribution is on disk, else None."""
     prepared = trials.scorer.prepare(Template.parse(template, fields=trials.test.fields), [e.fields for e in trials.test.examples])
     return prepared if trials.scorer.cached(prepared.prompts) else None
+
+
+def test_chosen(probabilities: list[np.ndarray], gold: np.ndarray, sizes: tuple[int, ...]) -> dict[int, float]:
+    """Greedy forward selection on the test labels: the uniform average's test accuracy once it
+    has each of ``sizes`` members (each trial picked at most once)."""
+    def accuracy(summed: np.ndarray) -> float:
+        return float((summed.argmax(axis=1) == gold).mean())
+
+    total, left, figures = np.zeros_like(probabilities[0]), list(range(len(probabilities))), {}
+    while left and len(figures) < len(sizes):
+        best = max(left, key=lambda i: accuracy(total + probabilities[i]))
+        left.remove(best)
+        total = total + probabilities[best]
+        if len(probabilities) - len(left) in sizes:
+            figures[len(probabilities) - len(left)] = accuracy(total)
+    return figures
 
 
 def run_figures(run: Path) -> dict:
@@ -71,6 +92,7 @@ def run_figures(run: Path) -> dict:
     reported = json.loads((run / "results.json").read_text())
     members = [m["trial"] for m in reported["ensemble"]["members"]]
     manual = next((r for r in trials.board if r.manual and r.calibration.method != "none"), None)
+    oracle = test_chosen([test[r.number] for r in ranked], gold, ORACLE_SIZES)
     figures = {
         "chosen": accuracy(test[trials.board[0].number]) if trials.board[0].number in test else None,
         "best_manual": accuracy(test[manual.number]) if manual is not None and manual.number in test else None,
@@ -81,13 +103,14 @@ def run_figures(run: Path) -> dict:
         if all(n in test for n in members) else None,
         **{f"uniform_top{k}": accuracy(combine_probabilities([test[r.number] for r in ranked[:k]], [1.0] * len(ranked[:k])))
            for k in TOP_K},
+        **{f"test_chosen_{k}": oracle.get(k) for k in ORACLE_SIZES},
     }
     return {"run": str(run), "trials": len(trials.board), "scored_on_test": len(ranked), "test_n": len(gold), **figures}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="run names: <runs>/<name>-seed<seed> (mr_fluent reads that space's runs)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--runs", default="results/runs/quality")
     parser.add_argument("--out", default="results/benchmarks/selection.json")
