@@ -5,7 +5,7 @@ demonstration generator of the search (``demonstration_templates``: ``per_class`
 of each label shown before the query, the slot filled with the verbalizer's first word, ``--sets``
 different sets). Each template is scored under every calibration of the space as a trial is:
 the calibration fitted on the train examples it does not show, scored on those and dev, and the
-calibration chosen by the study's ranking. Test accuracy is read on the quality benchmark's
+calibration chosen by the study's ranking (``scored_as_trial``, shared with bench_trigger_templates). Test accuracy is read on the quality benchmark's
 1,000-sentence test sample (``TEST_SAMPLE_SEED``).
 
 Prompts are cut at ``--max-length`` tokens (512, so that four examples per label fit: the
@@ -26,39 +26,23 @@ from autoprompt_search.data import Dataset
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
 from autoprompt_search.scoring import PromptScorer
-from autoprompt_search.search import ranking_key
+from autoprompt_search.search import Pools, PromptSearch
 from autoprompt_search.space_generators import DemonstrationsGenerator
 from autoprompt_search.spaces import load_space
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import mean_std, scorer_for  # noqa: E402
+from bench_search import mean_std, scored_as_trial, scorer_for  # noqa: E402
 
 
-def gold_of(split: Dataset) -> list[int]:
-    return [split.labels.index(e.label) for e in split.examples]
-
-
-def scored(scorer: PromptScorer, template: Template, verbalizer: Verbalizer, train: Dataset, dev: Dataset, test: Dataset,
-           calibrations: tuple[str, ...], objective: str) -> dict:
-    """The template under each calibration (fitted on ``train``, the examples it does not show),
-    on train+dev and on test; the calibration the study's ranking picks on train+dev."""
-    train_dev = [*train.examples, *dev.examples]
-    fitted_on = scorer.prepare(template, [e.fields for e in train.examples])
-    prepared = scorer.prepare(template, [e.fields for e in train_dev])
-    gold = [train.labels.index(e.label) for e in train_dev]
-    few_shot = scorer.score_variants(prepared, [(verbalizer, method) for method in calibrations], gold, unlabelled=fitted_on)
-    on_test = scorer.score_variants(scorer.prepare(template, [e.fields for e in test.examples]),
-                                    [(verbalizer, score.calibration) for score in few_shot], gold_of(test))
-    by_calibration, keys = {}, {}
-    for method, chosen, test_score in zip(calibrations, few_shot, on_test):
-        by_calibration[method] = {"train_dev_accuracy": chosen.accuracy, "train_dev_margin": chosen.mean_margin,
-                                  "test_accuracy": test_score.accuracy}
-        value = chosen.accuracy if objective == "accuracy" else chosen.macro_f1
-        keys[method] = ranking_key(value, chosen.mean_margin, template.source, verbalizer.to_dict(), method)
-    method = min(keys, key=keys.get)
-    return {"calibration": method, **by_calibration[method], "scored_train": len(train), "by_calibration": by_calibration}
+def setting_search(scorer: PromptScorer, templates: list[Template], verbalizer: Verbalizer, train: Dataset, dev: Dataset,
+                   calibrations: tuple[str, ...], objective: str) -> PromptSearch:
+    """A study's scorer for one setting: its templates with the fixed words, scored on ``train``
+    (the examples the setting does not show) and dev."""
+    pools = Pools(tuple(train.labels), tuple(t.source for t in templates), tuple((tuple(words),) for words in verbalizer.words),
+                  calibrations)
+    return PromptSearch(scorer, train, dev, pools, objective=objective, pruner="none")
 
 
 def main() -> int:
@@ -82,16 +66,17 @@ def main() -> int:
     per_seed = {}
     for seed in seeds:
         train, dev = data.few_shot(pool, space.few_shot.k, seed)
-        rows = {"0": [{"template": base.source, **scored(scorer, base, verbalizer, train, dev, test, calibrations, space.objective)}]}
+        plain = setting_search(scorer, [base], verbalizer, train, dev, calibrations, space.objective)
+        rows = {"0": [{**scored_as_trial(plain, test, base.source, verbalizer), "scored_train": len(train)}]}
         for per_class in settings:
             generator = DemonstrationsGenerator(enabled=True, per_class=per_class, sets=args.sets, templates=1)
             found, record = demonstration_templates(generator, scorer, [(base, verbalizer)], train, seed, log=print)
             # As in a search, no prompt is scored on an example that any set of its setting shows.
             unshown = train.subset(i for i in range(len(train)) if i not in set(record["shown_train_rows"]))
-            rows[str(per_class)] = []
-            for (template, _), demo_set in zip(found, record["sets"]):
-                rows[str(per_class)].append({"template": template.source, "shown_train_rows": sorted(d["train_row"] for d in demo_set),
-                                             **scored(scorer, template, verbalizer, unshown, dev, test, calibrations, space.objective)})
+            search = setting_search(scorer, [template for template, _ in found], verbalizer, unshown, dev, calibrations, space.objective)
+            rows[str(per_class)] = [{**scored_as_trial(search, test, template.source, verbalizer), "scored_train": len(unshown),
+                                     "shown_train_rows": sorted(d["train_row"] for d in demo_set)}
+                                    for (template, _), demo_set in zip(found, record["sets"])]
         per_seed[str(seed)] = rows
         print(f"seed {seed}: " + "  ".join(f"{n} per label {[round(r['test_accuracy'], 3) for r in found_rows]}"
                                            for n, found_rows in rows.items()), flush=True)

@@ -35,6 +35,8 @@ def template_comparison(run: Path) -> list[dict]:
     comparisons = []
     for search in trials.pools["origins"].get("triggers", {}).get("searches", []):
         base = trigger_base(search)
+        if base is None:  # the space wrote this template with its trigger slots: there is no base to compare
+            continue
         for found in (r["template"] for r in search["runs"] if r["template"]):
             comparisons.append({
                 "base_manual_words": trials.on_test(trials.best(lambda r: r.template == base and all(

@@ -54,8 +54,34 @@ def scorer_for(model: str, max_length: int):
     return PromptScorer(load_backend(model, max_length=max_length), SlotCache(default_cache_dir()))
 
 
-def trigger_base(search: dict) -> str:
-    """The template a recorded trigger search inserted its ``[T]`` slots into."""
+def scored_as_trial(search, test, source: str, verbalizer) -> dict:
+    """A template with fixed words under each calibration of ``search``'s pools, each scored on
+    train+dev exactly as a trial is (:meth:`PromptSearch.evaluate`: calibration fitted on the
+    scored train examples) and on ``test``; the calibration the study's ranking picks."""
+    from autoprompt_search.search import ranking_key
+    from autoprompt_search.templates import Template
+
+    pools, scorer = search.pools, search.scorer
+    evaluated = {method: search.evaluate(pools.params_for(source, verbalizer, method)) for method in pools.calibrations}
+    prepared = scorer.prepare(Template.parse(source, fields=test.fields), [e.fields for e in test.examples])
+    gold = [test.labels.index(e.label) for e in test.examples]
+    tests = scorer.score_variants(prepared, [(verbalizer, fitted) for _, _, fitted in evaluated.values()], gold)
+    by_calibration, keys = {}, {}
+    for (method, (result, _, _)), on_test in zip(evaluated.items(), tests):
+        by_calibration[method] = {"train_dev_accuracy": result.accuracy, "train_dev_margin": result.mean_margin,
+                                  "test_accuracy": on_test.accuracy}
+        value = result.accuracy if search.objective == "accuracy" else result.macro_f1
+        keys[method] = ranking_key(value, result.mean_margin, source, verbalizer.to_dict(), method)
+    chosen = min(keys, key=keys.get)
+    return {"template": source, "calibration": chosen, **by_calibration[chosen], "by_calibration": by_calibration}
+
+
+def trigger_base(search: dict) -> str | None:
+    """The template a recorded trigger search inserted its ``[T]`` slots into; None for a template
+    the space wrote with them. Runs made before the search recorded it: its template without the
+    slots, which is what the generator inserted."""
+    if "base" in search:
+        return search["base"]
     return search["template"].replace(" [T]", "").replace("[T] ", "")
 
 

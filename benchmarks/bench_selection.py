@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -52,15 +53,12 @@ def cached_on_test(trials: RunOnTest, template: str):
     return prepared if trials.scorer.cached(prepared.prompts) else None
 
 
-def test_chosen(probabilities: list[np.ndarray], gold: np.ndarray, sizes: tuple[int, ...]) -> dict[int, float]:
-    """Greedy forward selection on the test labels: the uniform average's test accuracy once it
-    has each of ``sizes`` members (each trial picked at most once)."""
-    def accuracy(summed: np.ndarray) -> float:
-        return float((summed.argmax(axis=1) == gold).mean())
-
+def test_chosen(probabilities: list[np.ndarray], accuracy: Callable[[np.ndarray], float], sizes: tuple[int, ...]) -> dict[int, float]:
+    """Greedy forward selection on the test labels: the uniform average's test ``accuracy`` once
+    it has each of ``sizes`` members (each trial picked at most once)."""
     total, left, figures = np.zeros_like(probabilities[0]), list(range(len(probabilities))), {}
     while left and len(figures) < len(sizes):
-        best = max(left, key=lambda i: accuracy(total + probabilities[i]))
+        best = max(left, key=lambda i: accuracy(total + probabilities[i]))  # a sum ranks classes as the average does
         left.remove(best)
         total = total + probabilities[best]
         if len(probabilities) - len(left) in sizes:
@@ -92,7 +90,7 @@ def run_figures(run: Path) -> dict:
     reported = json.loads((run / "results.json").read_text())
     members = [m["trial"] for m in reported["ensemble"]["members"]]
     manual = next((r for r in trials.board if r.manual and r.calibration.method != "none"), None)
-    oracle = test_chosen([test[r.number] for r in ranked], gold, ORACLE_SIZES)
+    oracle = test_chosen([test[r.number] for r in ranked], accuracy, ORACLE_SIZES)
     figures = {
         "chosen": accuracy(test[trials.board[0].number]) if trials.board[0].number in test else None,
         "best_manual": accuracy(test[manual.number]) if manual is not None and manual.number in test else None,

@@ -27,29 +27,11 @@ from pathlib import Path
 from autoprompt_search.candidates.demonstrations import scored_train
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
-from autoprompt_search.search import Pools, PromptSearch, ranking_key
-from autoprompt_search.templates import Template
+from autoprompt_search.search import Pools, PromptSearch
 from autoprompt_search.verbalizers import Verbalizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import METHODS, RunOnTest, mean_std, run_seed, trigger_base  # noqa: E402
-
-
-def scored(trials: RunOnTest, search: PromptSearch, source: str, verbalizer: Verbalizer) -> dict:
-    """A template with fixed words under each calibration, each scored on train+dev exactly as a
-    trial is (:meth:`PromptSearch.evaluate`) and on test; the calibration the study's ranking picks."""
-    pools, objective = search.pools, trials.space["objective"]
-    evaluated = {method: search.evaluate(pools.params_for(source, verbalizer, method)) for method in pools.calibrations}
-    prepared = trials.scorer.prepare(Template.parse(source, fields=trials.test.fields), [e.fields for e in trials.test.examples])
-    tests = trials.scorer.score_variants(prepared, [(verbalizer, fitted) for _, _, fitted in evaluated.values()], trials.gold)
-    by_calibration, keys = {}, {}
-    for (method, (result, _, _)), test in zip(evaluated.items(), tests):
-        by_calibration[method] = {"train_dev_accuracy": result.accuracy, "train_dev_margin": result.mean_margin,
-                                  "test_accuracy": test.accuracy}
-        value = result.accuracy if objective == "accuracy" else result.macro_f1
-        keys[method] = ranking_key(value, result.mean_margin, source, verbalizer.to_dict(), method)
-    chosen = min(keys, key=keys.get)
-    return {"template": source, "calibration": chosen, **by_calibration[chosen], "by_calibration": by_calibration}
+from bench_search import METHODS, RunOnTest, mean_std, run_seed, scored_as_trial, trigger_base  # noqa: E402
 
 
 def compare(run: Path) -> list[dict]:
@@ -63,10 +45,12 @@ def compare(run: Path) -> list[dict]:
     for record in pools.origins.get("triggers", {}).get("searches", []):
         verbalizer = Verbalizer.parse(record["verbalizer"], trials.test.labels)
         base = trigger_base(record)
-        found = [{"tokens": r["tokens"], **scored(trials, search, r["template"], verbalizer),
+        if base is None:  # the space wrote this template with its trigger slots: there is no base to compare
+            continue
+        found = [{"tokens": r["tokens"], **scored_as_trial(search, trials.test, r["template"], verbalizer),
                   "best_trial": trials.on_test(trials.best(lambda t, source=r["template"]: t.template == source))}
                  for r in record["runs"] if r["template"] and r["changed"]]
-        searches.append({"verbalizer": record["verbalizer"], "base": {**scored(trials, search, base, verbalizer),
+        searches.append({"verbalizer": record["verbalizer"], "base": {**scored_as_trial(search, trials.test, base, verbalizer),
                                                                       "best_trial": trials.on_test(trials.best(lambda t: t.template == base))},
                          "triggers": found})
     return searches

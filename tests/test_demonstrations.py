@@ -73,6 +73,8 @@ def test_pools_gain_demonstration_templates_and_propose_them(tmp_path, tiny_caus
     # Each generated template is proposed once per calibration: a demonstration template with the
     # words it shows, a trigger template with the words its triggers were searched for.
     searches = pools.origins["triggers"]["searches"]
+    # Each search records the template its slots went into: the written trigger template less the slots.
+    assert all(search["base"] in pools.templates and search["template"].replace(" [T]", "") == search["base"] for search in searches)
     triggered = {run["template"]: search["verbalizer"] for search in searches for run in search["runs"] if run["template"] and run["changed"]}
     assert triggered  # the tiny space's trigger search changes its triggers
     assert len(pools.proposals) == (4 + len(triggered)) * len(space.calibration)
@@ -88,6 +90,18 @@ def test_pools_gain_demonstration_templates_and_propose_them(tmp_path, tiny_caus
     kept = scored_train(train, pools.origins)
     assert len(kept) == len(train) - 4
     assert not {e.fields["text"] for e in kept.examples} & {train.examples[r].fields["text"] for r in shown_rows}
+
+
+def test_a_trigger_template_written_by_the_space_records_no_base(tmp_path, tiny_causal_lm, isolated_cache) -> None:
+    from autoprompt_search.backends import load_backend
+    from autoprompt_search.cache import SlotCache
+    from autoprompt_search.candidates.pools import build_pools
+    from autoprompt_search.scoring import PromptScorer
+
+    space, train, dev = _splits(_tiny(tmp_path, tiny_causal_lm, "generators: {triggers: {templates: ['{text} [T] [T] It was {mask}']}}\n"))
+    pools = build_pools(space, PromptScorer(load_backend(tiny_causal_lm), SlotCache()), train, dev, log=lambda message: None)
+    (search,) = pools.origins["triggers"]["searches"]
+    assert search["template"] == "{text} [T] [T] It was {mask}" and search["base"] is None  # no template without the slots was searched
 
 
 def test_texts_too_long_to_show_add_no_template(tmp_path, tiny_causal_lm, isolated_cache) -> None:

@@ -238,10 +238,11 @@ def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, 
     from autoprompt_search.candidates.vocabulary import allowed_trigger_tokens
 
     backend = scorer.backend
+    # (template with trigger slots, its verbalizer, the template the slots went into: None when written with them)
     if generator.templates:
-        bases = [(template, ranked[0].verbalizer) for template in generator.templates]
+        bases = [(template, ranked[0].verbalizer, None) for template in generator.templates]
     else:
-        bases = [(Template.parse(insert_triggers(r.template, generator.count, generator.position)), r.verbalizer)
+        bases = [(Template.parse(insert_triggers(r.template, generator.count, generator.position)), r.verbalizer, r.template.source)
                  for r in ranked[: generator.base_templates]]
     vocabulary = backend.model.get_input_embeddings().weight.shape[0]
     label_words = _pool_words(options)
@@ -254,7 +255,7 @@ def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, 
                                            ("count", "position", "candidates", "steps", "restarts", "batch_size", "patience",
                                             "init", "filters", "loss", "fluency")}, "searches": []}
     began = time.perf_counter()
-    for number, (template, verbalizer) in enumerate(bases):
+    for number, (template, verbalizer, base) in enumerate(bases):
         token_ids = [[word[0] for word in words] for words in scorer.word_ids(template, verbalizer)]
         objective = TriggerObjective(backend, template, token_ids, loss=generator.loss)
         spacing = [bool(template.whitespace_before(i)) for i, s in enumerate(template.segments) if s.kind == "trigger"]
@@ -281,7 +282,7 @@ def _trigger_templates(generator, scorer, ranked, train: Dataset, dev: Dataset, 
             if run.template is not None and run.changed:  # a restart whose best is where it started hands over nothing
                 found.append((Template.parse(run.template, fields=dev.fields), verbalizer))
         record["searches"].append({
-            "template": template.source, "verbalizer": verbalizer.to_dict(), "seconds": time.perf_counter() - searched_at,
+            "template": template.source, "base": base, "verbalizer": verbalizer.to_dict(), "seconds": time.perf_counter() - searched_at,
             "forward_passes": objective.forward_passes, "backward_passes": objective.counter.backward, "rows": objective.counter.rows,
             "runs": [{"restart": r.restart, "tokens": r.tokens, "token_ids": r.trigger_ids, "template": r.template,
                       "dev_loss": r.dev_loss, "dev_accuracy": r.dev_accuracy, "steps": r.steps, "improvements": r.improvements,
