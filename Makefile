@@ -6,7 +6,7 @@ CLI := $(VENV)/bin/autoprompt-search
 SPACE ?= search_spaces/mr.yaml
 SEED ?= 13
 
-.PHONY: setup assets main test test-unit bench bench-quality bench-openprompt openprompt-venv clean
+.PHONY: setup assets main lint test test-unit bench bench-quality bench-openprompt openprompt-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ assets: setup
 main: assets
 	HF_HUB_OFFLINE=1 $(CLI) search $(SPACE) --seed $(SEED) --out results/runs/$(notdir $(basename $(SPACE)))-seed$(SEED)-$$(date +%Y%m%d-%H%M%S)
 
-test: assets
+lint: setup
+	$(VENV)/bin/ruff check autoprompt_search tests benchmarks
+
+test: assets lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
 test-unit: setup

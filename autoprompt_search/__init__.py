@@ -7,13 +7,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from os import PathLike
 
-    from autoprompt_search.export import EnsemblePredictor, PromptPredictor
+    from autoprompt_search.pipeline import SearchResult
+    from autoprompt_search.predictor import EnsemblePredictor, PromptPredictor
 
-__version__ = "0.1.0"
+from autoprompt_search.version import __version__  # noqa: F401 (the package's public version)
 
 
 def load(path: str | PathLike[str], *args: Any, **kwargs: Any) -> PromptPredictor | EnsemblePredictor:
-    """Load an exported prompt file as a predictor; see :func:`autoprompt_search.export.load`."""
-    from autoprompt_search.export import load as load_prompt
+    """Load an exported prompt file as a predictor; see :func:`autoprompt_search.predictor.load`."""
+    from autoprompt_search.predictor import load as load_prompt
 
     return load_prompt(path, *args, **kwargs)
+
+
+def run_search(space: Any, **options: Any) -> SearchResult:
+    """Run a prompt search; see :func:`autoprompt_search.pipeline.run_search`."""
+    from autoprompt_search.pipeline import run_search as run
+
+    return run(space, **options)

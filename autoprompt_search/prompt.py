@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoprompt_search.backends import DEFAULT_MAX_LENGTH
-from autoprompt_search.scoring import Calibration
+from autoprompt_search.calibration import Calibration
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
@@ -26,18 +26,23 @@ class ModelInfo:
 class PromptSpec:
     """Template + verbalizer + calibration on one model, for a dataset's labels and fields."""
 
-    template: str
+    template: Template
     verbalizer: dict[str, list[str]]
     labels: tuple[str, ...]
     fields: tuple[str, ...]
     calibration: Calibration = field(default_factory=Calibration)
     trigger_ids: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        if isinstance(self.template, str):  # a template written by hand: parsed once, here
+            object.__setattr__(self, "template", Template.parse(self.template, fields=self.fields))
+
     def parsed(self) -> tuple[Template, Verbalizer]:
-        return Template.parse(self.template, fields=self.fields), Verbalizer.parse(self.verbalizer, self.labels)
+        return self.template, Verbalizer.parse(self.verbalizer, self.labels)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["template"] = self.template.source
         data["labels"] = list(self.labels)
         data["fields"] = list(self.fields)
         data["trigger_ids"] = list(self.trigger_ids)
@@ -52,6 +57,6 @@ class PromptSpec:
             verbalizer={label: list(words) for label, words in data["verbalizer"].items()},
             labels=tuple(data["labels"]),
             fields=tuple(data["fields"]),
-            calibration=Calibration(calibration.get("method", "none"), tuple(calibration.get("bias", ()))),
+            calibration=Calibration.from_dict(calibration),
             trigger_ids=tuple(data.get("trigger_ids", ())),
         )

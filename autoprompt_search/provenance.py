@@ -22,7 +22,11 @@ def library_versions() -> dict[str, str]:
 
 
 def command_line() -> str:
-    return shlex.join(["autoprompt-search" if sys.argv and sys.argv[0].endswith("autoprompt-search") else sys.argv[0], *sys.argv[1:]]) if sys.argv else ""
+    return (
+        shlex.join(["autoprompt-search" if sys.argv and sys.argv[0].endswith("autoprompt-search") else sys.argv[0], *sys.argv[1:]])
+        if sys.argv
+        else ""
+    )
 
 
 def machine() -> dict[str, str | int]:
@@ -49,7 +53,9 @@ def source_revision() -> str | None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+        )
         return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -10,7 +10,6 @@ opens from disk with no server, no script and nothing fetched.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -20,11 +19,11 @@ from typing import Any
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_text
+from autoprompt_search.run_folder import PREDICTIONS, REPORT, RESULTS, TRIALS, RunFolder
 
-REPORT_NAME = "report.html"
-PREDICTIONS_NAME = "test_predictions.csv"
 SECTIONS = ("summary", "leaderboard", "history", "ensemble", "confusion", "manifest")
 LEADERBOARD_ROWS = 20
+REPORT_COLUMNS = ("number", "state", "value", "accuracy", "macro_f1", "mean_margin", "calibration", "manual", "template", "verbalizer")
 
 
 @dataclass(frozen=True)
@@ -38,65 +37,25 @@ class RunFiles:
     predictions: list[dict[str, str]] | None
 
 
-TRIAL_COLUMNS = ("number", "state", "value", "accuracy", "macro_f1", "mean_margin", "calibration", "manual", "template", "verbalizer")
-
-
 def read_run(folder: str | Path) -> RunFiles:
     """The run's files, checked; a folder that is not a finished search run is a user error."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: no such run folder")
-    needed = {name: folder / name for name in ("results.json", "manifest.json", "trials.csv")}
-    missing = [name for name, path in needed.items() if not path.is_file()]
-    if missing:
-        raise UserError(f"{folder}: not a finished search run ({', '.join(missing)} missing); "
-                        "an interrupted run gets its report when it finishes (search --resume)")
-    manifest = _json_object(needed["manifest.json"])
-    if manifest.get("status") != "complete":
-        raise UserError(f"{needed['manifest.json']}: the run is not finished (status {manifest.get('status')!r}); "
-                        "finish it with search --resume, which writes the report")
-    results = _json_object(needed["results.json"])
+    run = RunFolder(folder)
+    run.check_finished()
+    results = run.results()
     for key in ("best", "ensemble"):
         if not isinstance(results.get(key), dict):
-            raise UserError(f"{needed['results.json']}: no {key!r} entry: not the results of a search")
-    trials = _csv_rows(needed["trials.csv"], TRIAL_COLUMNS)
-    predictions_path = folder / PREDICTIONS_NAME
-    predictions = _csv_rows(predictions_path, ("gold", "best", "ensemble")) if predictions_path.is_file() else None
-    return RunFiles(folder, results, manifest, trials, predictions)
-
-
-def _json_object(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: damaged JSON (line {error.lineno}: {error.msg})") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
-
-
-def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            header = reader.fieldnames or []
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    absent = [column for column in columns if column not in header]
-    if absent:
-        raise UserError(f"{path}: missing column(s) {', '.join(absent)}")
-    return rows
+            raise UserError(f"{run.file(RESULTS)}: no {key!r} entry: not the results of a search")
+    trials = run.read_csv(TRIALS, REPORT_COLUMNS)
+    predictions = run.read_csv(PREDICTIONS, ("gold", "best", "ensemble")) if run.file(PREDICTIONS).is_file() else None
+    return RunFiles(run.path, results, run.manifest(), trials, predictions)
 
 
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's HTML report (default ``RUN/report.html``) atomically and return its path."""
     run = read_run(folder)
-    target = Path(out) if out else run.folder / REPORT_NAME
+    target = Path(out) if out else run.folder / REPORT
     if target.is_dir():
-        raise UserError(f"--out {target}: is a folder; give a file name such as {target / REPORT_NAME}")
+        raise UserError(f"{target}: is a folder; give a file name such as {target / REPORT}", option="out")
     page = render(run)
     try:
         return atomic_write_text(target, page)
@@ -106,7 +65,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
 
 def leaderboard_rows(trials: list[dict[str, str]]) -> list[dict[str, str]]:
     """Completed, non-repeated trials in the search's own order (:func:`search.ranking_key`)."""
-    from autoprompt_search.search import ranking_key
+    from autoprompt_search.ranking import ranking_key
 
     done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] and not t.get("repeat_of")]
     margin = lambda t: _number(t["mean_margin"]) if t["mean_margin"] else float("-inf")  # noqa: E731
@@ -133,7 +92,8 @@ def render(run: RunFiles) -> str:
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }} th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }} tr.manual td {{ color: #555; }}
-pre {{ background: #f6f6f6; padding: 1em; overflow: auto; font-size: 0.8em; }} pre.manifest {{ max-height: 40em; }} code {{ white-space: pre-wrap; }}
+pre {{ background: #f6f6f6; padding: 1em; overflow: auto; font-size: 0.8em; }} pre.manifest {{ max-height: 40em; }}
+code {{ white-space: pre-wrap; }}
 img {{ max-width: 100%; }} nav {{ margin-bottom: 1em; }}
 </style></head>
 <body>
@@ -157,34 +117,50 @@ def _summary(run: RunFiles) -> str:
         rows.append(f"<tr><td>{_e(label)}</td>" + "".join(f'<td class="num">{value:.4f}</td>' for value in cells) + "</tr>")
     timings = results.get("timings", {})
     model = manifest.get("model") or {}
-    facts = [("dataset", f"{dataset.get('name')} (K={dataset.get('k')}, train {splits.get('train', {}).get('n')}, "
-                         f"dev {splits.get('dev', {}).get('n')}, test {splits.get('test', {}).get('n')})"),
-             ("model", f"{model.get('name')} ({model.get('kind')}, weights sha256 {str(model.get('weights_sha256', ''))[:12]}…)"),
-             ("objective", results.get("objective")),
-             ("wall time", f"{timings.get('total_seconds', 0):.0f} s, of which forward passes {timings.get('forward_seconds', 0):.0f} s"),
-             ("command", _command((manifest.get("provenance") or {}).get("command")))]
+    facts = [
+        (
+            "dataset",
+            f"{dataset.get('name')} (K={dataset.get('k')}, train {splits.get('train', {}).get('n')}, "
+            f"dev {splits.get('dev', {}).get('n')}, test {splits.get('test', {}).get('n')})",
+        ),
+        ("model", f"{model.get('name')} ({model.get('kind')}, weights sha256 {str(model.get('weights_sha256', ''))[:12]}…)"),
+        ("objective", results.get("objective")),
+        ("wall time", f"{timings.get('total_seconds', 0):.0f} s, of which forward passes {timings.get('forward_seconds', 0):.0f} s"),
+        ("command", _command((manifest.get("provenance") or {}).get("command"))),
+    ]
     best = results["best"]
-    return ("<table><tr><th></th><th>train+dev accuracy</th><th>dev accuracy</th><th>test accuracy</th><th>test macro-F1</th></tr>"
-            + "".join(rows) + "</table>\n<p>Best prompt: " + _prompt(best["template"], best["verbalizer"], best["calibration"]) + "</p>\n<table>"
-            + "".join(f"<tr><th>{_e(key)}</th><td>{_e(str(value))}</td></tr>" for key, value in facts) + "</table>")
+    return (
+        "<table><tr><th></th><th>train+dev accuracy</th><th>dev accuracy</th><th>test accuracy</th><th>test macro-F1</th></tr>"
+        + "".join(rows)
+        + "</table>\n<p>Best prompt: "
+        + _prompt(best["template"], best["verbalizer"], best["calibration"])
+        + "</p>\n<table>"
+        + "".join(f"<tr><th>{_e(key)}</th><td>{_e(str(value))}</td></tr>" for key, value in facts)
+        + "</table>"
+    )
 
 
 def _leaderboard(run: RunFiles) -> str:
     rows = leaderboard_rows(run.trials)
-    header = "<tr><th>#</th><th>trial</th><th>score</th><th>accuracy</th><th>macro-F1</th><th>margin</th><th>calibration</th><th>prompt</th></tr>"
+    header = ("<tr><th>#</th><th>trial</th><th>score</th><th>accuracy</th><th>macro-F1</th><th>margin</th><th>calibration</th>"
+              "<th>prompt</th></tr>")
     body = []
     for rank, trial in enumerate(rows[:LEADERBOARD_ROWS], 1):
         manual = trial["manual"] == "True"
         numbers = "".join(f'<td class="num">{_number(trial[key]):.4f}</td>' for key in ("value", "accuracy", "macro_f1", "mean_margin"))
-        body.append(f'<tr{" class=manual" if manual else ""}><td class="num">{rank}</td><td class="num">{_e(trial["number"])}</td>{numbers}'
-                    f'<td>{_e(trial["calibration"])}</td><td>{_prompt(trial["template"], _words(trial["verbalizer"]), None)}'
-                    f'{" (manual)" if manual else ""}</td></tr>')
+        body.append(
+            f'<tr{" class=manual" if manual else ""}><td class="num">{rank}</td><td class="num">{_e(trial["number"])}</td>{numbers}'
+            f"<td>{_e(trial['calibration'])}</td><td>{_prompt(trial['template'], _words(trial['verbalizer']), None)}"
+            f"{' (manual)' if manual else ''}</td></tr>"
+        )
     states: dict[str, int] = {}
     for trial in run.trials:
         states[trial["state"]] = states.get(trial["state"], 0) + 1
     counts = ", ".join(f"{count} {state.lower()}" for state, count in sorted(states.items()))
-    return (f"<p>{len(rows)} distinct completed trials ({counts}); the top {min(len(rows), LEADERBOARD_ROWS)}, ranked on train+dev "
-            f"by the objective, then the mean log-likelihood margin.</p>\n<table>{header}{''.join(body)}</table>")
+    return (
+        f"<p>{len(rows)} distinct completed trials ({counts}); the top {min(len(rows), LEADERBOARD_ROWS)}, ranked on train+dev "
+        f"by the objective, then the mean log-likelihood margin.</p>\n<table>{header}{''.join(body)}</table>"
+    )
 
 
 def _history(run: RunFiles) -> str:
@@ -215,8 +191,10 @@ def _history(run: RunFiles) -> str:
 def _ensemble(run: RunFiles) -> str:
     ensemble = run.results["ensemble"]
     members, weights = ensemble["members"], ensemble["weights"]
-    names = [_plot_text(f"#{m['trial']} {_short(m['template'])} [{'/'.join(w[0] for w in m['verbalizer'].values())}, {m['calibration']}]")
-             for m in members]
+    names = [
+        _plot_text(f"#{m['trial']} {_short(m['template'])} [{'/'.join(w[0] for w in m['verbalizer'].values())}, {m['calibration']}]")
+        for m in members
+    ]
     figure = _new_figure(8, 0.5 + 0.4 * len(members))
     axes = figure.subplots()
     axes.barh(range(len(members)), weights, color="#2ca02c")
@@ -224,10 +202,17 @@ def _ensemble(run: RunFiles) -> str:
     axes.invert_yaxis()
     axes.set_xlabel("weight")
     figure.tight_layout()
-    rows = "".join(f'<tr><td class="num">{weight:.3f}</td><td class="num">{m["test"]["accuracy"]:.4f}</td>'
-                   f'<td>{_prompt(m["template"], m["verbalizer"], m["calibration"])}</td></tr>' for m, weight in zip(members, weights))
-    return (_image(figure, "ensemble weights") + "\n<table><tr><th>weight</th><th>test accuracy alone</th><th>prompt</th></tr>"
-            + rows + f"</table>\n<p>Ensemble test accuracy {ensemble['test']['accuracy']:.4f}, macro-F1 {ensemble['test']['macro_f1']:.4f}.</p>")
+    rows = "".join(
+        f'<tr><td class="num">{weight:.3f}</td><td class="num">{m["test"]["accuracy"]:.4f}</td>'
+        f"<td>{_prompt(m['template'], m['verbalizer'], m['calibration'])}</td></tr>"
+        for m, weight in zip(members, weights)
+    )
+    return (
+        _image(figure, "ensemble weights")
+        + "\n<table><tr><th>weight</th><th>test accuracy alone</th><th>prompt</th></tr>"
+        + rows
+        + f"</table>\n<p>Ensemble test accuracy {ensemble['test']['accuracy']:.4f}, macro-F1 {ensemble['test']['macro_f1']:.4f}.</p>"
+    )
 
 
 def _confusion(run: RunFiles) -> str:
@@ -235,10 +220,10 @@ def _confusion(run: RunFiles) -> str:
     from sklearn.metrics import confusion_matrix
 
     if run.predictions is None:
-        return f"<p>This run has no {PREDICTIONS_NAME} (it was made before the search wrote one): no confusion matrix.</p>"
+        return f"<p>This run has no {PREDICTIONS} (it was made before the search wrote one): no confusion matrix.</p>"
     if not run.predictions:
-        return f"<p>{PREDICTIONS_NAME} holds no example: no confusion matrix.</p>"
-    labels = [column[len("best_p_"):] for column in run.predictions[0] if column.startswith("best_p_")]
+        return f"<p>{PREDICTIONS} holds no example: no confusion matrix.</p>"
+    labels = [column[len("best_p_") :] for column in run.predictions[0] if column.startswith("best_p_")]
     gold = [row["gold"] for row in run.predictions]
     figure = _new_figure(4.2 * 2, 3.8)
     for axes, (column, name) in zip(figure.subplots(1, 2), (("best", "best prompt"), ("ensemble", "ensemble"))):

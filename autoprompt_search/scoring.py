@@ -8,7 +8,7 @@ choice after that is indexing. Examples are processed in chunks so memory stays 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,35 +16,14 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from autoprompt_search.backends import Backend, SlotQuery
 from autoprompt_search.cache import SlotCache
+from autoprompt_search.calibration import CALIBRATION_METHODS, Calibration
 from autoprompt_search.errors import UserError
 from autoprompt_search.templates import RenderedPrompt, Template, TemplateRenderer
 from autoprompt_search.verbalizers import Verbalizer, WordIds, combine_word_log_probs
 
-CalibrationMethod = Literal["none", "contextual", "prior"]
-CALIBRATION_METHODS: tuple[str, ...] = ("none", "contextual", "prior")
 CONTENT_FREE_INPUTS = ("N/A", "", "{mask_token}")
 DEFAULT_CHUNK_SIZE = 256  # prompts per cache entry: bounds memory, and is part of what a file must replay
 MAX_WORD_TOKENS = 8  # room kept at the slot so truncation never depends on the verbalizer
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A per-class log-space correction applied to the class scores of a prompt."""
-
-    method: CalibrationMethod = "none"
-    bias: tuple[float, ...] = ()
-
-    def apply(self, raw_scores: torch.Tensor) -> torch.Tensor:
-        """Calibrated class log-scores; their softmax is the class probability."""
-        if self.method == "prior":
-            return raw_scores - torch.tensor(self.bias, dtype=raw_scores.dtype)
-        normalized = torch.log_softmax(raw_scores, dim=1)
-        if self.method == "contextual":
-            return normalized - torch.tensor(self.bias, dtype=raw_scores.dtype)
-        return normalized
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "bias": list(self.bias)}
 
 
 @dataclass
@@ -80,7 +59,9 @@ class PromptScorer:
         self.chunk_size = chunk_size
 
     # -- rendering -----------------------------------------------------------------------
-    def render(self, template: Template, texts: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] | None = None) -> list[RenderedPrompt]:
+    def render(
+        self, template: Template, texts: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] | None = None
+    ) -> list[RenderedPrompt]:
         template.check_for_model(self.backend.kind)
         renderer = TemplateRenderer(template, self.backend.tokenizer, trigger_ids=trigger_ids)
         return renderer.render(texts, self.backend.max_prompt_tokens(MAX_WORD_TOKENS))
@@ -90,7 +71,9 @@ class PromptScorer:
         for label, words in zip(verbalizer.labels, ids):
             for word in words:
                 if len(word) > MAX_WORD_TOKENS:
-                    raise UserError(f"verbalizer: a word of label {label!r} is {len(word)} tokens long; at most {MAX_WORD_TOKENS} are supported")
+                    raise UserError(
+                        f"verbalizer: a word of label {label!r} is {len(word)} tokens long; at most {MAX_WORD_TOKENS} are supported"
+                    )
         return ids
 
     # -- log-probabilities -----------------------------------------------------------------
@@ -137,8 +120,9 @@ class PromptScorer:
         """Raw class log-scores ``[n, classes]``: log of the mean probability of each label's words."""
         return self.variant_class_scores(prompts, [word_ids])[0]
 
-    def variant_class_scores(self, prompts: Sequence[RenderedPrompt],
-                             word_id_sets: Sequence[tuple[tuple[WordIds, ...], ...]]) -> list[torch.Tensor]:
+    def variant_class_scores(
+        self, prompts: Sequence[RenderedPrompt], word_id_sets: Sequence[tuple[tuple[WordIds, ...], ...]]
+    ) -> list[torch.Tensor]:
         """The raw class log-scores of several verbalizers on the same prompts, read in one pass over
         the chunks: no verbalizer has to recompute a distribution that the cache evicted meanwhile."""
         words = list(dict.fromkeys(word for word_ids in word_id_sets for label_words in word_ids for word in label_words))
@@ -152,12 +136,19 @@ class PromptScorer:
         return scores
 
     # -- calibration and scoring --------------------------------------------------------------
-    def prepare(self, template: Template, texts: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] | None = None) -> "PreparedPrompts":
+    def prepare(
+        self, template: Template, texts: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] | None = None
+    ) -> "PreparedPrompts":
         """Render a template on texts once, to score any number of verbalizers on it."""
         return PreparedPrompts(template, tuple(trigger_ids or ()), self.render(template, texts, trigger_ids))
 
-    def fit_calibration(self, method: str, prepared: "PreparedPrompts", word_ids: tuple[tuple[WordIds, ...], ...],
-                        unlabelled: "PreparedPrompts | None" = None) -> Calibration:
+    def fit_calibration(
+        self,
+        method: str,
+        prepared: "PreparedPrompts",
+        word_ids: tuple[tuple[WordIds, ...], ...],
+        unlabelled: "PreparedPrompts | None" = None,
+    ) -> Calibration:
         """``contextual``: content-free inputs; ``prior``: mean class scores of unlabelled prompts
         (the scored prompts themselves when none are given: no labels are used)."""
         if method == "none":
@@ -175,13 +166,26 @@ class PromptScorer:
             return Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
         raise UserError(f"unknown calibration {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
 
-    def score(self, prepared: "PreparedPrompts", verbalizer: Verbalizer, gold: Sequence[int], *,
-              calibration: str | Calibration = "none", unlabelled: "PreparedPrompts | None" = None) -> PromptScore:
+    def score(
+        self,
+        prepared: "PreparedPrompts",
+        verbalizer: Verbalizer,
+        gold: Sequence[int],
+        *,
+        calibration: str | Calibration = "none",
+        unlabelled: "PreparedPrompts | None" = None,
+    ) -> PromptScore:
         """Score one prompt on prepared examples with gold label indices (in the verbalizer's order)."""
         return self.score_variants(prepared, [(verbalizer, calibration)], gold, unlabelled=unlabelled)[0]
 
-    def score_variants(self, prepared: "PreparedPrompts", variants: Sequence[tuple[Verbalizer, str | Calibration]],
-                       gold: Sequence[int], *, unlabelled: "PreparedPrompts | None" = None) -> list[PromptScore]:
+    def score_variants(
+        self,
+        prepared: "PreparedPrompts",
+        variants: Sequence[tuple[Verbalizer, str | Calibration]],
+        gold: Sequence[int],
+        *,
+        unlabelled: "PreparedPrompts | None" = None,
+    ) -> list[PromptScore]:
         """Score several (verbalizer, calibration) pairs on one template's prepared examples, with
         one pass of the model over them whatever the cache holds."""
         word_id_sets = [self.word_ids(prepared.template, verbalizer) for verbalizer, _ in variants]

@@ -1,4 +1,5 @@
-"""The Optuna study over frozen candidate pools.
+"""Scoring the trials of the Optuna study over frozen candidate pools (the study itself:
+:mod:`study`).
 
 Every candidate is generated before the first trial (templates, label-word options per class,
 calibrations) and frozen into :class:`Pools`; a trial picks indices into them. The space's
@@ -13,159 +14,23 @@ never by trial order.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import optuna
-from optuna.samplers import RandomSampler, TPESampler
-from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.trial import FrozenTrial, TrialState
 
+from autoprompt_search.calibration import Calibration
+from autoprompt_search.candidates.pools import Pools, word_param
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
-from autoprompt_search.scoring import Calibration, PreparedPrompts, PromptScorer, evaluate_scores
-from autoprompt_search.templates import Template
+from autoprompt_search.scoring import PreparedPrompts, PromptScorer, evaluate_scores
+from autoprompt_search.study import ENQUEUED_MARKS, enqueued, finished_trials
 from autoprompt_search.verbalizers import Verbalizer
-
-STUDY_NAME = "autoprompt_search"
-ENQUEUED_MARKS = ("manual", "proposal")  # user attributes of the trials enqueued before the sampler's
-POOLS_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Pools:
-    """The frozen choices of a study. ``words[c]`` lists the word options (each a list of
-    words) for the c-th label; ``manual`` lists the enqueued baseline parameter sets.
-
-    Word options only ever grow, round by round (``generators.rounds``): ``round_sizes[r][c]`` is
-    how many options label c has in round r, and each round names its word parameters anew
-    (:func:`word_param`), because an Optuna parameter keeps its choices for the whole study.
-    Option i is the same words in every round that has it."""
-
-    labels: tuple[str, ...]
-    templates: tuple[str, ...]
-    words: tuple[tuple[tuple[str, ...], ...], ...]
-    calibrations: tuple[str, ...]
-    manual: tuple[dict[str, Any], ...] = ()
-    origins: dict[str, Any] = field(default_factory=dict)  # where each option came from
-    round_sizes: tuple[tuple[int, ...], ...] = ()  # empty: one round with every option
-    proposals: tuple[dict[str, Any], ...] = ()  # generated prompts enqueued after the manual ones
-
-    @property
-    def enqueued(self) -> int:
-        """How many trials are enqueued before the sampler's: the manual baselines and the proposals."""
-        return len(self.manual) + len(self.proposals)
-
-    @property
-    def rounds(self) -> int:
-        return max(1, len(self.round_sizes))
-
-    def options_in_round(self, round_index: int) -> tuple[int, ...]:
-        return self.round_sizes[round_index] if self.round_sizes else tuple(len(options) for options in self.words)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format_version": POOLS_FORMAT, "labels": list(self.labels), "templates": list(self.templates),
-                "words": [[list(option) for option in options] for options in self.words],
-                "calibrations": list(self.calibrations), "manual": list(self.manual), "origins": self.origins,
-                "round_sizes": [list(sizes) for sizes in self.round_sizes], "proposals": list(self.proposals)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Pools":
-        return cls(tuple(data["labels"]), tuple(data["templates"]),
-                   tuple(tuple(tuple(option) for option in options) for options in data["words"]),
-                   tuple(data["calibrations"]), tuple(data.get("manual", ())), data.get("origins", {}),
-                   tuple(tuple(sizes) for sizes in data.get("round_sizes", ())), tuple(data.get("proposals", ())))
-
-    def with_round(self, words: Sequence[Sequence[tuple[str, ...]]], record: dict[str, Any]) -> "Pools":
-        """These pools plus one generation round: ``words`` extends each label's options."""
-        for c, options in enumerate(words):
-            if tuple(options[: len(self.words[c])]) != self.words[c]:
-                raise ValueError("a new round may only append word options")
-        sizes = self.round_sizes or (self.options_in_round(0),)
-        return replace(self, words=tuple(tuple(options) for options in words),
-                       round_sizes=sizes + (tuple(len(options) for options in words),),
-                       origins={**self.origins, "rounds": [*self.origins.get("rounds", []), record]})
-
-    def word_choice(self, params: dict[str, Any], label_index: int) -> int:
-        """The option index a parameter set picks for a label, whichever round named it."""
-        for round_index in range(self.rounds):
-            if word_param(label_index, round_index) in params:
-                return params[word_param(label_index, round_index)]
-        raise KeyError(f"no word parameter for label {self.labels[label_index]!r} in {params}")
-
-    def verbalizer(self, params: dict[str, Any]) -> Verbalizer:
-        return Verbalizer.parse({label: list(self.words[c][self.word_choice(params, c)]) for c, label in enumerate(self.labels)}, self.labels)
-
-    def choice_key(self, params: dict[str, Any]) -> str:
-        """The same prompt gives the same key, whichever round's parameter names chose it."""
-        return json.dumps([params["template"], [self.word_choice(params, c) for c in range(len(self.labels))], params["calibration"]])
-
-    def params_for(self, template: str, verbalizer: Verbalizer, calibration: str) -> dict[str, Any]:
-        """The first round's parameter set that selects exactly these choices (they must be in its pools)."""
-        params: dict[str, Any] = {"template": self.templates.index(template)}
-        for c, words in enumerate(verbalizer.words):
-            params[word_param(c)] = self.words[c].index(tuple(words))
-        params["calibration"] = calibration
-        return params
-
-
-def word_param(label_index: int, round_index: int = 0) -> str:
-    return f"words_{label_index}" if round_index == 0 else f"words_{label_index}_round{round_index}"
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """A finished trial as the leaderboard sees it."""
-
-    number: int
-    objective: float
-    accuracy: float
-    macro_f1: float
-    mean_margin: float
-    template: str
-    verbalizer: dict[str, list[str]]
-    calibration: Calibration
-    manual: bool
-    params: dict[str, Any] = field(default_factory=dict)
-    dev_accuracy: float = float("nan")
-
-    @property
-    def rank_key(self) -> tuple[float, float]:
-        return (self.objective, self.mean_margin)
-
-
-class TrialSeededTPESampler(TPESampler):
-    """TPE whose randomness depends only on the seed and the finished history.
-
-    Optuna does not restore a sampler's random state when a study resumes; re-seeding each trial
-    from the number of finished trials (not the trial number, which an interrupted trial shifts)
-    makes a resumed study draw what an uninterrupted one would have drawn from the same history.
-    """
-
-    def __init__(self, seed: int, **kwargs: Any) -> None:
-        super().__init__(seed=seed, **kwargs)
-        self._base_seed = seed
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        trial_seed = (self._base_seed * 1_000_003 + finished) % 2**32
-        self._rng = LazyRandomState(trial_seed)
-        self._random_sampler = RandomSampler(seed=trial_seed)
-        super().before_trial(study, trial)
-
-
-def make_pruner(kind: str) -> optuna.pruners.BasePruner:
-    if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    if kind == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=8)
-    return optuna.pruners.NopPruner()
 
 
 class PromptSearch:
@@ -193,7 +58,6 @@ class PromptSearch:
         self.pieces = [(0, len(self.train))] + [(len(self.train) + a, len(self.train) + b)
                                                  for a, b in _piece_bounds(len(self.dev), n_chunks)]
         self._texts = [example.fields for example in self.train.examples + self.dev.examples]
-        self._templates = [Template.parse(source, fields=dev.fields) for source in pools.templates]
         self._prepared: dict[int, list[PreparedPrompts]] = {}
 
     def use_pools(self, pools: Pools) -> None:
@@ -205,13 +69,13 @@ class PromptSearch:
     def prepared(self, template_index: int) -> list[PreparedPrompts]:
         """The template rendered on each piece (train first); rendering is kept per template."""
         if template_index not in self._prepared:
-            template = self._templates[template_index]
+            template = self.pools.templates[template_index]
             self._prepared[template_index] = [self.scorer.prepare(template, self._texts[a:b]) for a, b in self.pieces]
         return self._prepared[template_index]
 
     def calibration(self, method: str, template_index: int, verbalizer: Verbalizer) -> Calibration:
         """Fitted without labels: content-free inputs, or the mean class scores of the train texts."""
-        word_ids = self.scorer.word_ids(self._templates[template_index], verbalizer)
+        word_ids = self.scorer.word_ids(self.pools.templates[template_index], verbalizer)
         return self.scorer.fit_calibration(method, self.prepared(template_index)[0], word_ids)
 
     def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> tuple[Any, Any, Calibration]:
@@ -221,9 +85,9 @@ class PromptSearch:
         template_index = params["template"]
         verbalizer = self.pools.verbalizer(params)
         calibration = self.calibration(params["calibration"], template_index, verbalizer)
-        word_ids = self.scorer.word_ids(self._templates[template_index], verbalizer)
+        word_ids = self.scorer.word_ids(self.pools.templates[template_index], verbalizer)
         scores = []
-        prunable = trial is not None and not _enqueued(trial)
+        prunable = trial is not None and not enqueued(trial)
         for step, piece in enumerate(self.prepared(template_index)):
             _stop_if_interrupted()
             scores.append(calibration.apply(self.scorer.class_scores(piece.prompts, word_ids)))
@@ -243,7 +107,7 @@ class PromptSearch:
         trial.set_user_attr("macro_f1", result.macro_f1)
         trial.set_user_attr("mean_margin", result.mean_margin)
         trial.set_user_attr("dev_accuracy", dev.accuracy)
-        trial.set_user_attr("template_text", self.pools.templates[params["template"]])
+        trial.set_user_attr("template_text", self.pools.templates[params["template"]].source)
         trial.set_user_attr("verbalizer", self.pools.verbalizer(params).to_dict())
         trial.set_user_attr("calibration_bias", list(calibration.bias))
         return result.accuracy if self.objective == "accuracy" else result.macro_f1
@@ -286,8 +150,6 @@ class PromptSearch:
             self._run(study, planned, timeout, callbacks, max_repeats)
 
     def _run(self, study, planned, timeout, callbacks, max_repeats) -> None:
-        from autoprompt_search.errors import UserError
-
         seen = {self.pools.choice_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         began, repeats = time.perf_counter(), 0
         while (planned is None or finished_trials(study) < planned) and repeats < max_repeats:
@@ -296,7 +158,7 @@ class PromptSearch:
                 break
             trial = study.ask()
             params = self.suggest(trial)
-            if self.pools.choice_key(params) in seen and not _enqueued(trial):
+            if self.pools.choice_key(params) in seen and not enqueued(trial):
                 earlier = seen[self.pools.choice_key(params)]
                 for name, value in earlier.user_attrs.items():
                     trial.set_user_attr(name, value)
@@ -354,80 +216,6 @@ def _stop_if_interrupted() -> None:
 def _piece_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
     bounds = np.linspace(0, n, min(chunks, n) + 1).round().astype(int) if n else np.array([0, 0])
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def open_study(storage: str | optuna.storages.BaseStorage, *, seed: int, pruner: str, resume: bool,
-               exclusive: bool = True) -> tuple[optuna.Study, bool]:
-    """Create a study, or load it for ``--resume``; returns (study, created).
-
-    A study left by another run is never reused silently. With ``exclusive`` storage (the run
-    folder's own), trials left RUNNING were cut off by a killed process: they are marked failed
-    and enqueued again. A shared storage may hold other workers' running trials: those are left
-    alone (an RDB storage fails them itself once their heartbeat stops).
-    """
-    sampler = TrialSeededTPESampler(seed, multivariate=True, n_startup_trials=10)
-    try:
-        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-        if STUDY_NAME in names and not resume:
-            raise UserError("the storage already holds this run's study: pass --resume to continue it, or --out / --storage for a new run")
-        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", sampler=sampler,
-                                    pruner=make_pruner(pruner), load_if_exists=True)
-    except UserError:
-        raise
-    except Exception as error:  # whatever the storage backend raises for a bad URL or an unreachable database
-        raise UserError(f"--storage: cannot open the Optuna storage ({type(error).__name__}: {error})") from None
-    if STUDY_NAME in names:
-        if exclusive:
-            _requeue_interrupted(study)
-        else:
-            optuna.storages.fail_stale_trials(study)
-    return study, STUDY_NAME not in names
-
-
-def _requeue_interrupted(study: optuna.Study) -> None:
-    """Trials left RUNNING by a killed process are marked failed and enqueued again."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}), user_attrs=dict(trial.user_attrs))
-
-
-def enqueue_manual(study: optuna.Study, pools: Pools) -> None:
-    """The manual baselines, then the generators' proposals, as the first trials."""
-    for params in pools.manual:
-        study.enqueue_trial(params, user_attrs={"manual": True})
-    for params in pools.proposals:
-        study.enqueue_trial(params, user_attrs={"proposal": True})
-
-
-def _enqueued(trial: optuna.Trial) -> bool:
-    """Baselines and proposals are scored in full: the pruner judges only what the sampler picks."""
-    return any(trial.user_attrs.get(mark) for mark in ENQUEUED_MARKS)
-
-
-def finished_trials(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)) if "repeat_of" not in t.user_attrs)
-
-
-def ranking_key(objective: float, mean_margin: float, template: str, verbalizer: dict[str, list[str]], calibration: str) -> tuple:
-    """The leaderboard's order: objective, then mean margin, then the prompt's text (never trial order)."""
-    return (-objective, -mean_margin, template, json.dumps(verbalizer), calibration)
-
-
-def leaderboard(study: optuna.Study) -> list[TrialResult]:
-    """Completed trials, best first: objective, then mean margin (identical prompts stay together)."""
-    results = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        attrs = trial.user_attrs
-        if "repeat_of" in attrs:
-            continue
-        results.append(TrialResult(
-            number=trial.number, objective=float(trial.value), accuracy=attrs["accuracy"], macro_f1=attrs["macro_f1"],
-            mean_margin=attrs["mean_margin"], template=attrs["template_text"], verbalizer=attrs["verbalizer"],
-            calibration=Calibration(trial.params["calibration"], tuple(attrs["calibration_bias"])),
-            manual=bool(attrs.get("manual", False)), params=dict(trial.params), dev_accuracy=attrs.get("dev_accuracy", float("nan")),
-        ))
-    results.sort(key=lambda r: ranking_key(r.objective, r.mean_margin, r.template, r.verbalizer, r.calibration.method))
-    return results
 
 
 def _interleave_classes(dataset: Dataset) -> list[int]:

@@ -69,7 +69,10 @@ class Template:
             if token in ("{{", "}}"):
                 literal.append(token[0])
             elif token in ("{", "}"):
-                raise UserError(f"{origin}: unmatched '{token}' at character {match.start() + 1} of {source!r} (write '{token * 2}' for a literal brace)")
+                raise UserError(
+                    f"{origin}: unmatched '{token}' at character {match.start() + 1} of {source!r} "
+                    f"(write '{token * 2}' for a literal brace)"
+                )
             elif token == TRIGGER:
                 flush()
                 segments.append(Segment("trigger"))
@@ -96,7 +99,9 @@ class Template:
         if fields is not None:
             unknown = [name for name in self.fields_used if name not in fields]
             if unknown:
-                raise UserError(f"{origin}: template {self.source!r} uses unknown field {{{unknown[0]}}}; the data has: {', '.join(fields)}")
+                raise UserError(
+                    f"{origin}: template {self.source!r} uses unknown field {{{unknown[0]}}}; the data has: {', '.join(fields)}"
+                )
 
     def check_for_model(self, model_kind: str, origin: str = "template") -> None:
         """Causal models score the slot as the continuation, so it must come last."""
@@ -140,8 +145,12 @@ class Template:
 
     def with_text_before_slot(self, text: str) -> "Template":
         """This template with ``text`` written as literal text right before the slot."""
-        written = {"literal": escape, "field": lambda name: "{" + name + "}", "trigger": lambda _: TRIGGER,
-                   "slot": lambda _: escape(text) + "{" + SLOT + "}"}
+        written = {
+            "literal": escape,
+            "field": lambda name: "{" + name + "}",
+            "trigger": lambda _: TRIGGER,
+            "slot": lambda _: escape(text) + "{" + SLOT + "}",
+        }
         return Template.parse("".join(written[s.kind](s.value) for s in self.segments))
 
     def __str__(self) -> str:
@@ -167,7 +176,9 @@ class TemplateRenderer:
     def __init__(self, template: Template, tokenizer: PreTrainedTokenizerBase, *, trigger_ids: Sequence[int] | None = None) -> None:
         if template.n_triggers and (trigger_ids is None or len(trigger_ids) != template.n_triggers):
             given = 0 if trigger_ids is None else len(trigger_ids)
-            raise UserError(f"template {template.source!r} has {template.n_triggers} trigger slots [T] but {given} trigger tokens were given")
+            raise UserError(
+                f"template {template.source!r} has {template.n_triggers} trigger slots [T] but {given} trigger tokens were given"
+            )
         self.template = template
         self.tokenizer = tokenizer
         self.trigger_ids = tuple(trigger_ids or ())
@@ -211,7 +222,9 @@ class TemplateRenderer:
         fixed = sum(len(ids) for ids in self._literal_ids.values()) + len(self.trigger_ids)
         budget = max_tokens - fixed
         if budget < len(field_positions):
-            raise UserError(f"template {self.template.source!r} needs {fixed} tokens of its own, more than the {max_tokens} the model allows")
+            raise UserError(
+                f"template {self.template.source!r} needs {fixed} tokens of its own, more than the {max_tokens} the model allows"
+            )
         slot = self.template._slot_index()
         rendered = []
         for row in range(len(examples)):

@@ -17,8 +17,6 @@ from transformers import PreTrainedTokenizerBase
 from autoprompt_search.errors import UserError
 from autoprompt_search.tokenization import encode_in_context, encode_plain
 
-COMBINE_RULE = "mean of word probabilities"
-
 WordIds = tuple[int, ...]
 
 
@@ -36,7 +34,10 @@ class Verbalizer:
             try:
                 spec = json.loads(spec)
             except json.JSONDecodeError as error:
-                raise UserError(f"{origin}: not valid JSON ({error.msg} at character {error.pos + 1}); expected e.g. {{\"negative\": [\"terrible\"], \"positive\": [\"great\"]}}") from None
+                raise UserError(
+                    f"{origin}: not valid JSON ({error.msg} at character {error.pos + 1}); "
+                    'expected e.g. {"negative": ["terrible"], "positive": ["great"]}'
+                ) from None
         if not isinstance(spec, Mapping) or not spec:
             raise UserError(f"{origin}: expected a mapping from each label to its words")
         mapping: dict[str, tuple[str, ...]] = {}

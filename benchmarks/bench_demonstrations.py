@@ -5,8 +5,9 @@ demonstration generator of the search (``demonstration_templates``: ``per_class`
 of each label shown before the query, the slot filled with the verbalizer's first word, ``--sets``
 different sets). Each template is scored under every calibration of the space as a trial is:
 the calibration fitted on the train examples it does not show, scored on those and dev, and the
-calibration chosen by the study's ranking (``scored_as_trial``, shared with bench_trigger_templates). Test accuracy is read on the quality benchmark's
-1,000-sentence test sample (``TEST_SAMPLE_SEED``).
+calibration chosen by the study's ranking (``autoprompt_search.analysis.scored_as_trial``, as in
+bench_trigger_templates). Test accuracy is read on the quality benchmark's 1,000-sentence test
+sample (``autoprompt_search.splits.TEST_SAMPLE_SEED``, the one every search with a test limit uses).
 
 Prompts are cut at ``--max-length`` tokens (512, so that four examples per label fit: the
 generator gives demonstrations at most half of the prompt). Writes
@@ -19,30 +20,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from autoprompt_search import data
+from autoprompt_search.analysis import mean_std, prompt_search, scored_as_trial, scorer_for
 from autoprompt_search.candidates.demonstrations import demonstration_templates
-from autoprompt_search.cli.search_cmd import TEST_SAMPLE_SEED
+from autoprompt_search.candidates.generators.demonstrations import DemonstrationsConfig
+from autoprompt_search.candidates.pools import Pools
 from autoprompt_search.data import Dataset
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
 from autoprompt_search.scoring import PromptScorer
-from autoprompt_search.search import Pools, PromptSearch
-from autoprompt_search.space_generators import DemonstrationsGenerator
+from autoprompt_search.search import PromptSearch
 from autoprompt_search.spaces import load_space
+from autoprompt_search.splits import make_splits
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import mean_std, scored_as_trial, scorer_for  # noqa: E402
-
 
 def setting_search(scorer: PromptScorer, templates: list[Template], verbalizer: Verbalizer, train: Dataset, dev: Dataset,
-                   calibrations: tuple[str, ...], objective: str) -> PromptSearch:
-    """A study's scorer for one setting: its templates with the fixed words, scored on ``train``
-    (the examples the setting does not show) and dev."""
-    pools = Pools(tuple(train.labels), tuple(t.source for t in templates), tuple((tuple(words),) for words in verbalizer.words),
-                  calibrations)
-    return PromptSearch(scorer, train, dev, pools, objective=objective, pruner="none")
+                   calibrations: tuple[str, ...], objective: str, shown: tuple[int, ...] = ()) -> PromptSearch:
+    """A study's scorer for one setting: its templates with the fixed words in pools of their own,
+    scored as a search scores its pools (on the train examples no template of the setting shows, and dev)."""
+    pools = Pools(tuple(train.labels), tuple(templates), tuple((tuple(words),) for words in verbalizer.words),
+                  calibrations, held_out_train_rows=shown)
+    return prompt_search(scorer, pools, train, dev, objective=objective)
 
 
 def main() -> int:
@@ -59,22 +58,21 @@ def main() -> int:
     scorer = scorer_for(space.model, args.max_length)
     base, verbalizer = space.templates.seeds[0], space.verbalizers.seeds[0]
     calibrations = tuple(space.calibration)
-    test = data.sample(data.load_split(space.dataset.spec, "test", **space.dataset.load_kwargs()), args.test_limit, TEST_SAMPLE_SEED)
-    pool = data.load_split(space.dataset.spec, "train_pool", **space.dataset.load_kwargs())
     settings = [int(n) for n in args.per_class.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(space.few_shot.seeds)
     per_seed = {}
     for seed in seeds:
-        train, dev = data.few_shot(pool, space.few_shot.k, seed)
+        splits = make_splits(space.dataset, space.few_shot.k, seed, args.test_limit)  # test: the same sample for every seed
+        train, dev, test = splits.train, splits.dev, splits.test
         plain = setting_search(scorer, [base], verbalizer, train, dev, calibrations, space.objective)
-        rows = {"0": [{**scored_as_trial(plain, test, base.source, verbalizer), "scored_train": len(train)}]}
+        rows = {"0": [{**scored_as_trial(plain, test, base, verbalizer), "scored_train": len(plain.train)}]}
         for per_class in settings:
-            generator = DemonstrationsGenerator(enabled=True, per_class=per_class, sets=args.sets, templates=1)
-            found, record = demonstration_templates(generator, scorer, [(base, verbalizer)], train, seed, log=print)
+            config = DemonstrationsConfig(enabled=True, per_class=per_class, sets=args.sets, templates=1)
+            found, record = demonstration_templates(config, scorer, [(base, verbalizer)], train, seed, log=print)
             # As in a search, no prompt is scored on an example that any set of its setting shows.
-            unshown = train.subset(i for i in range(len(train)) if i not in set(record["shown_train_rows"]))
-            search = setting_search(scorer, [template for template, _ in found], verbalizer, unshown, dev, calibrations, space.objective)
-            rows[str(per_class)] = [{**scored_as_trial(search, test, template.source, verbalizer), "scored_train": len(unshown),
+            search = setting_search(scorer, [template for template, _ in found], verbalizer, train, dev, calibrations, space.objective,
+                                    shown=tuple(record["shown_train_rows"]))
+            rows[str(per_class)] = [{**scored_as_trial(search, test, template, verbalizer), "scored_train": len(search.train),
                                      "shown_train_rows": sorted(d["train_row"] for d in demo_set)}
                                     for (template, _), demo_set in zip(found, record["sets"])]
         per_seed[str(seed)] = rows

@@ -17,53 +17,59 @@ Writes ``results/benchmarks/generators_mr.json``; every run folder keeps its own
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from autoprompt_search.analysis import (
+    BENCHMARK_SEEDS,
+    FinishedRun,
+    add_search_arguments,
+    mean_std,
+    search_options,
+    search_seed,
+    trigger_base,
+)
+from autoprompt_search.analysis import REPORTED_PROMPTS as METHODS
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import METHODS, RunOnTest, mean_std, run_seed, trigger_base  # noqa: E402
+from autoprompt_search.run_folder import RunFolder
 
 
 def template_comparison(run: Path) -> list[dict]:
     """For each trigger template of the run: its best trial and two best trials of its base template."""
-    trials = RunOnTest(run)
+    trials = FinishedRun(run)
     manual_words = {word for verbalizer in trials.space["verbalizers"]["seeds"] for words in verbalizer.values() for word in words}
     comparisons = []
-    for search in trials.pools["origins"].get("triggers", {}).get("searches", []):
+    for search in trials.pools.origins.get("triggers", {}).get("searches", []):
         base = trigger_base(search)
         if base is None:  # the space wrote this template with its trigger slots: there is no base to compare
             continue
         for found in (r["template"] for r in search["runs"] if r["template"]):
             comparisons.append({
-                "base_manual_words": trials.on_test(trials.best(lambda r: r.template == base and all(
+                "base_manual_words": trials.on_test(trials.best(lambda r: r.template.source == base and all(
                     w in manual_words for ws in r.verbalizer.values() for w in ws))),
-                "base_searched_words": trials.on_test(trials.best(lambda r: r.template == base)),
-                "triggers_and_searched_words": trials.on_test(trials.best(lambda r, t=found: r.template == t)),
+                "base_searched_words": trials.on_test(trials.best(lambda r: r.template.source == base)),
+                "triggers_and_searched_words": trials.on_test(trials.best(lambda r, t=found: r.template.source == t)),
             })
     return comparisons
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="search_spaces/mr.yaml")
     parser.add_argument("--space", default="search_spaces/mr_gradient.yaml")
-    parser.add_argument("--seeds", default="13,21,42,87,100")
+    parser.add_argument("--seeds", default=",".join(map(str, BENCHMARK_SEEDS)))
     parser.add_argument("--runs", default="results/runs")
-    parser.add_argument("--model", help="model for both searches (default: the space's)")
     parser.add_argument("--out", default="results/benchmarks/generators_mr.json")
-    args, extra = parser.parse_known_args()
-    if args.model:
-        extra += ["--model", args.model]
+    add_search_arguments(parser)  # --model: the model of both searches (default: the space's)
+    args = parser.parse_args()
+    extra = search_options(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     per_seed = {}
     for seed in seeds:
-        without = run_seed(Path(args.base), seed, Path(args.runs) / f"bench-{Path(args.base).stem}-seed{seed}", extra)
+        without = search_seed(Path(args.base), seed, Path(args.runs) / f"bench-{Path(args.base).stem}-seed{seed}", **extra)
         run = Path(args.runs) / f"bench-{Path(args.space).stem}-seed{seed}"
-        with_generators = run_seed(Path(args.space), seed, run, extra)
+        with_generators = search_seed(Path(args.space), seed, run, **extra)
         per_seed[seed] = {"without": {m: without[m]["test"]["accuracy"] for m in METHODS},
                           "with": {m: with_generators[m]["test"]["accuracy"] for m in METHODS},
                           "wall_seconds": {"without": without.get("timings", {}).get("total_seconds"),
@@ -84,8 +90,9 @@ def main() -> int:
     summary["template"]["seeds"] = [s for s in seeds if chosen[s] and chosen[s]["base_manual_words"]]
     summary["template"]["triggers_beat_base"] = {str(s): chosen[s]["triggers_and_searched_words"]["test_accuracy"]
                                                  > chosen[s]["base_manual_words"]["test_accuracy"] for s in summary["template"]["seeds"]}
-    summary["with_beats_without"] = {m: {str(s): per_seed[s]["with"][m] > per_seed[s]["without"][m] for s in seeds} for m in ("best", "ensemble")}
-    model = json.loads((run / "manifest.json").read_text())["model"]  # the runs' model, as recorded
+    summary["with_beats_without"] = {m: {str(s): per_seed[s]["with"][m] > per_seed[s]["without"][m] for s in seeds}
+                                     for m in ("best", "ensemble")}
+    model = RunFolder(run).manifest()["model"]  # the runs' model, as recorded
     report = {"benchmark": "generators", "base_space": args.base, "space": args.space, "seeds": seeds,
               "model": model["name"], "model_weights_sha256": model["weights_sha256"],
               "per_seed": {str(s): v for s, v in per_seed.items()}, "summary": summary, "provenance": stamp()}

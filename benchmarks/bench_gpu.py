@@ -2,8 +2,9 @@
 
 Measures, with SmolLM2-135M on MR:
 
-- grid scoring: the 8 templates x 16 verbalizers of bench_openprompt.py on ``--examples`` examples
-  from an empty cache: prompts (template x example) per second and the whole grid's seconds;
+- grid scoring: the 8 templates x 16 verbalizers of bench_openprompt.py (``benchmarks/mr_grid.yaml``)
+  on ``--examples`` examples from an empty cache: prompts (template x example) per second and the
+  whole grid's seconds;
 - trigger candidates: one flip of ``--candidates`` HotFlip candidates on ``--trigger-examples``
   examples with the stored text prefix: candidates x examples per second;
 - the share of the compute ceiling: the forward passes' useful FLOPs (2 x parameters x the tokens
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from autoprompt_search import data
 from autoprompt_search.assets import resolve_model
@@ -45,8 +47,9 @@ from autoprompt_search.templates import Template
 from autoprompt_search.tokenization import encode_in_context
 from autoprompt_search.verbalizers import Verbalizer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_openprompt import TEMPLATES, VERBALIZERS  # noqa: E402
+GRID = yaml.safe_load((Path(__file__).parent / "mr_grid.yaml").read_text(encoding="utf-8"))  # bench_openprompt.py's grid
+TEMPLATES: list[str] = GRID["templates"]
+VERBALIZERS: list[tuple[str, str]] = [tuple(pair) for pair in GRID["verbalizers"]]
 
 
 def synchronize(device: torch.device) -> None:

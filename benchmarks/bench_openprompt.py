@@ -16,7 +16,8 @@ verbalizer, so ``--timed-verbalizers N`` times N verbalizers per template (each 
 different one) and the full grid's time is extrapolated as loader time + 16 x the pair times of
 that template; the JSON says which figures are measured and which extrapolated. ``ours`` always
 runs the full grid. Predictions are compared pair by pair: where OpenPrompt's and ours
-(uncalibrated) differ on any example, the tools did not score the same thing and the script exits 1. Writes ``results/benchmarks/openprompt_grid.json``.
+(uncalibrated) differ on any example, the tools did not score the same thing and the script
+exits 1. The grid is ``benchmarks/mr_grid.yaml``. Writes ``results/benchmarks/openprompt_grid.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from autoprompt_search import data
 from autoprompt_search.backends import load_backend
@@ -41,22 +43,9 @@ from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
-TEMPLATES = [
-    "Review: {text}\nSentiment: {mask}",
-    "{text} In summary, this film is {mask}",
-    "{text} It was {mask}",
-    "{text} Overall, the movie was {mask}",
-    "Movie review: {text} All in all, the film was {mask}",
-    "{text}\nThe review is {mask}",
-    "Review: {text} This movie is {mask}",
-    "{text} My opinion of the film: {mask}",
-]
-# Words that are one token each after a space for SmolLM2 (checked at run time), so OpenPrompt's
-# "first token" rule for multi-token words never applies and both tools score the same words.
-VERBALIZERS = [("bad", "good"), ("terrible", "great"), ("negative", "positive"), ("awful", "wonderful"),
-               ("boring", "exciting"), ("poor", "excellent"), ("horrible", "fantastic"), ("dull", "brilliant"),
-               ("worst", "best"), ("weak", "strong"), ("disappointing", "amazing"), ("bad", "great"),
-               ("terrible", "good"), ("sad", "happy"), ("hate", "love"), ("boring", "fun")]
+GRID = yaml.safe_load((Path(__file__).parent / "mr_grid.yaml").read_text(encoding="utf-8"))  # shared with bench_gpu.py
+TEMPLATES: list[str] = GRID["templates"]
+VERBALIZERS: list[tuple[str, str]] = [tuple(pair) for pair in GRID["verbalizers"]]
 OPENPROMPT_PYTHON = Path(".venv-openprompt/bin/python")
 
 

@@ -39,26 +39,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import re
 import sys
 from pathlib import Path
 
 import yaml
 
+from autoprompt_search.analysis import BENCHMARK_DATASETS as DATASETS
+from autoprompt_search.analysis import BENCHMARK_SEEDS as SEEDS
+from autoprompt_search.analysis import FinishedRun, mean_std, search_seed
 from autoprompt_search.assets import DEFAULT_MODEL, model_weights_hash, resolve_model
 from autoprompt_search.backends import DEFAULT_MAX_LENGTH
-from autoprompt_search.candidates.demonstrations import scored_train
+from autoprompt_search.candidates.pools import word_param
 from autoprompt_search.fileio import atomic_write_json, atomic_write_text
 from autoprompt_search.provenance import stamp
-from autoprompt_search.search import word_param
+from autoprompt_search.ranking import TrialResult, ranking_key
+from autoprompt_search.run_folder import MANIFEST, RESULTS, RunFolder
 from autoprompt_search.spaces import load_space
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import RunOnTest, mean_std, run_seed  # noqa: E402
-
-DATASETS = ("mr", "subj", "rt", "bbc", "tweets")
-SEEDS = (13, 21, 42, 87, 100)
 METHODS = {
     "manual_zero_shot": "first manual prompt, zero-shot",
     "manual_calibrated": "best manual prompt, calibrated",
@@ -101,43 +99,42 @@ def variant_space(dataset: str, kind: str, folder: Path) -> Path:
 
 
 def complete(run: Path) -> bool:
-    manifest = run / "manifest.json"
-    return manifest.exists() and json.loads(manifest.read_text()).get("status") == "complete"
+    return RunFolder(run).is_complete()
 
 
 def keep_record(run: Path, records: Path) -> str:
     """Copy the run's manifest and results next to the benchmark's JSON (the run folders are not
     committed), so that every figure of the table traces back to a file in the repository."""
     target = records / run.name
-    for name in ("manifest.json", "results.json"):
-        atomic_write_text(target / name, (run / name).read_text(encoding="utf-8"))
+    for name in (MANIFEST, RESULTS):
+        atomic_write_text(target / name, RunFolder(run).file(name).read_text(encoding="utf-8"))
     return str(target)
 
 
 def run_cost(run: Path) -> dict:
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = RunFolder(run).manifest()
     timings = manifest["timings"]
     return {"wall_seconds": timings.get("total_seconds"), "forward_seconds": timings.get("forward_seconds"),
             "forward_passes": (manifest.get("cache") or {}).get("forward_passes")}
 
 
 def full_search_methods(run: Path) -> dict[str, dict | None]:
-    trials = RunOnTest(run)
+    trials = FinishedRun(run)
     seed_templates = trials.space["templates"]["seeds"]
     seed_verbalizers = trials.space["verbalizers"]["seeds"]
     seed_words = {word for verbalizer in seed_verbalizers for words in verbalizer.values() for word in words}
     first_prompt = (seed_templates[0], {label: list(words) for label, words in seed_verbalizers[0].items()}, "none")
     return {
-        "manual_zero_shot": trials.on_test(trials.best(lambda r: (r.template, r.verbalizer, r.calibration.method) == first_prompt)),
+        "manual_zero_shot": trials.on_test(trials.best(lambda r: (r.template.source, r.verbalizer, r.calibration.method) == first_prompt)),
         "manual_calibrated": trials.on_test(trials.best(lambda r: r.manual and r.calibration.method != "none")),
         "label_words": trials.on_test(best_generated_words(trials, seed_words)),
-        **searched_methods(run, trials),
+        **searched_methods(trials),
     }
 
 
-def searched_methods(run: Path, trials: RunOnTest) -> dict[str, dict | None]:
+def searched_methods(trials: FinishedRun) -> dict[str, dict | None]:
     """A search's best single prompt and its weighted ensemble, on the test sample."""
-    ensemble = json.loads((run / "results.json").read_text())["ensemble"]
+    ensemble = trials.results()["ensemble"]
     return {
         "search": trials.on_test(trials.best(lambda r: True)),
         "ensemble": {"members": [m["template"] for m in ensemble["members"]], "weights": ensemble["weights"],
@@ -146,22 +143,18 @@ def searched_methods(run: Path, trials: RunOnTest) -> dict[str, dict | None]:
     }
 
 
-def best_generated_words(trials: RunOnTest, seed_words: set[str]):
+def best_generated_words(trials: FinishedRun, seed_words: set[str]) -> TrialResult | None:
     """LM-BFF's automatic label words on the manual templates: every combination of the generated
     word options (the first ``GENERATED_OPTIONS`` of each label in the generator's order, fewer where
     the combinations would pass ``MAX_COMBINATIONS``; none holds a seed word) on every seed template
     and calibration, scored on train+dev exactly as a trial is (cached distributions: no forward
     pass), and the best by the study's own ranking."""
-    from autoprompt_search.search import Pools, PromptSearch, TrialResult, ranking_key
-
-    pools = Pools.from_dict(trials.pools)
-    space = trials.space
-    search = PromptSearch(trials.scorer, scored_train(trials.train, pools.origins), trials.dev, pools, objective=space["objective"],
-                          pruner=space["pruner"]["type"], chunks=space["pruner"]["chunks"])
+    pools, space, search = trials.pools, trials.space, trials.search()
     per_label = max(n for n in range(1, GENERATED_OPTIONS + 1) if n ** len(pools.words) <= MAX_COMBINATIONS)
     generated = [[i for i, option in enumerate(options) if not seed_words & set(option)][:per_label] for options in pools.words]
     best, best_key = None, None
-    for template in (t for t in space["templates"]["seeds"] if t in pools.templates):
+    pooled = {t.source: t for t in pools.templates}
+    for template in (pooled[t] for t in space["templates"]["seeds"] if t in pooled):
         for choice in itertools.product(*generated):
             for calibration in pools.calibrations:
                 params = {"template": pools.templates.index(template), "calibration": calibration,
@@ -169,7 +162,7 @@ def best_generated_words(trials: RunOnTest, seed_words: set[str]):
                 result, dev, fitted = search.evaluate(params)
                 value = result.accuracy if space["objective"] == "accuracy" else result.macro_f1
                 verbalizer = pools.verbalizer(params).to_dict()
-                key = ranking_key(value, result.mean_margin, template, verbalizer, calibration)
+                key = ranking_key(value, result.mean_margin, template.source, verbalizer, calibration)
                 if best_key is None or key < best_key:
                     best_key = key
                     best = TrialResult(number=-1, objective=value, accuracy=result.accuracy, macro_f1=result.macro_f1,
@@ -178,10 +171,10 @@ def best_generated_words(trials: RunOnTest, seed_words: set[str]):
     return best
 
 
-def gradient_method(trials: RunOnTest) -> dict | None:
-    found = {r["template"] for search in trials.pools["origins"].get("triggers", {}).get("searches", [])
+def gradient_method(trials: FinishedRun) -> dict | None:
+    found = {r["template"] for search in trials.pools.origins.get("triggers", {}).get("searches", [])
              for r in search["runs"] if r["template"]}
-    return trials.on_test(trials.best(lambda r: r.template in found))
+    return trials.on_test(trials.best(lambda r: r.template.source in found))
 
 
 def markdown(report: dict) -> str:
@@ -204,7 +197,7 @@ def markdown(report: dict) -> str:
               "2.6x SmolLM2-135M, a masked model) on their own MR splits (LM-BFF's zero-shot figure: one fixed manual prompt, "
               "no labels, the full 2,000-sentence test set, so beside our first column; RLPrompt: prompts searched on 16-shot "
               f"train/dev as here); ours is {ours} on a hash-based held-out split of MR."]
-    ablated = [d for d in report["datasets"] if report["results"].get(d, {}).get("summary", {}).get("plain_search", {}).get("accuracy", {}).get("mean") is not None]
+    ablated = [d for d in report["datasets"] if _has_figure(report, d, "plain_search")]
     if ablated:
         lines += ["", "Demonstrations, on and off (the same space without `generators.demonstrations`, same seeds and test sample):", "",
                   "| dataset | best single prompt, with | without | weighted ensemble, with | without |", "|---|---|---|---|---|"]
@@ -212,7 +205,7 @@ def markdown(report: dict) -> str:
             entry = report["results"][dataset]
             lines.append(f"| {dataset} | " + " | ".join(_cell(entry, m, report["seeds"]) for m in
                                                          ("search", "plain_search", "ensemble", "plain_ensemble")) + " |")
-    with_gradient = [d for d in report["datasets"] if report["results"].get(d, {}).get("summary", {}).get("gradient_search", {}).get("accuracy", {}).get("mean") is not None]
+    with_gradient = [d for d in report["datasets"] if _has_figure(report, d, "gradient_search")]
     if with_gradient:
         lines += ["", "Gradient-guided generators, on and off (the space with the generators of `mr_gradient.yaml` added: HotFlip "
                   "triggers and probe label words; same seeds and test sample):", "",
@@ -224,11 +217,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _has_figure(report: dict, dataset: str, method: str) -> bool:
+    """Whether some seed of ``dataset`` has a test accuracy for ``method``."""
+    summary = report["results"].get(dataset, {}).get("summary", {})
+    return summary.get(method, {}).get("accuracy", {}).get("mean") is not None
+
+
 def _prompt_lengths(report: dict) -> str:
     """Which datasets' prompts were cut shorter or longer than the default (their spaces' ``max_length``)."""
     lengths = {d: entry.get("max_length", DEFAULT_MAX_LENGTH) for d, entry in report["results"].items()}
     other = [f"{d}: {n}" for d, n in lengths.items() if n != DEFAULT_MAX_LENGTH]
-    return f" Prompts of at most {DEFAULT_MAX_LENGTH} tokens, except where the dataset's space sets its own ({', '.join(other)})." if other else ""
+    if not other:
+        return ""
+    return f" Prompts of at most {DEFAULT_MAX_LENGTH} tokens, except where the dataset's space sets its own ({', '.join(other)})."
 
 
 def _cell(entry: dict, method: str, seeds: list[int]) -> str:
@@ -284,7 +285,7 @@ def main() -> int:
             for kind in KINDS:
                 if kind in args.methods.split(",") and (kind != "plain" or shows_demonstrations(dataset)):
                     space = variant_space(dataset, kind, runs / "spaces")
-                    run_seed(space, seed, folder(dataset, kind, seed), ["--test-limit", str(args.test_limit), "--model", args.model])
+                    search_seed(space, seed, folder(dataset, kind, seed), test_limit=args.test_limit, model=args.model)
 
     records = Path(args.out).with_suffix("").parent / f"{Path(args.out).stem}_runs"
     results = {}
@@ -298,9 +299,9 @@ def main() -> int:
                 row["full_run"] = {"folder": str(full), "record": keep_record(full, records), **run_cost(full)}
                 walls["full"].append(row["full_run"]["wall_seconds"])
             if complete(gradient):
-                trials = RunOnTest(gradient)
+                trials = FinishedRun(gradient)
                 row["gradient"] = gradient_method(trials)
-                row.update({f"gradient_{name}": value for name, value in searched_methods(gradient, trials).items()})
+                row.update({f"gradient_{name}": value for name, value in searched_methods(trials).items()})
                 row["gradient_run"] = {"folder": str(gradient), "record": keep_record(gradient, records), **run_cost(gradient)}
                 walls["gradient"].append(row["gradient_run"]["wall_seconds"])
             plain = folder(dataset, "plain", seed)
@@ -310,11 +311,12 @@ def main() -> int:
                 row["plain_run"] = {"folder": str(plain), "record": keep_record(plain, records), **run_cost(plain)}
             if row:
                 per_seed[str(seed)] = row
-                print(f"{dataset} seed {seed}: " + "  ".join(f"{m} {row[m]['test_accuracy']:.4f}" for m in METHODS if row.get(m)), flush=True)
+                figures = "  ".join(f"{m} {row[m]['test_accuracy']:.4f}" for m in METHODS if row.get(m))
+                print(f"{dataset} seed {seed}: {figures}", flush=True)
         if not per_seed:
             continue
         first = next(folder(dataset, "full", seed) for seed in seeds if str(seed) in per_seed and complete(folder(dataset, "full", seed)))
-        test = RunOnTest(first).test  # every seed's run has the same test sample
+        test = RunFolder(first).splits().test  # every seed's run has the same test sample
         counts = [sum(1 for e in test.examples if e.label == label) for label in test.labels]
         results[dataset] = {
             "per_seed": per_seed,
@@ -324,7 +326,7 @@ def main() -> int:
                             "macro_f1": mean_std([r[m]["test_macro_f1"] for r in per_seed.values() if r.get(m)])}
                         for m in [*METHODS, *(f"{kind}_{name}" for kind in ("plain", "gradient") for name in PLAIN_METHODS)]},
             "wall_seconds": {kind: (sum(w) / len(w) if w else None) for kind, w in walls.items()},
-            "max_length": json.loads((first / "manifest.json").read_text())["model"]["max_length"],
+            "max_length": RunFolder(first).manifest()["model"]["max_length"],
         }
     report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": model_weights_hash(resolve_model(args.model)),
               "k": 16, "seeds": seeds, "test_limit": args.test_limit, "datasets": list(DATASETS), "methods": METHODS,

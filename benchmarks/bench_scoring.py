@@ -109,7 +109,8 @@ def main() -> int:
     }
     atomic_write_json(args.out, report)
     print(f"plain loop {report['plain_loop']['examples_per_second']:.1f} ex/s, acc {baseline_accuracy:.4f} / {baseline_prior:.4f} (prior)")
-    print(f"ours       {report['autoprompt_search']['examples_per_second']:.1f} ex/s, acc {ours.accuracy:.4f} / {ours_prior.accuracy:.4f} (prior)")
+    ours_speed = report["autoprompt_search"]["examples_per_second"]
+    print(f"ours       {ours_speed:.1f} ex/s, acc {ours.accuracy:.4f} / {ours_prior.accuracy:.4f} (prior)")
     print(f"100 verbalizers on the cached template: {many_seconds:.3f} s, {forward_passes_for_100} forward passes")
     print(f"wrote {args.out}")
     return 0

@@ -24,22 +24,20 @@ the slot cache they filled (``make bench-quality`` makes both).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from autoprompt_search.analysis import BENCHMARK_DATASETS as DATASETS
+from autoprompt_search.analysis import BENCHMARK_SEEDS as SEEDS
+from autoprompt_search.analysis import FinishedRun, mean_std
 from autoprompt_search.ensemble import combine_probabilities
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
+from autoprompt_search.run_folder import RESULTS, RunFolder
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_quality import DATASETS, SEEDS  # noqa: E402
-from bench_search import RunOnTest, mean_std  # noqa: E402
 
 TOP_K = (5, 10, 20)
 ORACLE_SIZES = (3, 5, 9)
@@ -47,9 +45,9 @@ FIGURES = ("chosen", "best_manual", "ceiling", "top10_mean", "ensemble", "ensemb
            *(f"test_chosen_{k}" for k in ORACLE_SIZES))
 
 
-def cached_on_test(trials: RunOnTest, template: str):
+def cached_on_test(trials: FinishedRun, template: Template):
     """The template's prepared test prompts when every chunk's distribution is on disk, else None."""
-    prepared = trials.scorer.prepare(Template.parse(template, fields=trials.test.fields), [e.fields for e in trials.test.examples])
+    prepared = trials.scorer.prepare(template, [e.fields for e in trials.test.examples])
     return prepared if trials.scorer.cached(prepared.prompts) else None
 
 
@@ -67,9 +65,9 @@ def test_chosen(probabilities: list[np.ndarray], accuracy: Callable[[np.ndarray]
 
 
 def run_figures(run: Path) -> dict:
-    trials = RunOnTest(run)
+    trials = FinishedRun(run)
     scorer = trials.scorer
-    by_template: dict[str, list] = {}
+    by_template: dict[Template, list] = {}
     for result in trials.board:
         by_template.setdefault(result.template, []).append(result)
     test: dict[int, np.ndarray] = {}  # trial number -> calibrated class probabilities on test
@@ -87,7 +85,7 @@ def run_figures(run: Path) -> dict:
         return float((probabilities.argmax(axis=1) == gold).mean())
 
     ranked = [r for r in trials.board if r.number in test]  # the study's order
-    reported = json.loads((run / "results.json").read_text())
+    reported = trials.results()
     members = [m["trial"] for m in reported["ensemble"]["members"]]
     manual = next((r for r in trials.board if r.manual and r.calibration.method != "none"), None)
     oracle = test_chosen([test[r.number] for r in ranked], accuracy, ORACLE_SIZES)
@@ -108,7 +106,8 @@ def run_figures(run: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default=",".join(DATASETS), help="run names: <runs>/<name>-seed<seed> (mr_fluent reads that space's runs)")
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help="run names: <runs>/<name>-seed<seed> (mr_fluent reads that space's runs)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--runs", default="results/runs/quality")
     parser.add_argument("--out", default="results/benchmarks/selection.json")
@@ -116,7 +115,7 @@ def main() -> int:
     report: dict = {"datasets": {}}
     for dataset in args.datasets.split(","):
         runs = [Path(args.runs) / f"{dataset}-seed{seed}" for seed in args.seeds.split(",")]
-        per_seed = [run_figures(run) for run in runs if (run / "results.json").exists()]
+        per_seed = [run_figures(run) for run in runs if RunFolder(run).file(RESULTS).exists()]
         if not per_seed:
             continue
         report["datasets"][dataset] = {"per_seed": per_seed, "summary": {

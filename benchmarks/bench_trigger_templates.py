@@ -24,34 +24,30 @@ import argparse
 import sys
 from pathlib import Path
 
-from autoprompt_search.candidates.demonstrations import scored_train
+from autoprompt_search.analysis import BENCHMARK_SEEDS, FinishedRun, mean_std, scored_as_trial, search_seed, trigger_base
+from autoprompt_search.analysis import REPORTED_PROMPTS as METHODS
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
-from autoprompt_search.search import Pools, PromptSearch
+from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import METHODS, RunOnTest, mean_std, run_seed, scored_as_trial, trigger_base  # noqa: E402
 
 
 def compare(run: Path) -> list[dict]:
     """Per trigger search of the run: the base template and each written trigger template, same words."""
-    trials = RunOnTest(run)
-    pools = Pools.from_dict(trials.pools)
-    space = trials.space
-    search = PromptSearch(trials.scorer, scored_train(trials.train, pools.origins), trials.dev, pools, objective=space["objective"],
-                          pruner=space["pruner"]["type"], chunks=space["pruner"]["chunks"])
+    trials = FinishedRun(run)
+    search = trials.search()
     searches = []
-    for record in pools.origins.get("triggers", {}).get("searches", []):
+    for record in trials.pools.origins.get("triggers", {}).get("searches", []):
         verbalizer = Verbalizer.parse(record["verbalizer"], trials.test.labels)
         base = trigger_base(record)
         if base is None:  # the space wrote this template with its trigger slots: there is no base to compare
             continue
-        found = [{"tokens": r["tokens"], **scored_as_trial(search, trials.test, r["template"], verbalizer),
-                  "best_trial": trials.on_test(trials.best(lambda t, source=r["template"]: t.template == source))}
+        found = [{"tokens": r["tokens"], **scored_as_trial(search, trials.test, Template.parse(r["template"]), verbalizer),
+                  "best_trial": trials.on_test(trials.best(lambda t, source=r["template"]: t.template.source == source))}
                  for r in record["runs"] if r["template"] and r["changed"]]
-        searches.append({"verbalizer": record["verbalizer"], "base": {**scored_as_trial(search, trials.test, base, verbalizer),
-                                                                      "best_trial": trials.on_test(trials.best(lambda t: t.template == base))},
+        base_trial = trials.on_test(trials.best(lambda t: t.template.source == base))
+        searches.append({"verbalizer": record["verbalizer"],
+                         "base": {**scored_as_trial(search, trials.test, Template.parse(base), verbalizer), "best_trial": base_trial},
                          "triggers": found})
     return searches
 
@@ -59,7 +55,7 @@ def compare(run: Path) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="search_spaces/mr_gradient.yaml")
-    parser.add_argument("--seeds", default="13,21,42,87,100")
+    parser.add_argument("--seeds", default=",".join(map(str, BENCHMARK_SEEDS)))
     parser.add_argument("--runs", default="results/runs/quality", help="run folders are <runs>/<space name>-seed<seed>")
     parser.add_argument("--test-limit", type=int, default=1000)
     parser.add_argument("--out", help="default: results/benchmarks/trigger_templates_<space>.json")
@@ -69,7 +65,7 @@ def main() -> int:
     per_seed = {}
     for seed in seeds:
         run = Path(args.runs) / f"{space.stem}-seed{seed}"
-        results = run_seed(space, seed, run, ["--test-limit", str(args.test_limit)])
+        results = search_seed(space, seed, run, test_limit=args.test_limit)
         searches = compare(run)
         ranked = [(trigger, search["base"]) for search in searches for trigger in search["triggers"]]
         best = max(ranked, key=lambda pair: (pair[0]["train_dev_accuracy"], pair[0]["train_dev_margin"]), default=None)

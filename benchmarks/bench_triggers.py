@@ -88,7 +88,8 @@ def main() -> int:
         began = time.perf_counter()
         candidates = objective.hotflip_candidates(gradient, index, triggers[index], allowed, args.candidates)
         hotflip_seconds = time.perf_counter() - began
-        ours, ours_seconds, ours_times = fastest(lambda: objective.candidate_losses(inputs, triggers, index, candidates, gold), args.repeats)
+        ours, ours_seconds, ours_times = fastest(lambda: objective.candidate_losses(inputs, triggers, index, candidates, gold),
+                                                 args.repeats)
         _, warm_seconds, _ = fastest(lambda: warm_step(index, candidates), args.repeats)
         _, cold_seconds, _ = fastest(lambda: cold_step(index, candidates), args.repeats)
         loop, loop_seconds, _ = fastest(lambda: reference_candidate_losses(objective, inputs, triggers, index, candidates, gold), 1)

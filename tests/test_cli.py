@@ -73,13 +73,29 @@ def test_missing_data_file_and_bad_space(tmp_path, capsys) -> None:
     assert main(["evaluate", "--dataset", str(tmp_path / "nope.csv"), "--template", "{text} {mask}", "--verbalizer", VERBALIZER]) == 2
     assert "nope.csv" in capsys.readouterr().err
     bad = tmp_path / "space.yaml"
-    bad.write_text("dataset: mr\ntemplates: {seeds: ['{text} It was {mask}']}\nverbalizers: {seeds: [{negative: bad, positive: good}]}\nbudget: {trials: 0}\n")
+    bad.write_text(
+        "dataset: mr\ntemplates: {seeds: ['{text} It was {mask}']}\nverbalizers: {seeds: [{negative: bad, positive: good}]}\nbudget: {trials: 0}\n"  # noqa: E501
+    )
     assert main(["search", str(bad)]) == 2
     assert "budget.trials" in capsys.readouterr().err
     assert main(["validate", str(bad)]) == 2
 
 
 def test_console_script_runs_without_traceback_on_error(tmp_path) -> None:
-    result = subprocess.run([sys.executable, "-m", "autoprompt_search.cli.main", "evaluate", "--dataset", str(tmp_path / "x.csv"),
-                             "--template", "{text} {mask}", "--verbalizer", VERBALIZER], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoprompt_search.cli.main",
+            "evaluate",
+            "--dataset",
+            str(tmp_path / "x.csv"),
+            "--template",
+            "{text} {mask}",
+            "--verbalizer",
+            VERBALIZER,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "x.csv" in result.stderr

@@ -415,7 +415,7 @@ def test_real_dataset(name):
         assert len(unique) <= 38158 - 915
     train, test = data.split_train_test(ds, data.DEFAULT_TEST_FRACTION[name])
     assert len(train) + len(test) == len(unique)
-    keys = lambda d: {data._key(e, d.fields) for e in d.examples}  # noqa: E731
+    keys = lambda d: {data.example_key(e, d.fields) for e in d.examples}  # noqa: E731
     assert not keys(train) & keys(test)
     if name == "mr":
         assert 1900 < len(test) < 2100

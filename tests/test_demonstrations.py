@@ -9,10 +9,10 @@ import optuna
 import pytest
 
 from autoprompt_search import data
-from autoprompt_search.candidates.demonstrations import choose_sets, demonstration, scored_train
+from autoprompt_search.candidates.demonstrations import choose_sets, demonstration
 from autoprompt_search.cli.main import main
-from autoprompt_search.search import STUDY_NAME
 from autoprompt_search.spaces import load_space
+from autoprompt_search.study import STUDY_NAME
 from autoprompt_search.templates import Template
 from autoprompt_search.testing import write_tiny_space
 
@@ -57,13 +57,13 @@ def test_demonstration_sets_are_balanced_disjoint_and_seeded() -> None:
 def test_pools_gain_demonstration_templates_and_propose_them(tmp_path, tiny_causal_lm, isolated_cache) -> None:
     from autoprompt_search.backends import load_backend
     from autoprompt_search.cache import SlotCache
-    from autoprompt_search.candidates.pools import build_pools
+    from autoprompt_search.candidates.build import build_pools
     from autoprompt_search.scoring import PromptScorer
 
     space, train, dev = _splits(_tiny(tmp_path, tiny_causal_lm))
     pools = build_pools(space, PromptScorer(load_backend(tiny_causal_lm), SlotCache()), train, dev, log=lambda message: None)
     record = pools.origins["demonstrations"]
-    assert len(record["templates"]) == 4 and set(record["templates"]) <= set(pools.templates)
+    assert len(record["templates"]) == 4 and set(record["templates"]) <= {t.source for t in pools.templates}
     shown_rows = record["shown_train_rows"]
     assert len(shown_rows) == 4 and sorted(train.examples[r].label for r in shown_rows) == ["negative"] * 2 + ["positive"] * 2
     for source, rows in zip(record["templates"], record["sets"] * 2):
@@ -74,20 +74,25 @@ def test_pools_gain_demonstration_templates_and_propose_them(tmp_path, tiny_caus
     # words it shows, a trigger template with the words its triggers were searched for.
     searches = pools.origins["triggers"]["searches"]
     # Each search records the template its slots went into: the written trigger template less the slots.
-    assert all(search["base"] in pools.templates and search["template"].replace(" [T]", "") == search["base"] for search in searches)
-    triggered = {run["template"]: search["verbalizer"] for search in searches for run in search["runs"] if run["template"] and run["changed"]}
+    assert all(
+        search["base"] in {t.source for t in pools.templates} and search["template"].replace(" [T]", "") == search["base"]
+        for search in searches
+    )
+    triggered = {
+        run["template"]: search["verbalizer"] for search in searches for run in search["runs"] if run["template"] and run["changed"]
+    }
     assert triggered  # the tiny space's trigger search changes its triggers
     assert len(pools.proposals) == (4 + len(triggered)) * len(space.calibration)
     assert len({json.dumps(params, sort_keys=True) for params in pools.proposals}) == len(pools.proposals)
     for params in pools.proposals:
-        template = pools.templates[params["template"]]
+        template = pools.templates[params["template"]].source
         verbalizer = pools.verbalizer(params)
         if template in triggered:
             assert verbalizer.to_dict() == triggered[template]
         else:
             assert template in record["templates"]
             assert all(f"was {words[0]}" in template for words in verbalizer.words)
-    kept = scored_train(train, pools.origins)
+    kept = pools.scored_train(train)
     assert len(kept) == len(train) - 4
     assert not {e.fields["text"] for e in kept.examples} & {train.examples[r].fields["text"] for r in shown_rows}
 
@@ -95,7 +100,7 @@ def test_pools_gain_demonstration_templates_and_propose_them(tmp_path, tiny_caus
 def test_a_trigger_template_written_by_the_space_records_no_base(tmp_path, tiny_causal_lm, isolated_cache) -> None:
     from autoprompt_search.backends import load_backend
     from autoprompt_search.cache import SlotCache
-    from autoprompt_search.candidates.pools import build_pools
+    from autoprompt_search.candidates.build import build_pools
     from autoprompt_search.scoring import PromptScorer
 
     space, train, dev = _splits(_tiny(tmp_path, tiny_causal_lm, "generators: {triggers: {templates: ['{text} [T] [T] It was {mask}']}}\n"))
@@ -107,7 +112,7 @@ def test_a_trigger_template_written_by_the_space_records_no_base(tmp_path, tiny_
 def test_texts_too_long_to_show_add_no_template(tmp_path, tiny_causal_lm, isolated_cache) -> None:
     from autoprompt_search.backends import load_backend
     from autoprompt_search.cache import SlotCache
-    from autoprompt_search.candidates.pools import build_pools
+    from autoprompt_search.candidates.build import build_pools
     from autoprompt_search.scoring import PromptScorer
 
     space, train, dev = _splits(_tiny(tmp_path, tiny_causal_lm))
@@ -116,8 +121,8 @@ def test_texts_too_long_to_show_add_no_template(tmp_path, tiny_causal_lm, isolat
     pools = build_pools(space, PromptScorer(backend, SlotCache()), train, dev, log=messages.append)
     assert pools.origins["demonstrations"]["templates"] == [] and "skipped" in pools.origins["demonstrations"]
     written = {run["template"] for search in pools.origins["triggers"]["searches"] for run in search["runs"]}
-    assert all(pools.templates[params["template"]] in written for params in pools.proposals)  # the trigger search's only
-    assert scored_train(train, pools.origins) is train
+    assert all(pools.templates[params["template"]].source in written for params in pools.proposals)  # the trigger search's only
+    assert pools.scored_train(train) is train
     assert any(message.startswith("demonstrations: none") for message in messages)
 
 
@@ -135,17 +140,23 @@ def test_the_search_never_scores_a_shown_example_and_resumes(tmp_path, tiny_caus
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pools"]["demonstrations"]["shown_train_rows"] == pools["origins"]["demonstrations"]["shown_train_rows"]
     assert main(["search", str(space), "--out", str(out), "--batch-size", "8", "--trials", "5", "--resume"]) == 0
-    finished = [t for t in optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}").trials
-                if t.state != optuna.trial.TrialState.FAIL]
+    finished = [
+        t
+        for t in optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}").trials
+        if t.state != optuna.trial.TrialState.FAIL
+    ]
     assert len(finished) >= len(pools["manual"]) + len(pools["proposals"]) + 5
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("generators: {demonstrations: {enabled: true, per_class: 2, sets: 2}}\n", "must stay below few_shot.k (4)"),
-    ("generators: {demonstrations: {enabled: true, separator: '{x}'}}\n", "generators.demonstrations.separator"),
-    ("generators: {demonstrations: {enabled: yes please}}\n", "generators.demonstrations.enabled"),
-    ("generators: {demonstrations: {sets: 0}}\n", "generators.demonstrations.sets"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("generators: {demonstrations: {enabled: true, per_class: 2, sets: 2}}\n", "must stay below few_shot.k (4)"),
+        ("generators: {demonstrations: {enabled: true, separator: '{x}'}}\n", "generators.demonstrations.separator"),
+        ("generators: {demonstrations: {enabled: yes please}}\n", "generators.demonstrations.enabled"),
+        ("generators: {demonstrations: {sets: 0}}\n", "generators.demonstrations.sets"),
+    ],
+)
 def test_bad_demonstration_settings_give_one_clear_error(tmp_path, tiny_causal_lm, capsys, extra, message) -> None:
     space = _tiny(tmp_path, tiny_causal_lm, extra)
     assert main(["validate", str(space)]) == 2

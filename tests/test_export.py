@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 
 import autoprompt_search
 from autoprompt_search import export
+from autoprompt_search import predictor as prompt_predictor
 from autoprompt_search.backends import load_backend
 from autoprompt_search.cache import SlotCache
 from autoprompt_search.ensemble import combine_probabilities
@@ -78,7 +79,7 @@ def prompt_file(tmp_path, backend, model_info) -> Path:
 def test_loaded_prompt_reproduces_the_search_probabilities(tmp_path, backend, model_info, calibration) -> None:
     path, score = _write(tmp_path / "best.json", backend, model_info, calibration=calibration)
     for cache in (False, True, True):  # fresh, disk cache filled, disk cache read
-        predictor = export.load(path, cache=cache)
+        predictor = prompt_predictor.load(path, cache=cache)
         assert np.array_equal(predictor.predict_proba(TEXTS), score.probabilities)
     assert predictor.classes_ == list(LABELS)
     assert predictor.scorer.backend.batch_size == 4 and predictor.scorer.chunk_size == 5
@@ -111,8 +112,8 @@ def test_ensemble_round_trip(tmp_path, backend, model_info) -> None:
     document = json.loads(path.read_text())
     assert document["kind"] == "ensemble" and [m["weight"] for m in document["members"]] == weights
     assert document["members"][1]["exports"]["openprompt"]["trigger_token_ids"] == [100, 200]
-    predictor = export.load(path, cache=False)
-    assert isinstance(predictor, export.EnsemblePredictor)
+    predictor = prompt_predictor.load(path, cache=False)
+    assert isinstance(predictor, prompt_predictor.EnsemblePredictor)
     assert predictor.members[0].scorer is predictor.members[1].scorer  # one backend, one cache
     expected = combine_probabilities([a[1].probabilities, b[1].probabilities], weights)
     assert np.array_equal(predictor.predict_proba(TEXTS), expected)
@@ -128,7 +129,7 @@ def test_ensemble_members_of_one_template_share_one_pass(tmp_path, backend, mode
         tmp_path / "ensemble.json", [(m[0], w, {"dev": m[1].summary()}) for m, w in zip(members, weights)],
         model_info, scores={"dev": {}}, dataset={}, provenance={}, weights_fit={"method": "test"},
         word_token_ids=[m[2] for m in members], **SEARCH)
-    predictor = export.load(path, cache=False)
+    predictor = prompt_predictor.load(path, cache=False)
     predictor.members[0].scorer.cache = SlotCache(memory_bytes=0)  # nothing kept: every read is a pass
     passes = backend.forward_passes
     predictor.members[0].predict_proba(TEXTS)
@@ -146,7 +147,7 @@ def test_several_fields_take_mappings(tmp_path, backend, model_info) -> None:
     texts = [{"premise": TEXTS[i], "hypothesis": TEXTS[i + 1]} for i in range(6)]
     path, score = _write(tmp_path / "best.json", backend, model_info, template="{premise} ? {hypothesis} So it was {mask}",
                          fields=fields, texts=texts)
-    predictor = export.load(path, cache=False)
+    predictor = prompt_predictor.load(path, cache=False)
     assert np.array_equal(predictor.predict_proba(texts), score.probabilities)
     with pytest.raises(UserError, match=r"texts\[0\]: the template uses the fields premise, hypothesis"):
         predictor.predict(["a plain string"])
@@ -176,7 +177,11 @@ INVALID = [
     ("kind", _set("kind", "many"), "kind: expected 'single' or 'ensemble'"),
     ("no prompt", _set("prompt", _DELETE), "prompt: missing (required)"),
     ("verbalizer type", _set("prompt.verbalizer", ["bad", "good"]), "prompt.verbalizer: expected a mapping from label to words"),
-    ("verbalizer labels", _set("prompt.verbalizer", {"negative": ["bad"], "neutral": ["ok"]}), "prompt.verbalizer: unknown label 'neutral'"),
+    (
+        "verbalizer labels",
+        _set("prompt.verbalizer", {"negative": ["bad"], "neutral": ["ok"]}),
+        "prompt.verbalizer: unknown label 'neutral'",
+    ),
     ("template missing", _set("prompt.template", _DELETE), "prompt.template: missing (required)"),
     ("template slot", _set("prompt.template", "{text} no slot"), "prompt.template: template '{text} no slot' has no label slot"),
     ("labels type", _set("prompt.labels", ["negative", 1]), "prompt.labels: expected a list of strings"),
@@ -188,7 +193,11 @@ INVALID = [
     ("model hash", _set("model.weights_sha256", _DELETE), "model.weights_sha256: missing (required)"),
     ("model kind", _set("model.kind", "diffusion"), "model.kind: expected 'masked' or 'causal' or 'seq2seq', got 'diffusion'"),
     ("batch size", _set("model.batch_size", 0), "model.batch_size: expected a positive integer"),
-    ("word ids type", _set("word_token_ids", {"negative": [["a"]], "positive": [[1]]}), "word_token_ids: expected a mapping from label to lists of token ids"),
+    (
+        "word ids type",
+        _set("word_token_ids", {"negative": [["a"]], "positive": [[1]]}),
+        "word_token_ids: expected a mapping from label to lists of token ids",
+    ),
     ("word ids labels", _set("word_token_ids", {"negative": [[1]]}), "word_token_ids: its labels"),
 ]
 
@@ -199,7 +208,7 @@ def test_invalid_fields_name_the_file_and_the_field(prompt_file, mutate, expecte
     mutate(document)
     prompt_file.write_text(json.dumps(document))
     with pytest.raises(UserError) as error:
-        export.load(prompt_file)
+        prompt_predictor.load(prompt_file)
     assert str(error.value).startswith(f"{prompt_file}: {expected}"), str(error.value)
 
 
@@ -218,21 +227,21 @@ def test_invalid_ensemble_members(tmp_path, prompt_file) -> None:
     for members, expected in cases:
         path.write_text(json.dumps({**single, "kind": "ensemble", "members": members}))
         with pytest.raises(UserError) as error:
-            export.load(path)
+            prompt_predictor.load(path)
         assert str(error.value).startswith(f"{path}: {expected}"), str(error.value)
 
 
 def test_unreadable_files(tmp_path) -> None:
     with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'missing.json'}: no such prompt file")):
-        export.load(tmp_path / "missing.json")
+        prompt_predictor.load(tmp_path / "missing.json")
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'broken.json'}: not valid JSON")):
-        export.load(tmp_path / "broken.json")
+        prompt_predictor.load(tmp_path / "broken.json")
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(UserError, match="expected a JSON object at the top level"):
-        export.load(tmp_path / "list.json")
+        prompt_predictor.load(tmp_path / "list.json")
     with pytest.raises(UserError, match="is a folder"):
-        export.load(tmp_path)
+        prompt_predictor.load(tmp_path)
 
 
 def test_unknown_keys_are_tolerated(prompt_file) -> None:
@@ -241,7 +250,7 @@ def test_unknown_keys_are_tolerated(prompt_file) -> None:
     document["prompt"]["future_option"] = True
     document["model"]["revision"] = "main"
     prompt_file.write_text(json.dumps(document))
-    assert export.load(prompt_file, cache=False).classes_ == list(LABELS)
+    assert prompt_predictor.load(prompt_file, cache=False).classes_ == list(LABELS)
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -249,22 +258,22 @@ def test_prompt_found_on_another_model_is_refused_unless_not_strict(tmp_path, ba
     other = ModelInfo(model_info.name, model_info.kind, "0" * 64, model_info.path, model_info.max_length)
     path, score = _write(tmp_path / "best.json", backend, other)
     with pytest.raises(UserError, match=re.escape(f"{path}: model.weights_sha256: the prompt was found on another model")):
-        export.load(path)
+        prompt_predictor.load(path)
     with pytest.warns(UserWarning, match="found on another model"):
-        predictor = export.load(path, cache=False, strict=False)
+        predictor = prompt_predictor.load(path, cache=False, strict=False)
     assert np.array_equal(predictor.predict_proba(TEXTS), score.probabilities)
 
 
 def test_model_is_found_by_path_then_name_or_given(tmp_path, backend, model_info, tiny_causal_lm) -> None:
     moved = ModelInfo(str(tiny_causal_lm), "causal", model_info.weights_sha256, str(tmp_path / "gone"), model_info.max_length)
     path, score = _write(tmp_path / "best.json", backend, moved)
-    assert np.array_equal(export.load(path, cache=False).predict_proba(TEXTS), score.probabilities)
-    assert export.load(path, model=backend, cache=False).scorer.backend is backend
+    assert np.array_equal(prompt_predictor.load(path, cache=False).predict_proba(TEXTS), score.probabilities)
+    assert prompt_predictor.load(path, model=backend, cache=False).scorer.backend is backend
     lost = ModelInfo("no-such-model", "causal", model_info.weights_sha256, str(tmp_path / "gone"), model_info.max_length)
     path, _ = _write(tmp_path / "lost.json", backend, lost)
     with pytest.raises(UserError, match=re.escape(f"{path}: model: cannot load the prompt's model")):
-        export.load(path)
-    assert np.array_equal(export.load(path, model=tiny_causal_lm, cache=False).predict_proba(TEXTS), score.probabilities)
+        prompt_predictor.load(path)
+    assert np.array_equal(prompt_predictor.load(path, model=tiny_causal_lm, cache=False).predict_proba(TEXTS), score.probabilities)
 
 
 def test_other_word_token_ids_mean_another_tokenizer(prompt_file) -> None:
@@ -272,9 +281,9 @@ def test_other_word_token_ids_mean_another_tokenizer(prompt_file) -> None:
     document["word_token_ids"]["positive"] = [[7]]
     prompt_file.write_text(json.dumps(document))
     with pytest.raises(UserError, match=re.escape(f"{prompt_file}: word_token_ids: this model's tokenizer gives other token ids")):
-        export.load(prompt_file)
+        prompt_predictor.load(prompt_file)
     with pytest.warns(UserWarning, match="other token ids"):
-        export.load(prompt_file, cache=False, strict=False)
+        prompt_predictor.load(prompt_file, cache=False, strict=False)
 
 
 # -- forms for other tools ---------------------------------------------------------------------
@@ -343,9 +352,15 @@ def test_openprompt_form_fields_triggers_and_braces(tiny_causal_lm) -> None:
 def test_peft_form(model_info, tiny_causal_lm) -> None:
     spec = _spec("Review: {text} [T] {{x}}  Sentiment:\n{mask}", trigger_ids=(5,))
     form = export.peft_form(spec, model_info)
-    assert form == {**form, "peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "prompt_tuning_init": "TEXT",
-                    "prompt_tuning_init_text": "Review: {x} Sentiment:", "num_virtual_tokens": None,
-                    "tokenizer_name_or_path": model_info.path}
+    assert form == {
+        **form,
+        "peft_type": "PROMPT_TUNING",
+        "task_type": "CAUSAL_LM",
+        "prompt_tuning_init": "TEXT",
+        "prompt_tuning_init_text": "Review: {x} Sentiment:",
+        "num_virtual_tokens": None,
+        "tokenizer_name_or_path": model_info.path,
+    }
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm)
     counted = export.peft_form(spec, model_info, tokenizer)
     assert counted["num_virtual_tokens"] == len(tokenizer("Review: {x} Sentiment:")["input_ids"])
@@ -388,8 +403,9 @@ def test_writes_are_atomic(tmp_path, prompt_file, backend, model_info, monkeypat
 
 
 def test_writer_refuses_a_file_load_would_refuse(tmp_path, model_info) -> None:
-    bad = PromptSpec("{text} no slot", {"negative": ["bad"], "positive": ["good"]}, LABELS, ("text",))
-    with pytest.raises(UserError, match="prompt.template"):
-        export.write_prompt(tmp_path / "best.json", bad, model_info, scores={}, dataset={}, provenance={},
-                            word_token_ids={}, batch_size=4)
+    with pytest.raises(UserError, match="no label slot"):  # a template is checked when the spec is made
+        PromptSpec("{text} no slot", {"negative": ["bad"], "positive": ["good"]}, LABELS, ("text",))
+    bad = PromptSpec("{text} It was {mask}", {"negative": ["bad"], "positive": ["good"]}, LABELS, ("text",), trigger_ids=(5,))
+    with pytest.raises(UserError, match="prompt.trigger_ids"):
+        export.write_prompt(tmp_path / "best.json", bad, model_info, scores={}, dataset={}, provenance={}, word_token_ids={}, batch_size=4)
     assert not (tmp_path / "best.json").exists()

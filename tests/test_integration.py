@@ -42,7 +42,9 @@ def test_splade_tiny_masked_path_with_multi_token_words(capsys) -> None:
     assert code == 0 and report["n"] == 40 and report["model"]["kind"] == "masked"
     assert 0.0 <= report["accuracy"] <= 1.0
     backend = load_backend("splade-tiny")
-    [[unwatchable, _], _] = Verbalizer.parse({"negative": ["unwatchable", "bad"], "positive": ["good"]}).token_ids(backend.tokenizer, leading_space=True)
+    [[unwatchable, _], _] = Verbalizer.parse({"negative": ["unwatchable", "bad"], "positive": ["good"]}).token_ids(
+        backend.tokenizer, leading_space=True
+    )
     assert len(unwatchable) > 1  # the real WordPiece vocabulary splits it
 
 
@@ -72,8 +74,9 @@ def test_smollm2_reference_prompt_on_mr(smollm2) -> None:
 
 def test_smollm2_short_search_reload_and_report(tmp_path, capsys, browser_view) -> None:
     """The README's main job at a small budget: its figures reload exactly, and its report shows every part."""
-    from autoprompt_search.cli.search_cmd import TEST_SAMPLE_SEED
-    from autoprompt_search.report import REPORT_NAME, SECTIONS
+    from autoprompt_search.report import SECTIONS
+    from autoprompt_search.run_folder import REPORT as REPORT_NAME
+    from autoprompt_search.splits import TEST_SAMPLE_SEED
 
     _need("smollm2-135m", "mr")
     out = tmp_path / "run"
@@ -130,8 +133,10 @@ def test_trigger_candidates_match_autoprompts_loop_on_a_real_model(model) -> Non
 def test_smollm2_search_with_the_gradient_generators(tmp_path, capsys) -> None:
     _need("smollm2-135m", "mr")
     space = tmp_path / "space.yaml"
-    space.write_text(f"include: {SPACES / 'mr_gradient.yaml'}\nname: mr_gradient_small\n"
-                     "generators:\n  triggers: {steps: 2, restarts: 1, candidates: 6, batch_size: 8}\n")
+    space.write_text(
+        f"include: {SPACES / 'mr_gradient.yaml'}\nname: mr_gradient_small\n"
+        "generators:\n  triggers: {steps: 2, restarts: 1, candidates: 6, batch_size: 8}\n"
+    )
     out = tmp_path / "run"
     assert main(["search", str(space), "--trials", "2", "--test-limit", "32", "--out", str(out)]) == 0
     pools = json.loads((out / "pools.json").read_text())
@@ -147,7 +152,7 @@ def test_smollm2_search_with_the_gradient_generators(tmp_path, capsys) -> None:
 def test_smollm2_word_pools_hold_no_word_pieces(tmp_path) -> None:
     """MR seed 13: the slot distribution proposes " un" for negative (the start of "unfunny",
     "unwatchable"); the model continues it, so it is dropped, and whole words take its place."""
-    from autoprompt_search.candidates.pools import build_pools
+    from autoprompt_search.candidates.build import build_pools
     from autoprompt_search.spaces import load_space
 
     _need("smollm2-135m", "mr")

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from autoprompt_search.cli.main import main
-from autoprompt_search.report import PREDICTIONS_NAME, REPORT_NAME, SECTIONS, leaderboard_rows, read_run
+from autoprompt_search.report import SECTIONS, leaderboard_rows, read_run
+from autoprompt_search.run_folder import PREDICTIONS as PREDICTIONS_NAME
+from autoprompt_search.run_folder import REPORT as REPORT_NAME
 from autoprompt_search.testing import write_tiny_space
 
 
@@ -79,7 +81,7 @@ def test_every_search_writes_a_self_contained_report(run) -> None:
 def test_the_leaderboard_follows_the_studys_ranking(run) -> None:
     import optuna
 
-    from autoprompt_search.search import STUDY_NAME, leaderboard
+    from autoprompt_search.study import STUDY_NAME, leaderboard
 
     rows = leaderboard_rows(read_run(run).trials)
     study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{run / 'study.db'}")
@@ -157,7 +159,7 @@ def test_text_from_the_run_is_escaped_in_the_page_and_in_the_plots(run, tmp_path
     (lambda folder: None, "no such run folder"),
     (lambda folder: folder.mkdir(), "not a finished search run (results.json, manifest.json, trials.csv missing)"),
     (lambda folder: (folder / "results.json").write_text("[1, 2]"), "results.json: expected a JSON object, found list"),
-    (lambda folder: (folder / "results.json").write_text("{\"best\": "), "results.json: damaged JSON (line 1"),
+    (lambda folder: (folder / "results.json").write_text("{\"best\": "), "results.json: not valid JSON ("),
     (lambda folder: (folder / "results.json").write_text("{}"), "results.json: no 'best' entry"),
     (lambda folder: (folder / "manifest.json").write_text('{"status": "running"}'), "the run is not finished (status 'running')"),
     (lambda folder: (folder / "trials.csv").write_text("number,state\n0,COMPLETE\n"), "trials.csv: missing column(s) value"),

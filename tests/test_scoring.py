@@ -10,7 +10,8 @@ import torch
 
 from autoprompt_search.backends import load_backend
 from autoprompt_search.cache import SlotCache
-from autoprompt_search.scoring import Calibration, PromptScorer, evaluate_scores
+from autoprompt_search.calibration import Calibration
+from autoprompt_search.scoring import PromptScorer, evaluate_scores
 from autoprompt_search.templates import Template
 from autoprompt_search.testing import TINY_CORPUS
 from autoprompt_search.verbalizers import Verbalizer

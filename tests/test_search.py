@@ -16,9 +16,10 @@ import optuna
 import pytest
 
 from autoprompt_search import data, load
+from autoprompt_search.calibration import Calibration
 from autoprompt_search.cli.main import main
-from autoprompt_search.scoring import Calibration
-from autoprompt_search.search import STUDY_NAME, TrialSeededTPESampler, leaderboard
+from autoprompt_search.optuna_internals import TrialSeededTPESampler
+from autoprompt_search.study import STUDY_NAME, leaderboard
 from autoprompt_search.testing import write_tiny_space
 
 
@@ -123,7 +124,9 @@ def test_a_resumed_search_finds_what_an_uninterrupted_one_finds(space, tmp_path)
     whole, parts = (json.loads((tmp_path / name / "best.json").read_text()) for name in ("whole", "parts"))
     assert whole["prompt"] == parts["prompt"]
     with open(tmp_path / "whole" / "trials.csv") as a, open(tmp_path / "parts" / "trials.csv") as b:
-        assert [row["template"] + row["verbalizer"] for row in csv.DictReader(a)] == [row["template"] + row["verbalizer"] for row in csv.DictReader(b)]
+        assert [row["template"] + row["verbalizer"] for row in csv.DictReader(a)] == [
+            row["template"] + row["verbalizer"] for row in csv.DictReader(b)
+        ]
 
 
 @pytest.mark.parametrize(
@@ -134,7 +137,9 @@ def test_a_resumed_search_finds_what_an_uninterrupted_one_finds(space, tmp_path)
 )
 def test_bad_spaces_fail_before_any_trial(tmp_path, tiny_causal_lm, isolated_cache, capsys, extra, message) -> None:
     space = write_tiny_space(tmp_path, tiny_causal_lm, extra="")
-    text = space.read_text().replace("verbalizers:\n  seeds: [{negative: [bad], positive: [good]}, {negative: [terrible], positive: [great]}]\n", extra)
+    text = space.read_text().replace(
+        "verbalizers:\n  seeds: [{negative: [bad], positive: [good]}, {negative: [terrible], positive: [great]}]\n", extra
+    )
     space.write_text(text)
     assert _run(space, tmp_path / "run") == 2
     assert message in capsys.readouterr().err
@@ -159,7 +164,9 @@ def _wait_for_finished_trials(out: Path, count: int, process: subprocess.Popen, 
         except sqlite3.Error:
             pass  # not created yet, or busy
         time.sleep(0.2)
-    raise AssertionError(f"the search did not reach {count} trials: {process.poll()} {process.stderr.read() if process.poll() is not None else ''}")
+    raise AssertionError(
+        f"the search did not reach {count} trials: {process.poll()} {process.stderr.read() if process.poll() is not None else ''}"
+    )
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
@@ -190,10 +197,21 @@ def test_leaderboard_breaks_ties_by_margin_not_by_trial_order() -> None:
     study = optuna.create_study(direction="maximize")
     distribution = {"calibration": optuna.distributions.CategoricalDistribution(["none"])}
     for number, margin in enumerate([0.1, 0.5, 0.3]):
-        study.add_trial(optuna.trial.create_trial(
-            value=0.75, params={"calibration": "none"}, distributions=distribution,
-            user_attrs={"accuracy": 0.75, "macro_f1": 0.75, "mean_margin": margin, "template_text": f"t{number} {{text}} {{mask}}",
-                        "verbalizer": {"a": ["x"]}, "calibration_bias": []}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=0.75,
+                params={"calibration": "none"},
+                distributions=distribution,
+                user_attrs={
+                    "accuracy": 0.75,
+                    "macro_f1": 0.75,
+                    "mean_margin": margin,
+                    "template_text": f"t{number} {{text}} {{mask}}",
+                    "verbalizer": {"a": ["x"]},
+                    "calibration_bias": [],
+                },
+            )
+        )
     board = leaderboard(study)
     assert [result.mean_margin for result in board] == [0.5, 0.3, 0.1]
     assert board[0].calibration == Calibration("none", ())
@@ -218,8 +236,8 @@ def test_trial_seeded_sampler_depends_only_on_seed_and_history() -> None:
 def test_the_search_reuses_the_train_pass_of_the_label_word_generator(space, tiny_causal_lm) -> None:
     from autoprompt_search.backends import load_backend
     from autoprompt_search.cache import SlotCache
+    from autoprompt_search.candidates.build import build_pools
     from autoprompt_search.scoring import PromptScorer
-    from autoprompt_search.candidates.pools import build_pools
     from autoprompt_search.search import PromptSearch
     from autoprompt_search.spaces import load_space
 
@@ -245,7 +263,7 @@ def _study_trials(out: Path) -> list:
 
 
 def test_each_generation_round_gets_parameter_names_of_its_own(space, tmp_path) -> None:
-    from autoprompt_search.search import Pools, word_param
+    from autoprompt_search.candidates.pools import Pools, word_param
 
     out = tmp_path / "run"
     assert _run(_rounds_space(space), out, "--trials", "8") == 0
@@ -254,7 +272,9 @@ def test_each_generation_round_gets_parameter_names_of_its_own(space, tmp_path) 
     assert pools.rounds == 2 and len(stored["round_sizes"]) == 2
     record = stored["origins"]["rounds"][0]
     board = leaderboard(optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}"))
-    assert record["round"] == 1 and record["templates"][0] in {r.template for r in board}  # the study's templates, not the seeds' ranking
+    assert record["round"] == 1 and record["templates"][0] in {
+        r.template.source for r in board
+    }  # the study's templates, not the seeds' ranking
     assert all(pools.round_sizes[1][c] >= pools.round_sizes[0][c] for c in range(2))
     boundary = pools.enqueued + 3  # the baselines and the generated templates' proposals, then 3 sampled trials
     trials = sorted(_study_trials(out), key=lambda t: t.number)
@@ -266,8 +286,7 @@ def test_each_generation_round_gets_parameter_names_of_its_own(space, tmp_path) 
             assert trial.user_attrs["verbalizer"] == pools.verbalizer(trial.params).to_dict()
     assert len(trials) >= pools.enqueued + 8
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["pools"]["rounds"][0]["new_options"] == [
-        pools.round_sizes[1][c] - pools.round_sizes[0][c] for c in range(2)]
+    assert manifest["pools"]["rounds"][0]["new_options"] == [pools.round_sizes[1][c] - pools.round_sizes[0][c] for c in range(2)]
 
 
 def test_a_search_with_rounds_resumes_into_the_round_it_reached_and_is_reproducible(space, tmp_path) -> None:
@@ -279,7 +298,9 @@ def test_a_search_with_rounds_resumes_into_the_round_it_reached_and_is_reproduci
     whole, parts = (json.loads((tmp_path / name / "pools.json").read_text()) for name in ("whole", "parts"))
     assert whole["words"] == parts["words"] and whole["round_sizes"] == parts["round_sizes"]
     with open(tmp_path / "whole" / "trials.csv") as a, open(tmp_path / "parts" / "trials.csv") as b:
-        assert [row["template"] + row["verbalizer"] for row in csv.DictReader(a)] == [row["template"] + row["verbalizer"] for row in csv.DictReader(b)]
+        assert [row["template"] + row["verbalizer"] for row in csv.DictReader(a)] == [
+            row["template"] + row["verbalizer"] for row in csv.DictReader(b)
+        ]
 
 
 def test_rounds_with_a_shared_storage_are_refused(space, tmp_path, capsys) -> None:
@@ -287,8 +308,9 @@ def test_rounds_with_a_shared_storage_are_refused(space, tmp_path, capsys) -> No
     assert "generators.rounds.count > 1 needs the run folder's own storage" in capsys.readouterr().err
 
 
-def test_trigger_fluency_runs_on_a_causal_model_and_is_refused_on_a_masked_one(tmp_path, tiny_causal_lm, tiny_masked_lm,
-                                                                               isolated_cache, capsys) -> None:
+def test_trigger_fluency_runs_on_a_causal_model_and_is_refused_on_a_masked_one(
+    tmp_path, tiny_causal_lm, tiny_masked_lm, isolated_cache, capsys
+) -> None:
     for name, model in (("causal", tiny_causal_lm), ("masked", tiny_masked_lm)):
         (tmp_path / name).mkdir()
         space = write_tiny_space(tmp_path / name, model)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from autoprompt_search import data
+from autoprompt_search.assets import DATASETS
 from autoprompt_search.cli import validate_cmd
 from autoprompt_search.errors import UserError
-from autoprompt_search.spaces import REGISTERED_LABELS, Budget, SearchSpace, load_space
+from autoprompt_search.spaces import Budget, SearchSpace, load_space
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 BUNDLED = sorted(p for p in SPACES.glob("*.yaml") if p.name != "base.yaml")
@@ -43,7 +44,7 @@ def _error(path: Path) -> str:
 
 def test_every_bundled_dataset_has_a_space():
     assert {p.stem for p in BUNDLED if "_" not in p.stem} == data.REGISTERED  # variants are named <dataset>_<variant>
-    assert set(REGISTERED_LABELS) == data.REGISTERED
+    assert {name for name, asset in DATASETS.items() if asset.labels} == data.REGISTERED
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
@@ -52,7 +53,7 @@ def test_bundled_space_validates(path):
     dataset = path.stem.split("_")[0]
     assert space.name == path.stem and space.dataset.name == dataset and space.dataset.registered
     assert space.source == path and space.raw["dataset"] == dataset and "include" not in space.raw
-    assert space.labels == REGISTERED_LABELS[dataset]
+    assert space.labels == DATASETS[dataset].labels
     assert space.model == "smollm2-135m" and space.model_kind == "causal"
     assert all(t.text_after_slot() == "" for t in space.templates.seeds)  # causal: {mask} is last
     assert all(set(v.labels) == set(space.labels) for v in space.verbalizers.seeds)
@@ -196,11 +197,11 @@ def _bad(tmp_path: Path, old: str, new: str) -> str:
     ('seeds: ["{text} It was {mask}"]', 'seeds: ["{txt} It was {mask}"]', r"templates.seeds\[0\]: template .* unknown field \{txt\}"),
     ('seeds: ["{text} It was {mask}"]', 'seeds: ["{text} It was {mask}."]', r"templates.seeds\[0\] continues after the slot .*causal"),
     ('seeds: ["{text} It was {mask}"]', "seeds: [{text} It was {mask}]", r"line 3, column \d+: invalid YAML: .*put templates in quotes"),
-    ('seeds: ["{text} It was {mask}"]', "seeds:\n    - {text: 1}", r"templates.seeds\[0\] must be a quoted string, got \{'text': 1\} \(YAML reads"),
+    ('seeds: ["{text} It was {mask}"]', "seeds:\n    - {text: 1}", r"templates.seeds\[0\] must be a quoted string, got \{'text': 1\} \(YAML reads"),  # noqa: E501
     ("{negative: [bad], positive: [good]}", "{negative: [bad], positve: [good]}", r"verbalizers.seeds\[0\]: unknown label 'positve'"),
     ("{negative: [bad], positive: [good]}", "{negative: [bad]}", r"verbalizers.seeds\[0\]: no words for label 'positive'"),
     ("{negative: [bad], positive: [good]}", "{negative: [no], positive: [yes]}", r"verbalizers.seeds\[0\] has False, .*quotes"),
-    ("", "calibration: [none, contextul]\n", r"calibration\[1\] must be one of none, contextual, prior, got 'contextul' \(did you mean 'contextual'\?\)"),
+    ("", "calibration: [none, contextul]\n", r"calibration\[1\] must be one of none, contextual, prior, got 'contextul' \(did you mean 'contextual'\?\)"),  # noqa: E501
     ("", "budget: {trials: 0}\n", "budget.trials must be at least 1, got 0"),
     ("", "budget: {trials: null}\n", "budget must set trials, timeout_seconds or both"),
     ("", "budget: {timeout_seconds: -1}\n", "budget.timeout_seconds must be a number of seconds above 0"),
@@ -246,7 +247,7 @@ def test_errors_name_file_and_field(tmp_path, old, new, expected):
 
 
 def test_yaml_syntax_error_has_line_number(tmp_path):
-    message = _error(_write(tmp_path, "bad.yaml", "dataset: mr\ntemplates:\n  seeds: [\"{text} {mask}\"\nverbalizers: x\n"))
+    message = _error(_write(tmp_path, "bad.yaml", 'dataset: mr\ntemplates:\n  seeds: ["{text} {mask}"\nverbalizers: x\n'))
     assert re.match(re.escape(str(tmp_path / "bad.yaml")) + r": line \d+, column \d+: invalid YAML", message)
     message = _error(_write(tmp_path, "tabs.yaml", "dataset: mr\n\tbudget: 3\n"))
     assert "line 2" in message
@@ -274,25 +275,19 @@ def test_dataclasses_validate_on_direct_construction():
         SearchSpace(**{**{f: getattr(space, f) for f in ("name", "dataset", "templates", "verbalizers")}, "objective": "f1"})
 
 
-def test_generator_choices_match_the_generators():
-    """The space lists the choices without importing torch; they must be the generators' own."""
-    from autoprompt_search import space_generators
-    from autoprompt_search.candidates import triggers, vocabulary
-
-    assert space_generators.TRIGGER_FILTERS == vocabulary.TRIGGER_FILTERS
-    assert space_generators.TRIGGER_LOSSES == triggers.TRIGGER_LOSSES
-    assert space_generators.TRIGGER_POSITIONS == triggers.TRIGGER_POSITIONS
-
-
 def test_generation_rounds_are_checked(tmp_path) -> None:
     from autoprompt_search.spaces import load_space
 
-    base = "name: r\ndataset: mr\nmodel: smollm2-135m\ntemplates: {seeds: ['{text} It was {mask}']}\n" \
-           "verbalizers: {seeds: [{negative: [bad], positive: [good]}]}\n"
-    cases = {"generators: {rounds: {count: 0}}\n": "generators.rounds.count",
-             "generators: {rounds: {trials: 0}}\n": "generators.rounds.trials",
-             "generators: {label_words: {enabled: false}, rounds: {count: 2}}\n": "later rounds run the word generators again",
-             "generators: {rounds: {count: 2, every: 3}}\n": "every"}
+    base = (
+        "name: r\ndataset: mr\nmodel: smollm2-135m\ntemplates: {seeds: ['{text} It was {mask}']}\n"
+        "verbalizers: {seeds: [{negative: [bad], positive: [good]}]}\n"
+    )
+    cases = {
+        "generators: {rounds: {count: 0}}\n": "generators.rounds.count",
+        "generators: {rounds: {trials: 0}}\n": "generators.rounds.trials",
+        "generators: {label_words: {enabled: false}, rounds: {count: 2}}\n": "later rounds run the word generators again",
+        "generators: {rounds: {count: 2, every: 3}}\n": "every",
+    }
     for extra, message in cases.items():
         path = tmp_path / "space.yaml"
         path.write_text(base + extra)

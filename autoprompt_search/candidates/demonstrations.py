@@ -86,9 +86,3 @@ def demonstration_templates(generator, scorer: PromptScorer, bases: Sequence[tup
     log(f"demonstrations: {len(found)} templates, {generator.per_class} example(s) per label shown in each of "
         f"{len(chosen)} sets; those {len(record['shown_train_rows'])} train examples are not scored")
     return found, record
-
-
-def scored_train(train: Dataset, origins: Mapping[str, Any]) -> Dataset:
-    """The train examples a search scores: all but those its demonstration templates show."""
-    shown = set(origins.get("demonstrations", {}).get("shown_train_rows", []))
-    return train.subset(i for i in range(len(train)) if i not in shown) if shown else train

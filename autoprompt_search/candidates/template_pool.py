@@ -10,13 +10,44 @@ sample instead of the first rows of a nested loop. Templates equal up to whitesp
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.spaces import SearchSpace, TemplateBlocks, join_fields
+from autoprompt_search.space_checks import Invalid
 from autoprompt_search.templates import Template
 
+if TYPE_CHECKING:
+    from autoprompt_search.spaces import SearchSpace
+
 _WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class TemplateBlocks:
+    """Pieces combined as ``prefix + fields + connector + ending``; each ending holds the slot."""
+
+    prefixes: tuple[str, ...] = ("",)
+    connectors: tuple[str, ...] = (" ",)
+    endings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("prefixes", "connectors", "endings"):
+            values = getattr(self, name)
+            if not values:
+                raise Invalid(f"templates.blocks.{name}", "must list at least one piece")
+            for i, value in enumerate(values):
+                if not isinstance(value, str):
+                    raise Invalid(f"templates.blocks.{name}[{i}]", f"must be a quoted string, got {value!r}")
+
+    @property
+    def n_combinations(self) -> int:
+        return len(self.prefixes) * len(self.connectors) * len(self.endings)
+
+
+def join_fields(fields: tuple[str, ...]) -> str:
+    """The input part of a block combination: ``{text}``, or ``{a} {b}`` for several fields."""
+    return " ".join(f"{{{name}}}" for name in fields)
 
 
 def normalize_template(source: str) -> str:

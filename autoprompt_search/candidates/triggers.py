@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from autoprompt_search.backends import Backend, ModelInputs
+from autoprompt_search.candidates.generators.triggers import TRIGGER_LOSSES
 from autoprompt_search.candidates.prefix_cache import PrefixStore, SplitBatch
 from autoprompt_search.errors import UserError
 from autoprompt_search.scoring import MAX_WORD_TOKENS
@@ -39,9 +40,7 @@ from autoprompt_search.templates import RenderedPrompt, Template, TemplateRender
 from autoprompt_search.tokenization import decode_token
 
 TriggerLoss = Literal["cross_entropy", "label_likelihood"]
-TRIGGER_LOSSES: tuple[str, ...] = ("cross_entropy", "label_likelihood")
 TriggerPosition = Literal["after", "before", "slot"]
-TRIGGER_POSITIONS: tuple[str, ...] = ("after", "before", "slot")
 ROWS_PER_PASS = 1024  # (example, candidate) pairs per forward pass: bounds memory
 TOKENS_PER_PASS = 32_768  # tokens per forward pass, over all rows
 PACKED_ROW_TOKENS = 1024  # tokens of one packed row: its attention mask is quadratic in this

@@ -15,9 +15,8 @@ from typing import Iterable, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from autoprompt_search.candidates.generators.triggers import TRIGGER_FILTERS
 from autoprompt_search.tokenization import encode_in_context, encode_plain
-
-TRIGGER_FILTERS: tuple[str, ...] = ("non_alphabetic", "subwords", "label_words")
 
 
 def whole_word_tokens(tokenizer: PreTrainedTokenizerBase, *, leading_space: bool) -> dict[int, str]:

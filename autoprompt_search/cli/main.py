@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoprompt_search import __version__
 from autoprompt_search.errors import UserError
+from autoprompt_search.version import __version__
 
 EXIT_USER_ERROR = 2
 
@@ -29,13 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_message(error: UserError) -> str:
+    """The library names the argument at fault; the command line names its flag."""
+    return f"--{error.option.replace('_', '-')}: {error}" if error.option else str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as error:
-        print(f"autoprompt-search: error: {error}", file=sys.stderr)
+        print(f"autoprompt-search: error: {user_message(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("autoprompt-search: interrupted", file=sys.stderr)

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("validate", help="check search-space YAML files",
                                    description="Load each search-space file (with its includes), check every key "
                                                "and value, and print a one-line summary per file.")
-    parser.add_argument("files", nargs="+", metavar="FILE", help="search-space YAML files, e.g. search_spaces/mr.yaml")
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="search-space YAML files (search_spaces/mr.yaml) or bundled spaces' names (mr)")
     parser.set_defaults(func=run)
 
 

@@ -1,0 +1,130 @@
+"""The end of a search: the best prompt, the best manual prompt and the ensemble taken from the
+leaderboard, the ensemble's weights fitted on the few-shot examples, everything scored on test,
+and the exports written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from autoprompt_search.ensemble import WeightFit, combine_probabilities, fit_weights, select_members
+from autoprompt_search.export import write_ensemble, write_prompt
+from autoprompt_search.prompt import ModelInfo, PromptSpec
+from autoprompt_search.ranking import TrialResult
+from autoprompt_search.run_folder import BEST, ENSEMBLE, RunFolder
+from autoprompt_search.scoring import PromptScore, PromptScorer, evaluate_scores
+from autoprompt_search.search import PromptSearch
+from autoprompt_search.splits import RunSplits
+from autoprompt_search.templates import Template
+from autoprompt_search.verbalizers import Verbalizer
+
+
+def score_on_split(scorer: PromptScorer, results: Sequence[TrialResult], dataset, gold: Sequence[int],
+                   log: Callable[[str], None]) -> list[PromptScore]:
+    """Prompts on a split, one template at a time: all the verbalizers and calibrations of a
+    template are read from one pass of the model over the split."""
+    by_template: dict[Template, list[int]] = {}
+    for index, result in enumerate(results):
+        by_template.setdefault(result.template, []).append(index)
+    scores: dict[int, PromptScore] = {}
+    for number, (template, indices) in enumerate(by_template.items(), 1):
+        log(f"test: template {number}/{len(by_template)} ({len(indices)} prompts) on {len(dataset)} examples")
+        prepared = scorer.prepare(template, [e.fields for e in dataset.examples])
+        variants = [(Verbalizer.parse(results[i].verbalizer, dataset.labels), results[i].calibration) for i in indices]
+        scores.update(zip(indices, scorer.score_variants(prepared, variants, gold)))
+    return [scores[i] for i in range(len(results))]
+
+
+@dataclass
+class FinishedSearch:
+    """The chosen prompts with their scores: ``selection`` on train+dev, ``dev``, ``test``, keyed by
+    the position of the prompt in ``chosen``."""
+
+    chosen: list[TrialResult]
+    best: TrialResult
+    manual: TrialResult | None
+    members: list[TrialResult]
+    fit: WeightFit
+    selection: dict[int, PromptScore]
+    dev: dict[int, PromptScore]
+    test: dict[int, PromptScore]
+    test_gold: list[int]
+    ensemble_test: PromptScore
+    summary: dict[str, Any]
+    splits: RunSplits
+    scorer: PromptScorer
+
+    def key(self, result: TrialResult) -> int:
+        return next(i for i, chosen in enumerate(self.chosen) if chosen is result)
+
+    def spec(self, result: TrialResult) -> PromptSpec:
+        dev = self.splits.dev
+        return PromptSpec(result.template, result.verbalizer, tuple(dev.labels), tuple(dev.fields), result.calibration)
+
+    def scores(self, result: TrialResult) -> dict[str, Any]:
+        return {"train_dev": self.selection[self.key(result)].summary(), "test": self.test[self.key(result)].summary()}
+
+    def word_ids(self, result: TrialResult) -> dict[str, list[list[int]]]:
+        template, verbalizer = self.spec(result).parsed()
+        ids = self.scorer.word_ids(template, verbalizer)
+        return {label: [list(w) for w in words] for label, words in zip(self.splits.dev.labels, ids)}
+
+    def write_exports(self, folder: RunFolder, model: ModelInfo, dataset: dict[str, Any], provenance: dict[str, Any]) -> None:
+        backend = self.scorer.backend
+        common = {"dataset": dataset, "provenance": provenance, "batch_size": backend.batch_size,
+                  "chunk_size": self.scorer.chunk_size, "tokenizer": backend.tokenizer}
+        write_prompt(folder.file(BEST), self.spec(self.best), model, scores=self.scores(self.best),
+                     word_token_ids=self.word_ids(self.best), **common)
+        write_ensemble(folder.file(ENSEMBLE), [(self.spec(m), w, self.scores(m)) for m, w in zip(self.members, self.fit.weights)],
+                       model, scores={"train_dev": self.summary["ensemble"]["train_dev"], "test": self.summary["ensemble"]["test"]},
+                       weights_fit=self.fit.to_dict(), word_token_ids=[self.word_ids(m) for m in self.members], **common)
+
+    def write_predictions(self, folder: RunFolder) -> None:
+        folder.write_predictions(self.splits.test, self.test_gold, self.test[self.key(self.best)], self.ensemble_test)
+
+
+def finish_search(board: list[TrialResult], search: PromptSearch, scorer: PromptScorer, space, splits: RunSplits, *,
+                  seed: int, log: Callable[[str], None]) -> FinishedSearch:
+    """Pick the best prompt, the best manual one and the ensemble's members from ``board`` (best
+    first), fit the ensemble's weights on train+dev, and score them all on test."""
+    best = board[0]
+    manual = next((result for result in board if result.manual), None)
+    members = select_members(board, space.ensemble.size, space.ensemble.prompts_per_template, key=lambda r: r.template)
+    chosen: list[TrialResult] = []
+    for result in (best, manual, *members):
+        if result is not None and all(result is not other for other in chosen):
+            chosen.append(result)
+    key = {id(result): i for i, result in enumerate(chosen)}
+    few_shot = {i: search.evaluate(result.params) for i, result in enumerate(chosen)}  # cached: no forward pass
+    fit = fit_weights([few_shot[key[id(m)]][0].probabilities for m in members], search.gold, seed=seed)
+    test = splits.test
+    test_gold = [test.labels.index(e.label) for e in test.examples]
+    test_scores = dict(enumerate(score_on_split(scorer, chosen, test, test_gold, log)))
+    selection = {i: scores for i, (scores, _, _) in few_shot.items()}
+    dev = {i: scores for i, (_, scores, _) in few_shot.items()}
+    dev_rows = slice(len(search.train), len(search.gold))
+
+    def combined(probabilities: list[np.ndarray], gold) -> PromptScore:
+        return evaluate_scores(torch.log(torch.from_numpy(combine_probabilities(probabilities, fit.weights))), gold)
+
+    def entry(result: TrialResult) -> dict[str, Any]:
+        i = key[id(result)]
+        return {"trial": result.number, "template": result.template.source, "verbalizer": result.verbalizer,
+                "calibration": result.calibration.method, "train_dev": selection[i].summary(),
+                "dev": dev[i].summary(), "test": test_scores[i].summary()}
+
+    member_keys = [key[id(m)] for m in members]
+    ensemble_all = combined([selection[i].probabilities for i in member_keys], search.gold)
+    ensemble_test = combined([test_scores[i].probabilities for i in member_keys], test_gold)
+    ensemble_dev = combined([selection[i].probabilities[dev_rows] for i in member_keys], search.gold[dev_rows])
+    summary = {
+        "best": entry(best),
+        "best_manual": entry(manual) if manual else None,
+        "ensemble": {"members": [entry(m) for m in members], "weights": list(fit.weights),
+                     "train_dev": ensemble_all.summary(), "dev": ensemble_dev.summary(), "test": ensemble_test.summary()},
+    }
+    return FinishedSearch(chosen, best, manual, members, fit, selection, dev, test_scores, test_gold, ensemble_test, summary,
+                          splits, scorer)

@@ -1,0 +1,251 @@
+"""The search as one library call: ``run_search(space, seed=..., out=...)``.
+
+The one place the stages are sequenced: data splits -> candidate pools -> the Optuna study (in
+generation rounds) -> ensemble -> scores on test -> exports, each written into the run folder
+(:class:`RunFolder`) as soon as it exists, so an interrupted search loses no finished trial.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from autoprompt_search.errors import UserError
+from autoprompt_search.provenance import stamp
+from autoprompt_search.ranking import TrialResult
+from autoprompt_search.run_folder import DEFAULT_STORAGE, RunFolder
+from autoprompt_search.spaces import SearchSpace, load_space, slug
+from autoprompt_search.splits import RunSplits, make_splits
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A finished search: its leaderboard (best first), the summaries of the best prompt, the best
+    manual prompt and the ensemble (train+dev, dev and test scores), timings, and its folder."""
+
+    folder: RunFolder
+    leaderboard: list[TrialResult]
+    best: dict[str, Any]
+    best_manual: dict[str, Any] | None
+    ensemble: dict[str, Any]
+    timings: dict[str, float]
+    splits: RunSplits
+    space: SearchSpace
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        from autoprompt_search import run_folder
+
+        return {name: self.folder.file(getattr(run_folder, name.upper()))
+                for name in ("best", "ensemble", "results", "trials", "predictions", "manifest", "report", "pools")}
+
+
+def default_run_folder(space: SearchSpace, seed: int) -> Path:
+    return Path("results/runs") / f"{space.name}-{slug(space.model)}-seed{seed}"
+
+
+def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int | None = None, out: str | Path | None = None,
+               trials: int | None = None, timeout: float | None = None, storage: str | None = None, resume: bool = False,
+               model: str | None = None, data: Sequence[Mapping[str, Any]] | Any = None, test_limit: int | None = None,
+               max_length: int | None = None, model_kind: str | None = None, device: str = "auto", batch_size: int = 32,
+               cache: bool = True, log: Log = _stderr) -> SearchResult:
+    """Search prompts for ``space`` (a YAML path or bundled name, a mapping with the YAML's keys, or a
+    :class:`SearchSpace`) on the few-shot sample drawn with ``seed`` (default: the space's first),
+    writing the run into ``out`` (default ``results/runs/<space>-<model>-seed<seed>``).
+
+    ``data``: the labelled examples in memory (a list of records or a pandas DataFrame with the
+    columns the space's ``dataset`` names) instead of the space's file. ``trials``/``timeout``/``model``
+    override the space's; ``storage`` is an Optuna storage URL or ``journal:PATH`` shared by
+    several workers; ``resume`` continues the study in ``out``.
+    """
+    if trials is not None and trials < 1:
+        raise UserError(f"the number of trials must be at least 1, got {trials}", option="trials")
+    if isinstance(space, SearchSpace):
+        loaded = space
+    elif isinstance(space, Mapping):
+        from autoprompt_search.spaces import space_from_mapping
+
+        loaded = space_from_mapping(space, records=data)
+        data = None
+    else:
+        loaded = load_space(space)
+    if data is not None:
+        loaded = loaded.with_data(data)
+    loaded = loaded.with_overrides(model=model, trials=trials, timeout=timeout)
+    if storage and loaded.generators.rounds.count > 1:
+        raise UserError(f"{loaded.source or loaded.name}: generators.rounds.count > 1 needs the run folder's own storage: "
+                        "workers sharing a study would each generate rounds of their own", option="storage")
+    seed = seed if seed is not None else loaded.few_shot.seeds[0]
+    folder = RunFolder(out if out is not None else default_run_folder(loaded, seed))
+    options = {"kind": model_kind, "device": device, "batch_size": batch_size, "max_length": max_length or loaded.max_length}
+    job = _SearchJob(loaded, seed, folder, storage=storage, resume=resume, test_limit=test_limit, cache=cache,
+                     model_options=options, log=log)
+    return job.run()
+
+
+class _SearchJob:
+    """One search run; each method is one stage, and the run folder records all of them."""
+
+    def __init__(self, space: SearchSpace, seed: int, folder: RunFolder, *, storage: str | None, resume: bool,
+                 test_limit: int | None, cache: bool, model_options: dict[str, Any], log: Log) -> None:
+        self.space, self.seed, self.folder = space, seed, folder
+        self.storage, self.resume, self.test_limit, self.cache = storage, resume, test_limit, cache
+        self.model_options, self.log = model_options, log
+        self.timings: dict[str, float] = {}
+        self.began = time.perf_counter()
+        self.splits: RunSplits | None = None
+        self.backend = self.scorer = self.pools = None
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues."""
+        from autoprompt_search.fileio import sha256_text
+
+        return {"space_sha256": sha256_text(json.dumps(self.space.identity(self.backend.max_length), sort_keys=True, default=str)),
+                "seed": self.seed, "model_weights_sha256": self.backend.weights_hash, "model_kind": self.backend.kind,
+                "train_dev_sha256": sha256_text(self.splits.train.content_hash() + self.splits.dev.content_hash())}
+
+    def run(self) -> SearchResult:
+        import optuna
+
+        from autoprompt_search.backends import load_backend
+        from autoprompt_search.cache import SlotCache, default_cache_dir
+        from autoprompt_search.candidates.build import build_pools
+        from autoprompt_search.scoring import PromptScorer
+        from autoprompt_search.search import Progress, PromptSearch
+        from autoprompt_search.study import enqueue_manual, finished_trials, open_study
+
+        space = self.space
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported by us, without a traceback
+        # Everything that can fail on the user's input is checked before the folder is touched.
+        splits = make_splits(space.dataset, space.few_shot.k, self.seed, self.test_limit)
+        self.backend = load_backend(space.model, **self.model_options)
+        self.folder.start(resume=self.resume)
+        self.splits = splits
+        self.scorer = PromptScorer(self.backend, SlotCache(default_cache_dir() if self.cache else None))
+        self.timings["setup_seconds"] = time.perf_counter() - self.began
+        identity = self.identity()
+        stored = self.folder.read_pools() if self.resume else None
+        if stored is not None:
+            changed = [key for key in identity if stored[1].get(key) != identity[key]]
+            if changed:
+                raise UserError(f"{self.folder.path} was started with other settings ({', '.join(changed)} differ); "
+                                "resume with the same space, seed and model, or start a new run folder", option="resume")
+        self.write_manifest("running")
+        if stored is not None:
+            self.pools = stored[0]
+        else:
+            began = time.perf_counter()
+            self.pools = build_pools(space, self.scorer, splits.train, splits.dev, log=self.log)
+            self.timings["candidates_seconds"] = time.perf_counter() - began
+            self.folder.write_pools(self.pools, identity)
+        pools = self.pools
+        study, created = open_study(self.folder.storage(self.storage), seed=self.seed, pruner=space.pruner.type,
+                                    resume=self.resume, exclusive=self.storage is None)
+        if created:
+            enqueue_manual(study, pools)
+        planned = pools.enqueued + space.budget.trials if space.budget.trials is not None else None
+        remaining = None if planned is None else max(0, planned - finished_trials(study))
+        self.log(f"search: {len(pools.templates)} templates, {[len(w) for w in pools.words]} word options per label, "
+                 f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines, {len(pools.proposals)} proposals; "
+                 f"{'no trial budget' if remaining is None else f'{remaining} trials to run'}")
+        search = PromptSearch(self.scorer, pools.scored_train(splits.train), splits.dev, pools, objective=space.objective,
+                              pruner=space.pruner.type, chunks=space.pruner.chunks)
+        progress = Progress(self.scorer, remaining)
+        began, forward_before = time.perf_counter(), self.backend.forward_seconds
+        try:
+            self.run_rounds(study, search, planned, progress)
+        except KeyboardInterrupt:
+            progress.close()
+            self.write_manifest("interrupted")
+            self.log(f"interrupted: {finished_trials(study)} finished trials are saved in {self.folder.path}; "
+                     "continue by resuming (--resume)")
+            raise
+        progress.close()
+        self.timings["search_seconds"] = time.perf_counter() - began
+        self.timings["search_forward_seconds"] = self.backend.forward_seconds - forward_before
+        return self.finish(study, search)
+
+    def run_rounds(self, study, search, planned: int | None, progress) -> None:
+        """The trials, with one more word-generation round after every ``generators.rounds.trials``
+        search trials (or earlier, once the sampler only repeats itself), up to ``count`` rounds."""
+        from autoprompt_search.candidates.build import next_round
+        from autoprompt_search.study import finished_trials, leaderboard
+
+        rounds, timeout = self.space.generators.rounds, self.space.budget.timeout_seconds
+        began = time.perf_counter()
+        while True:
+            latest = search.pools.rounds - 1
+            boundary = search.pools.enqueued + (latest + 1) * rounds.trials if latest + 1 < rounds.count else None
+            target = planned if boundary is None else (boundary if planned is None else min(planned, boundary))
+            left = None if timeout is None else timeout - (time.perf_counter() - began)
+            if left is not None and left <= 0:
+                return
+            search.run(study, target, left, [progress])
+            out_of_time = timeout is not None and time.perf_counter() - began >= timeout
+            if boundary is None or out_of_time or (planned is not None and finished_trials(study) >= planned):
+                return
+            self.pools = next_round(self.space, self.scorer, self.splits.train, search.pools, leaderboard(study), log=self.log)
+            self.folder.write_pools(self.pools, self.identity())
+            search.use_pools(self.pools)
+
+    def finish(self, study, search) -> SearchResult:
+        """Rank, ensemble, score on test, and write every output file."""
+        from autoprompt_search.finish import finish_search
+        from autoprompt_search.report import write_report
+        from autoprompt_search.study import leaderboard
+
+        board = leaderboard(study)
+        if not board:
+            raise UserError("the search finished no trial: raise the trial budget or the timeout", option="trials")
+        began, forward_before = time.perf_counter(), self.backend.forward_seconds
+        finished = finish_search(board, search, self.scorer, self.space, self.splits, seed=self.seed, log=self.log)
+        self.timings["test_seconds"] = time.perf_counter() - began
+        self.timings["test_forward_seconds"] = self.backend.forward_seconds - forward_before
+        self.timings["total_seconds"] = time.perf_counter() - self.began
+        self.timings["forward_seconds"] = self.backend.forward_seconds
+        provenance = stamp()
+        finished.write_exports(self.folder, self.model_info(), self.dataset_info(), provenance)
+        self.folder.write_trials(study)
+        self.folder.write_json("results.json", {**finished.summary, "dataset": self.dataset_info(), "timings": self.timings,
+                                                "objective": self.space.objective, "provenance": provenance})
+        finished.write_predictions(self.folder)
+        self.write_manifest("complete", study=study)
+        self.log(f"report: {write_report(self.folder.path)}")
+        summary = finished.summary
+        return SearchResult(self.folder, board, summary["best"], summary["best_manual"], summary["ensemble"], dict(self.timings),
+                            self.splits, self.space)
+
+    def model_info(self):
+        from autoprompt_search.prompt import ModelInfo
+
+        return ModelInfo(self.space.model, self.backend.kind, self.backend.weights_hash, str(self.backend.path), self.backend.max_length)
+
+    def dataset_info(self) -> dict[str, Any]:
+        return {"name": self.space.dataset.name, **self.splits.describe()}
+
+    def write_manifest(self, status: str, study=None) -> None:
+        pools = self.pools
+        manifest = {
+            "status": status, "seed": self.seed, "space": self.space.to_dict(),
+            "dataset": self.dataset_info() if self.splits is not None else None,
+            "model": self.model_info().__dict__ if self.backend is not None else None,
+            "storage": self.storage or DEFAULT_STORAGE,
+            "cache": ({"hits": self.scorer.cache.hits, "misses": self.scorer.cache.misses,
+                       "forward_passes": self.backend.forward_passes, "sequences": self.backend.sequences_processed}
+                      if self.scorer is not None else None),
+            "pools": (pools.origins | {"sizes": {"templates": len(pools.templates), "words": [len(w) for w in pools.words]}}
+                      if pools is not None else None),
+            "trials": ({"finished": len(study.trials)} if study is not None else None),
+            "timings": self.timings, "provenance": stamp(),
+        }
+        self.folder.write_json("manifest.json", manifest)

@@ -1,0 +1,177 @@
+"""Prompt files, read: a prompt or ensemble JSON checked field by field (each mistake names the
+file and the field) into a :class:`PromptFile`; nothing in the file is ever run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from autoprompt_search.backends import DEFAULT_MAX_LENGTH, MODEL_KINDS
+from autoprompt_search.calibration import CALIBRATION_METHODS
+from autoprompt_search.errors import UserError
+from autoprompt_search.fileio import read_json
+from autoprompt_search.prompt import ModelInfo, PromptSpec
+from autoprompt_search.scoring import DEFAULT_CHUNK_SIZE
+from autoprompt_search.templates import Template
+from autoprompt_search.verbalizers import Verbalizer
+
+FORMAT = "autoprompt_search.prompt"
+FORMAT_VERSION = 1
+DEFAULT_BATCH_SIZE = 32
+_MISSING = object()
+
+
+# -- reading and validation ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PromptMember:
+    spec: PromptSpec
+    weight: float = 1.0
+    word_token_ids: dict[str, list[list[int]]] | None = None
+    where: str = "prompt"  # its place in the file, for messages
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """A checked prompt file: what :func:`load` needs, and the whole document."""
+
+    kind: str
+    model: ModelInfo
+    batch_size: int
+    chunk_size: int
+    members: tuple[PromptMember, ...]
+    document: dict[str, Any] = field(repr=False)
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and all(check(item) for item in value)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (_is_str, "a string"),
+    "positive int": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "number": (_is_number, "a number"),
+    "mapping": (lambda v: isinstance(v, dict), "a mapping"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "strings": (_list_of(_is_str), "a list of strings"),
+    "ints": (_list_of(_is_int), "a list of integers"),
+    "numbers": (_list_of(_is_number), "a list of numbers"),
+    "words": (lambda v: isinstance(v, dict) and all(map(_list_of(_is_str), v.values())), "a mapping from label to words"),
+    "token ids": (lambda v: isinstance(v, dict) and all(map(_list_of(_list_of(_is_int)), v.values())),
+                  "a mapping from label to lists of token ids"),
+}
+
+
+def _get(data: Mapping, key: str, where: str, check: str, origin: str, default: Any = _MISSING,
+         choices: Sequence[str] = ()) -> Any:
+    """``data[key]`` checked against ``check`` (and ``choices``); errors name the file and the field."""
+    name = f"{where}.{key}" if where else key
+    if key not in data:
+        if default is _MISSING:
+            raise UserError(f"{origin}: {name}: missing (required)")
+        return default
+    test, description = _CHECKS[check]
+    if not test(data[key]):
+        raise UserError(f"{origin}: {name}: expected {description}, got {_describe(data[key])}")
+    if choices and data[key] not in choices:
+        raise UserError(f"{origin}: {name}: expected {' or '.join(map(repr, choices))}, got {data[key]!r}")
+    return data[key]
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def read(path: str | Path) -> PromptFile:
+    """Read and check a prompt file without loading its model."""
+    return parse_document(read_json(path, "prompt file (such as best.json)"), str(path))
+
+
+def parse_document(document: Any, origin: str) -> PromptFile:
+    if not isinstance(document, dict):
+        raise UserError(f"{origin}: expected a JSON object at the top level, got {_describe(document)}")
+    _get(document, "format", "", "str", origin, choices=(FORMAT,))
+    version = _get(document, "format_version", "", "positive int", origin)
+    if version > FORMAT_VERSION:
+        from autoprompt_search.version import __version__
+
+        raise UserError(f"{origin}: format_version: the file has version {version}, but autoprompt_search "
+                        f"{__version__} reads up to version {FORMAT_VERSION}; upgrade autoprompt_search")
+    kind = _get(document, "kind", "", "str", origin, choices=("single", "ensemble"))
+    block = _get(document, "model", "", "mapping", origin)
+    model = ModelInfo(name=_get(block, "name", "model", "str", origin),
+                      kind=_get(block, "kind", "model", "str", origin, choices=MODEL_KINDS),
+                      weights_sha256=_get(block, "weights_sha256", "model", "str", origin),
+                      path=_get(block, "path", "model", "str", origin, ""),
+                      max_length=_get(block, "max_length", "model", "positive int", origin, DEFAULT_MAX_LENGTH))
+    if kind == "single":
+        members = [_parse_member(document, "", origin, weighted=False)]
+    else:
+        rows = _get(document, "members", "", "list", origin)
+        if not rows:
+            raise UserError(f"{origin}: members: the ensemble has no members")
+        members = []
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise UserError(f"{origin}: members[{index}]: expected a mapping, got {_describe(row)}")
+            members.append(_parse_member(row, f"members[{index}]", origin, weighted=True))
+        if sum(member.weight for member in members) <= 0:
+            raise UserError(f"{origin}: members: every weight is zero; at least one must be positive")
+        for member in members[1:]:
+            if member.spec.labels != members[0].spec.labels:
+                raise UserError(f"{origin}: {member.where}.labels: {list(member.spec.labels)} differ from "
+                                f"{members[0].where}.labels {list(members[0].spec.labels)}")
+    return PromptFile(kind, model, _get(block, "batch_size", "model", "positive int", origin, DEFAULT_BATCH_SIZE),
+                      _get(block, "chunk_size", "model", "positive int", origin, DEFAULT_CHUNK_SIZE),
+                      tuple(members), document)
+
+
+def _parse_member(data: dict, where: str, origin: str, *, weighted: bool) -> PromptMember:
+    prefix = f"{where}." if where else ""
+    weight = float(_get(data, "weight", where, "number", origin)) if weighted else 1.0
+    if not (weight >= 0 and math.isfinite(weight)):
+        raise UserError(f"{origin}: {prefix}weight: expected a non-negative number, got {weight}")
+    spec = _parse_spec(_get(data, "prompt", where, "mapping", origin), f"{prefix}prompt", origin)
+    ids = _get(data, "word_token_ids", where, "token ids", origin, None)
+    if ids is not None and set(ids) != set(spec.labels):
+        raise UserError(f"{origin}: {prefix}word_token_ids: its labels {list(ids)} differ from "
+                        f"{prefix}prompt.labels {list(spec.labels)}")
+    return PromptMember(spec, weight, ids, f"{prefix}prompt")
+
+
+def _parse_spec(data: dict, where: str, origin: str) -> PromptSpec:
+    template = _get(data, "template", where, "str", origin)
+    verbalizer = _get(data, "verbalizer", where, "words", origin)
+    labels = _get(data, "labels", where, "strings", origin)
+    fields = _get(data, "fields", where, "strings", origin)
+    if len(set(labels)) != len(labels) or not labels:
+        raise UserError(f"{origin}: {where}.labels: expected distinct label names, got {labels}")
+    calibration = _get(data, "calibration", where, "mapping", origin, {})
+    method = _get(calibration, "method", f"{where}.calibration", "str", origin, "none", CALIBRATION_METHODS)
+    bias = _get(calibration, "bias", f"{where}.calibration", "numbers", origin, [])
+    if method != "none" and len(bias) != len(labels):
+        raise UserError(f"{origin}: {where}.calibration.bias: expected {len(labels)} numbers (one per label), got {len(bias)}")
+    trigger_ids = _get(data, "trigger_ids", where, "ints", origin, [])
+    parsed = Template.parse(template, fields=fields, origin=f"{origin}: {where}.template")
+    if parsed.n_triggers != len(trigger_ids):
+        raise UserError(f"{origin}: {where}.trigger_ids: the template has {parsed.n_triggers} trigger slots [T] "
+                        f"but {len(trigger_ids)} ids are given")
+    Verbalizer.parse(verbalizer, labels, origin=f"{origin}: {where}.verbalizer")
+    return PromptSpec.from_dict({**data, "template": parsed})
+
+

@@ -1,0 +1,54 @@
+"""The three splits of one search run (few-shot train and dev, held-out test), derived from a
+dataset, K and a seed, and checked again against the hashes a run recorded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from autoprompt_search import data
+from autoprompt_search.data import Dataset
+from autoprompt_search.errors import UserError
+
+TEST_SAMPLE_SEED = 0  # a test limit draws its sample with this seed, whatever the few-shot seed
+SPLIT_NAMES = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class RunSplits:
+    train: Dataset
+    dev: Dataset
+    test: Dataset
+    k: int
+    seed: int
+    test_limit: int | None = None
+    test_sample_seed: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records about its data: sizes and content hashes of each split."""
+        return {"k": self.k, "seed": self.seed,
+                "splits": {name: {"n": len(split), "content_hash": split.content_hash()}
+                           for name, split in (("train", self.train), ("dev", self.dev), ("test", self.test))},
+                "test_limit": self.test_limit, "test_sample_seed": self.test_sample_seed}
+
+    def check(self, recorded: Mapping[str, Any], origin: str) -> None:
+        """A user error naming the first split whose content differs from the ``recorded`` one."""
+        for name in SPLIT_NAMES:
+            expected = recorded["splits"][name]["content_hash"]
+            if getattr(self, name).content_hash() != expected:
+                raise UserError(f"{origin}: the {name} split of the data differs from the one the run recorded "
+                                f"(content hash {expected[:12]}...): the data changed since the run")
+
+
+def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
+                test_sample_seed: int = TEST_SAMPLE_SEED) -> RunSplits:
+    """Train and dev of K examples per label drawn from the train pool with ``seed``; the test split
+    (a sample of ``test_limit``, the same for every seed, when given). ``dataset`` is a space's
+    :class:`~autoprompt_search.spaces.DatasetSpec`."""
+    if test_limit is not None and test_limit < 1:
+        raise UserError(f"the test limit must be at least 1, got {test_limit}", option="test_limit")
+    pool, test = dataset.load_split("train_pool"), dataset.load_split("test")
+    if test_limit:  # the same sample for every few-shot seed: comparable runs and shared cache entries
+        test = data.sample(test, test_limit, test_sample_seed)
+    train, dev = data.few_shot(pool, k, seed)
+    return RunSplits(train, dev, test, k, seed, test_limit or None, test_sample_seed if test_limit else None)
