@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from os import PathLike
 
-    from autoprompt_search.pipeline import SearchResult
     from autoprompt_search.predictor import EnsemblePredictor, PromptPredictor
 
 from autoprompt_search.version import __version__  # noqa: F401 (the package's public version)
@@ -20,8 +19,11 @@ def load(path: str | PathLike[str], *args: Any, **kwargs: Any) -> PromptPredicto
     return load_prompt(path, *args, **kwargs)
 
 
-def run_search(space: Any, **options: Any) -> SearchResult:
-    """Run a prompt search; see :func:`autoprompt_search.pipeline.run_search`."""
-    from autoprompt_search.pipeline import run_search as run
+def __getattr__(name: str) -> Any:
+    """``autoprompt_search.run_search`` is :func:`autoprompt_search.pipeline.run_search` itself
+    (signature and help included), imported on first use so that ``import autoprompt_search`` stays light."""
+    if name == "run_search":
+        from autoprompt_search.pipeline import run_search
 
-    return run(space, **options)
+        return run_search
+    raise AttributeError(f"module 'autoprompt_search' has no attribute {name!r}")

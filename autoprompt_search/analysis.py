@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.ranking import TrialResult, ranking_key
-from autoprompt_search.run_folder import STUDY_DB, RunFolder
+from autoprompt_search.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from autoprompt_search.candidates.pools import Pools
@@ -174,7 +174,7 @@ def search_seed(space: str | Path, seed: int, out: str | Path, **options: Any) -
     if folder.is_complete():
         return folder.results()
     began = time.perf_counter()
-    run_search(space, seed=seed, out=folder.path, resume=folder.file(STUDY_DB).exists(), **options)
+    run_search(space, seed=seed, out=folder.path, resume=folder.is_started(), **options)
     return {**folder.results(), "wall_seconds": time.perf_counter() - began}
 
 

@@ -1,6 +1,6 @@
 """The registered datasets, read from their fetched carrier files.
 
-Registered datasets (their carrier packages and pins are in ``assets.DATASETS``):
+Registered datasets (their carrier packages and pins are in ``asset_registry.DATASETS``):
 
 * ``mr``: Pang & Lee sentence polarity (4,000 sentences), negative/positive.
 * ``rt``: Rotten Tomatoes review snippets, negative (rotten) / positive (fresh).
@@ -27,7 +27,7 @@ from autoprompt_search.asset_registry import DATASETS
 from autoprompt_search.errors import UserError
 from autoprompt_search.examples import Dataset, Example, deduplicate, normalize_space
 
-REGISTERED = frozenset(DATASETS)
+REGISTERED = frozenset(DATASETS)  # one registry: asset_registry.DATASETS (labels, test fraction, carrier)
 
 
 def _make(name: str, rows: Iterable[tuple[str, str]], labels: list[str]) -> Dataset:

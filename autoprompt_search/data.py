@@ -1,7 +1,7 @@
 """Labelled datasets: loaders, deterministic train/test splits and K-shot sampling.
 
 Registered datasets are read by :mod:`corpora`; their carrier packages, labels and test fractions
-are in ``assets.DATASETS``.
+are in ``asset_registry.DATASETS``.
 
 Splits. None of these has an official split, so ``split_train_test`` derives one:
 each example's text fields are normalised (lower-cased, whitespace collapsed, joined by a
@@ -29,13 +29,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from autoprompt_search.asset_registry import DATASETS
-from autoprompt_search.corpora import load_registered, split_sentences  # noqa: F401 (part of this module's API)
+from autoprompt_search.corpora import REGISTERED, load_registered, split_sentences  # noqa: F401 (part of this module's API)
 from autoprompt_search.errors import UserError
 from autoprompt_search.examples import Dataset, Example, deduplicate, example_key, normalize_space  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-REGISTERED = frozenset(DATASETS)  # one registry: assets.DATASETS (labels, test fraction, carrier)
 DEFAULT_TEST_FRACTION = {name: asset.test_fraction for name, asset in DATASETS.items()}
 DEFAULT_FILE_TEST_FRACTION = 0.2
 LMBFF_SEEDS = (13, 21, 42, 87, 100)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.provenance import stamp
 from autoprompt_search.ranking import TrialResult
-from autoprompt_search.run_folder import DEFAULT_STORAGE, RunFolder
+from autoprompt_search.run_folder import DEFAULT_STORAGE, MANIFEST, RESULTS, RunFolder
+from autoprompt_search.space_types import MIN_MAX_LENGTH
 from autoprompt_search.spaces import SearchSpace, load_space, slug
 from autoprompt_search.splits import RunSplits, make_splits
 
@@ -34,13 +35,17 @@ class SearchResult:
     manual prompt and the ensemble (train+dev, dev and test scores), timings, and its folder."""
 
     folder: RunFolder
-    leaderboard: list[TrialResult]
-    best: dict[str, Any]
-    best_manual: dict[str, Any] | None
-    ensemble: dict[str, Any]
-    timings: dict[str, float]
-    splits: RunSplits
-    space: SearchSpace
+    leaderboard: list[TrialResult] = field(repr=False)
+    best: dict[str, Any] = field(repr=False)
+    best_manual: dict[str, Any] | None = field(repr=False)
+    ensemble: dict[str, Any] = field(repr=False)
+    timings: dict[str, float] = field(repr=False)
+    splits: RunSplits = field(repr=False)
+    space: SearchSpace = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (f"SearchResult({self.folder.path}: best {self.best['template']!r} test accuracy {self.best['test']['accuracy']:.4f}, "
+                f"ensemble of {len(self.ensemble['members'])} test accuracy {self.ensemble['test']['accuracy']:.4f})")
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -64,12 +69,13 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
     writing the run into ``out`` (default ``results/runs/<space>-<model>-seed<seed>``).
 
     ``data``: the labelled examples in memory (a list of records or a pandas DataFrame with the
-    columns the space's ``dataset`` names) instead of the space's file. ``trials``/``timeout``/``model``
+    columns the space's ``dataset`` names) instead of the space's file. ``trials`` (the search
+    trials after the manual baselines and the generators' proposals), ``timeout`` and ``model``
     override the space's; ``storage`` is an Optuna storage URL or ``journal:PATH`` shared by
-    several workers; ``resume`` continues the study in ``out``.
+    several workers; ``resume`` continues the study in ``out``. Progress goes to ``log`` (stderr
+    by default) and to progress bars on stderr.
     """
-    if trials is not None and trials < 1:
-        raise UserError(f"the number of trials must be at least 1, got {trials}", option="trials")
+    _check_options(seed=seed, trials=trials, timeout=timeout, test_limit=test_limit, max_length=max_length, batch_size=batch_size)
     if isinstance(space, SearchSpace):
         loaded = space
     elif isinstance(space, Mapping):
@@ -83,14 +89,27 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
         loaded = loaded.with_data(data)
     loaded = loaded.with_overrides(model=model, trials=trials, timeout=timeout)
     if storage and loaded.generators.rounds.count > 1:
-        raise UserError(f"{loaded.source or loaded.name}: generators.rounds.count > 1 needs the run folder's own storage: "
+        raise UserError(f"{loaded.origin}: generators.rounds.count > 1 needs the run folder's own storage: "
                         "workers sharing a study would each generate rounds of their own", option="storage")
     seed = seed if seed is not None else loaded.few_shot.seeds[0]
     folder = RunFolder(out if out is not None else default_run_folder(loaded, seed))
-    options = {"kind": model_kind, "device": device, "batch_size": batch_size, "max_length": max_length or loaded.max_length}
+    options = {"kind": model_kind, "device": device, "batch_size": batch_size,
+               "max_length": max_length if max_length is not None else loaded.max_length}
     job = _SearchJob(loaded, seed, folder, storage=storage, resume=resume, test_limit=test_limit, cache=cache,
                      model_options=options, log=log)
     return job.run()
+
+
+def _check_options(**options: Any) -> None:
+    """The numeric arguments of :func:`run_search`, each a user error naming it when out of range."""
+    minimum = {"seed": 0, "trials": 1, "test_limit": 1, "max_length": MIN_MAX_LENGTH, "batch_size": 1}
+    for name, least in minimum.items():
+        value = options[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise UserError(f"{name} must be a whole number of at least {least}, got {value!r}", option=name)
+    timeout = options["timeout"]
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise UserError(f"timeout must be a number of seconds above 0, got {timeout!r}", option="timeout")
 
 
 class _SearchJob:
@@ -127,9 +146,9 @@ class _SearchJob:
         space = self.space
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported by us, without a traceback
         # Everything that can fail on the user's input is checked before the folder is touched.
+        self.folder.check_startable(resume=self.resume)
         splits = make_splits(space.dataset, space.few_shot.k, self.seed, self.test_limit)
         self.backend = load_backend(space.model, **self.model_options)
-        self.folder.start(resume=self.resume)
         self.splits = splits
         self.scorer = PromptScorer(self.backend, SlotCache(default_cache_dir() if self.cache else None))
         self.timings["setup_seconds"] = time.perf_counter() - self.began
@@ -140,17 +159,26 @@ class _SearchJob:
             if changed:
                 raise UserError(f"{self.folder.path} was started with other settings ({', '.join(changed)} differ); "
                                 "resume with the same space, seed and model, or start a new run folder", option="resume")
-        self.write_manifest("running")
         if stored is not None:
             self.pools = stored[0]
         else:
             began = time.perf_counter()
             self.pools = build_pools(space, self.scorer, splits.train, splits.dev, log=self.log)
             self.timings["candidates_seconds"] = time.perf_counter() - began
-            self.folder.write_pools(self.pools, identity)
         pools = self.pools
-        study, created = open_study(self.folder.storage(self.storage), seed=self.seed, pruner=space.pruner.type,
-                                    resume=self.resume, exclusive=self.storage is None)
+
+        def study_opened():
+            return open_study(self.folder.storage(self.storage), seed=self.seed, pruner=space.pruner.type, resume=self.resume,
+                              exclusive=self.storage is None)
+
+        if self.storage is not None:  # a shared storage is opened (and may refuse) before anything is written
+            study, created = study_opened()
+        self.folder.create()
+        self.write_manifest("running")
+        if stored is None:
+            self.folder.write_pools(pools, identity)
+        if self.storage is None:  # the run folder's own SQLite file
+            study, created = study_opened()
         if created:
             enqueue_manual(study, pools)
         planned = pools.enqueued + space.budget.trials if space.budget.trials is not None else None
@@ -206,7 +234,7 @@ class _SearchJob:
 
         board = leaderboard(study)
         if not board:
-            raise UserError("the search finished no trial: raise the trial budget or the timeout", option="trials")
+            raise UserError("the search finished no trial: raise the trial budget or the timeout")
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
         finished = finish_search(board, search, self.scorer, self.space, self.splits, seed=self.seed, log=self.log)
         self.timings["test_seconds"] = time.perf_counter() - began
@@ -216,7 +244,7 @@ class _SearchJob:
         provenance = stamp()
         finished.write_exports(self.folder, self.model_info(), self.dataset_info(), provenance)
         self.folder.write_trials(study)
-        self.folder.write_json("results.json", {**finished.summary, "dataset": self.dataset_info(), "timings": self.timings,
+        self.folder.write_json(RESULTS, {**finished.summary, "dataset": self.dataset_info(), "timings": self.timings,
                                                 "objective": self.space.objective, "provenance": provenance})
         finished.write_predictions(self.folder)
         self.write_manifest("complete", study=study)
@@ -248,4 +276,4 @@ class _SearchJob:
             "trials": ({"finished": len(study.trials)} if study is not None else None),
             "timings": self.timings, "provenance": stamp(),
         }
-        self.folder.write_json("manifest.json", manifest)
+        self.folder.write_json(MANIFEST, manifest)

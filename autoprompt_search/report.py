@@ -19,11 +19,11 @@ from typing import Any
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_text
-from autoprompt_search.run_folder import PREDICTIONS, REPORT, RESULTS, TRIALS, RunFolder
+from autoprompt_search.run_folder import PREDICTIONS, REPORT, RESULTS, TRIAL_COLUMNS, TRIALS, RunFolder
 
 SECTIONS = ("summary", "leaderboard", "history", "ensemble", "confusion", "manifest")
 LEADERBOARD_ROWS = 20
-REPORT_COLUMNS = ("number", "state", "value", "accuracy", "macro_f1", "mean_margin", "calibration", "manual", "template", "verbalizer")
+REPORT_COLUMNS = TRIAL_COLUMNS[:10]  # the ones a report reads (trials.csv of earlier runs lack the others)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
 
 
 def leaderboard_rows(trials: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Completed, non-repeated trials in the search's own order (:func:`search.ranking_key`)."""
+    """Completed, non-repeated trials in the search's own order (:func:`ranking.ranking_key`)."""
     from autoprompt_search.ranking import ranking_key
 
     done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] and not t.get("repeat_of")]

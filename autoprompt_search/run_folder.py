@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from autoprompt_search.candidates.pools import Pools
     from autoprompt_search.data import Dataset
     from autoprompt_search.ranking import TrialResult
+    from autoprompt_search.space_types import SearchSpace
     from autoprompt_search.splits import RunSplits
 
 MANIFEST = "manifest.json"
@@ -63,12 +64,20 @@ class RunFolder:
     def is_started(self) -> bool:
         return self.path.is_dir() and any(self.path.iterdir())
 
-    def start(self, *, resume: bool) -> None:
-        """Create the folder; a folder holding another run is refused unless it is resumed."""
+    def check_startable(self, *, resume: bool) -> None:
+        """A user error, before anything is written, when the folder cannot hold a new run: a file
+        is in the way, or it holds another run that is not being resumed."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path}: exists and is not a folder", option="out")
         if self.is_started() and not resume:
-            raise UserError(f"run folder {self.path} is not empty: resume it, or choose another run folder", option="resume")
+            raise UserError(f"run folder {self.path} is not empty: resume it, or choose another run folder", alternatives=("resume", "out"))
+
+    def start(self, *, resume: bool) -> None:
+        """Check the folder (:meth:`check_startable`) and create it."""
+        self.check_startable(resume=resume)
+        self.create()
+
+    def create(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -171,7 +180,7 @@ class RunFolder:
         """The run's Optuna storage: its own SQLite file, or the one ``url`` names."""
         from autoprompt_search.study import open_storage
 
-        return open_storage(url, self.path)
+        return open_storage(url) if url else f"sqlite:///{self.file(STUDY_DB).resolve()}"
 
     def leaderboard(self, storage: str | None = None) -> list[TrialResult]:
         """The finished study's completed trials, best first."""
@@ -182,23 +191,26 @@ class RunFolder:
         return leaderboard(load_study(self.storage(url)))
 
     # -- the data -----------------------------------------------------------------------------
-    def splits(self, records: Sequence[dict[str, Any]] | Any = None) -> RunSplits:
-        """The run's train, dev and test splits derived again from its recorded space, K, seed and
-        test limit, each checked against the content hash the run recorded. A run whose data were
-        given in memory needs them again (``records``)."""
+    def splits(self, records: Sequence[dict[str, Any]] | Any = None, space: SearchSpace | None = None) -> RunSplits:
+        """The run's train, dev and test splits derived again from its recorded space (or ``space``,
+        for one built in Python), K, seed and test limit, each checked against the content hash the
+        run recorded. A run whose examples were given in memory needs them again (``records``)."""
         from autoprompt_search.spaces import load_space
         from autoprompt_search.splits import make_splits
 
         manifest = self.manifest()
         recorded, source = manifest["dataset"], manifest["space"].get("source")
-        if source is None:
-            raise UserError(f"{self.file(MANIFEST)}: the run's space was built in Python: load it and derive the splits from it")
-        space = load_space(source)
+        if (manifest["space"].get("dataset") or {}).get("in_memory") and records is None:
+            raise UserError(f"{self.file(MANIFEST)}: the run's examples were given in memory: pass them again (records)")
+        if space is None and source is None:
+            raise UserError(f"{self.file(MANIFEST)}: the run's space was built in Python: pass it (space)")
+        space = space if space is not None else load_space(source)
         if records is not None:
             space = space.with_data(records)
+        test_limit = recorded.get("test_limit") or None  # runs of an earlier version recorded 0 for no limit
         # Runs made before TEST_SAMPLE_SEED existed sampled their test split with the run's own seed.
-        sample_seed = recorded.get("test_sample_seed", manifest["seed"]) if recorded.get("test_limit") else None
-        splits = make_splits(space.dataset, recorded["k"], manifest["seed"], recorded.get("test_limit"),
+        sample_seed = recorded.get("test_sample_seed", manifest["seed"]) if test_limit else None
+        splits = make_splits(space.dataset, recorded["k"], manifest["seed"], test_limit,
                              **({} if sample_seed is None else {"test_sample_seed": sample_seed}))
         splits.check(recorded, str(self.path))
         return splits

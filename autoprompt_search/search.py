@@ -2,9 +2,9 @@
 :mod:`study`).
 
 Every candidate is generated before the first trial (templates, label-word options per class,
-calibrations) and frozen into :class:`Pools`; a trial picks indices into them. The space's
-manual prompts (seed templates x seed verbalizers x calibrations) are enqueued as the first
-trials, so the best manual prompt is measured the same way as everything the search finds.
+calibrations) and frozen into :class:`Pools`; a trial picks indices into them. The manual prompts
+and the generators' proposals are the study's first trials (:func:`study.enqueue_manual`), so the
+best manual prompt is measured the same way as everything the search finds.
 
 A trial scores its prompt on dev chunk by chunk and reports after each chunk, so a pruner can
 stop a poor new template before its whole dev pass; templates already seen cost no forward pass.

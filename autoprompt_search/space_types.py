@@ -286,7 +286,7 @@ class SearchSpace:
                 overrides["budget"] = dataclasses.asdict(budget)
             return dataclasses.replace(self, **changes, overrides=overrides)
         except Invalid as error:
-            raise UserError(f"{self.source}: with the model, trials or timeout overridden: {error}") from None
+            raise UserError(f"{self.origin}: with the model, trials or timeout overridden: {error}") from None
 
     def with_data(self, records: Any) -> SearchSpace:
         """A copy whose examples are ``records`` (dicts with the dataset's columns, or a pandas DataFrame)
@@ -307,7 +307,7 @@ class SearchSpace:
                 tuple(records),
             )
         except Invalid as error:
-            raise UserError(f"{self.source or self.name}: {error}") from None
+            raise UserError(f"{self.origin}: {error}") from None
         return dataclasses.replace(self, dataset=spec)
 
     def identity(self, max_length: int) -> dict[str, Any]:
@@ -322,6 +322,19 @@ class SearchSpace:
             del space["max_length"]
         return space
 
+    @property
+    def origin(self) -> str:
+        """What error messages name: the space's file, or its name for a space built in Python."""
+        return str(self.source) if self.source is not None else f"<{self.name}>"
+
+    def _dataset_dict(self) -> dict[str, Any]:
+        """The dataset section as the manifest records it: examples given in memory are only marked."""
+        dataset = {item.name: getattr(self.dataset, item.name) for item in dataclasses.fields(self.dataset) if item.name != "records"}
+        dataset["path"] = str(self.dataset.path) if self.dataset.path else None
+        if self.dataset.records is not None:  # only then: the record of every other space is as it was
+            dataset["in_memory"] = True
+        return dataset
+
     def to_dict(self) -> dict[str, Any]:
         """The effective space as JSON-able data (for the run manifest)."""
         result = {name: dataclasses.asdict(getattr(self, name)) for name in ("few_shot", "budget", "pruner", "ensemble")}
@@ -329,8 +342,7 @@ class SearchSpace:
         blocks = self.templates.blocks
         return {
             "name": self.name, "description": self.description, "source": str(self.source) if self.source else None,
-            "dataset": {**{key: value for key, value in dataclasses.asdict(self.dataset).items() if key != "records"},
-                        "path": str(self.dataset.path) if self.dataset.path else None},
+            "dataset": self._dataset_dict(),
             "model": self.model, "max_length": self.max_length, "labels": list(self.labels),
             "templates": {"seeds": [t.source for t in self.templates.seeds], "max_candidates": self.templates.max_candidates,
                           "blocks": dataclasses.asdict(blocks) if blocks else None},

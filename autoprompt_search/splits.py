@@ -44,7 +44,7 @@ def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
                 test_sample_seed: int = TEST_SAMPLE_SEED) -> RunSplits:
     """Train and dev of K examples per label drawn from the train pool with ``seed``; the test split
     (a sample of ``test_limit``, the same for every seed, when given). ``dataset`` is a space's
-    :class:`~autoprompt_search.spaces.DatasetSpec`."""
+    :class:`~autoprompt_search.space_types.DatasetSpec`."""
     if test_limit is not None and test_limit < 1:
         raise UserError(f"the test limit must be at least 1, got {test_limit}", option="test_limit")
     pool, test = dataset.load_split("train_pool"), dataset.load_split("test")

@@ -3,8 +3,6 @@ leaderboard read back from it. Scoring a trial is :mod:`search`'s job."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 from optuna.trial import TrialState
 
@@ -19,12 +17,9 @@ STUDY_NAME = "autoprompt_search"
 ENQUEUED_MARKS = ("manual", "proposal")  # user attributes of the trials enqueued before the sampler's
 
 
-def open_storage(url: str | None, run_folder: Path) -> str | optuna.storages.BaseStorage:
-    """The run folder's SQLite file (``url`` None), a journal file (``journal:PATH``) for several
-    local processes, or an RDB URL with heartbeats, so that trials of a worker that died are failed
-    and retried once."""
-    if not url:
-        return f"sqlite:///{(run_folder / 'study.db').resolve()}"
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (``journal:PATH``) for several local processes, or an RDB URL with
+    heartbeats, so that trials of a worker that died are failed and retried once."""
     try:
         if url.startswith("journal:"):
             from optuna.storages import JournalStorage

@@ -14,7 +14,7 @@ never in the template's own words or at the slot.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
 
 from transformers import PreTrainedTokenizerBase
@@ -45,7 +45,7 @@ class Template:
     """A parsed template. Build it with :meth:`parse`."""
 
     source: str
-    segments: tuple[Segment, ...]
+    segments: tuple[Segment, ...] = field(repr=False)
 
     @classmethod
     def parse(cls, source: str, *, fields: Sequence[str] | None = None, origin: str = "template") -> "Template":

@@ -147,9 +147,22 @@ def test_data_given_in_memory_replace_the_space_file(workspace: Path, space_file
     manifest = json.loads((result.folder.path / MANIFEST).read_text())
     assert manifest["dataset"]["splits"] == result.splits.describe()["splits"]
     assert result.leaderboard and result.paths["best"].is_file()
+    # The run reads back only with its examples given again; other examples are caught by the hashes.
+    with pytest.raises(UserError, match="given in memory"):
+        result.folder.splits()
+    assert result.folder.splits(records=records).describe() == result.splits.describe()
+    with pytest.raises(UserError, match="differs"):
+        result.folder.splits(records=[{**record, "text": record["text"] + "!"} for record in records])
 
 
 # -- user mistakes ----------------------------------------------------------------------------------
+
+
+def _with(space: Path, **changes: Any) -> dict[str, Any]:
+    """The space file as a mapping (its data path made absolute), with ``changes``."""
+    mapping = yaml.safe_load(space.read_text())
+    mapping["dataset"]["path"] = str(space.parent / mapping["dataset"]["path"])
+    return {**mapping, **changes}
 
 
 def _no_label(index: int) -> dict[str, str]:
@@ -161,7 +174,18 @@ def _no_label(index: int) -> dict[str, str]:
     (lambda space, out: run_search(space, seed=13, out=out, trials=0, log=quiet), "trials"),
     (lambda space, out: run_search({**yaml.safe_load(space.read_text()), "budgett": {"trials": 1}}, seed=13, out=out, log=quiet),
      "budgett"),
-], ids=["record-without-label", "zero-trials", "unknown-key"])
+    (lambda space, out: run_search(space, seed=13, out=out, batch_size=0, log=quiet), "batch_size must be"),
+    (lambda space, out: run_search(space, seed=-1, out=out, log=quiet), "seed must be"),
+    (lambda space, out: run_search(space, seed=13, out=out, max_length=0, log=quiet), "max_length must be"),
+    (lambda space, out: run_search(space, seed=13, out=out, timeout=0, log=quiet), "timeout must be"),
+    (lambda space, out: run_search(space, seed=13, out=out, test_limit=0, log=quiet), "test_limit must be"),
+    # Found only once the model is loaded: a trigger init word that is two tokens for its tokenizer.
+    (lambda space, out: run_search(_with(space, generators={"label_words": {"enabled": False},
+                                                            "triggers": {"enabled": True, "init": "bad good"}}),
+                                   seed=13, out=out, log=quiet), "generators.triggers.init"),
+    (lambda space, out: run_search(space, seed=13, out=out, storage="postgresql+nodriver://nowhere/db", log=quiet), "cannot open"),
+], ids=["record-without-label", "zero-trials", "unknown-key", "batch-size", "seed", "max-length", "timeout", "test-limit",
+        "two-token-trigger-init", "bad-storage"])
 def test_a_user_mistake_raises_user_error_and_leaves_no_run_folder(space_file: Path, tmp_path: Path, call, words: str) -> None:
     out = tmp_path / "runs" / "mistake"
     with pytest.raises(UserError, match=words):

@@ -45,7 +45,7 @@ def test_start_refuses_a_folder_holding_a_run_unless_resumed(tmp_path: Path) -> 
     (folder.path / MANIFEST).write_text("{}")
     with pytest.raises(UserError, match="not empty") as raised:
         folder.start(resume=False)
-    assert raised.value.option == "resume" and str(folder.path) in str(raised.value)
+    assert raised.value.alternatives == ("resume", "out") and str(folder.path) in str(raised.value)
     folder.start(resume=True)
     assert (folder.path / MANIFEST).read_text() == "{}"  # resuming keeps what is there
 

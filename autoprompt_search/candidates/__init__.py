@@ -1,6 +1,7 @@
-"""Candidate generators for the search: the template pool, label words read from the model's
-slot distribution or from a linear probe, and templates with gradient-searched triggers; all of
-them frozen into the search's pools by :mod:`candidates.pools`."""
+"""Candidates for the search: the template pool, and the generators (:mod:`candidates.generators`:
+label words read from the model's slot distribution or from a linear probe, templates with
+gradient-searched triggers or with demonstrations); :mod:`candidates.build` freezes them all into
+the search's :class:`~autoprompt_search.candidates.pools.Pools`."""
 
 from autoprompt_search.candidates.template_pool import block_combinations, build_template_pool, normalize_template
 

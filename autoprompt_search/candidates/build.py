@@ -30,7 +30,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
     labels = tuple(train.labels)
     for i, template in enumerate(space.templates.seeds):
         if template.n_triggers:
-            raise UserError(f"{space.source}: templates.seeds[{i}]: a seed cannot hold trigger slots [T]; "
+            raise UserError(f"{space.origin}: templates.seeds[{i}]: a seed cannot hold trigger slots [T]; "
                             "put the template under generators.triggers.templates")
     templates = build_template_pool(space, model_kind=scorer.backend.kind)
     n_seeds = len({normalize_template(t.source) for t in space.templates.seeds})
@@ -41,7 +41,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
     options = _seed_options(space, seeds, labels)
     enabled = {name: space.generators.configs[name] for name in space.generators.enabled}
     for name, config in enabled.items():  # a bad setting fails now, not after the other generators
-        REGISTRY[name].check_model(config, scorer, str(space.source))
+        REGISTRY[name].check_model(config, scorer, space.origin)
     origins: dict[str, Any] = {"templates": {"seeds": n_seeds, "combinations": len(templates) - n_seeds}}
     train_texts = [example.fields for example in train.examples]
     train_gold = [labels.index(example.label) for example in train.examples]
@@ -59,7 +59,7 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
     _append_new(templates, [template for template, _ in proposals])
     for c, label in enumerate(labels):
         if not options[c]:
-            raise UserError(f"{space.source}: the word pool of label {label!r} is empty after filtering")
+            raise UserError(f"{space.origin}: the word pool of label {label!r} is empty after filtering")
     pools = Pools(labels, tuple(templates), tuple(tuple(o) for o in options), tuple(space.calibration),
                   origins=origins, held_out_train_rows=tuple(sorted(held_out)))
     manual = tuple(pools.params_for(template, verbalizer, calibration)
@@ -122,7 +122,7 @@ def _seed_options(space, seeds: Sequence[Verbalizer], labels: tuple[str, ...]) -
         for word in (w for option in options[c] for w in option):
             if owner.setdefault(word.lower(), label) != label:
                 raise UserError(
-                    f"{space.source}: verbalizers.seeds: the word {word!r} is given for both {owner[word.lower()]!r} and {label!r}"
+                    f"{space.origin}: verbalizers.seeds: the word {word!r} is given for both {owner[word.lower()]!r} and {label!r}"
                 )
     return options
 

@@ -79,7 +79,7 @@ def build_template_pool(space: SearchSpace, *, model_kind: str | None = None) ->
     seen: set[str] = set()
     for i, seed in enumerate(space.templates.seeds):
         if kind is not None:
-            seed.check_for_model(kind, origin=f"{space.source}: templates.seeds[{i}]")
+            seed.check_for_model(kind, origin=f"{space.origin}: templates.seeds[{i}]")
         if normalize_template(seed.source) not in seen:
             seen.add(normalize_template(seed.source))
             pool.append(seed)

@@ -31,7 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def user_message(error: UserError) -> str:
     """The library names the argument at fault; the command line names its flag."""
-    return f"--{error.option.replace('_', '-')}: {error}" if error.option else str(error)
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    message = str(error)
+    if error.option and message.startswith(error.option + " "):  # "trials must be ..." -> "--trials must be ..."
+        message = flag(error.option) + message[len(error.option):]
+    elif error.option:
+        message = f"{flag(error.option)}: {message}"
+    return message + (f" ({', '.join(map(flag, error.alternatives))})" if error.alternatives else "")
 
 
 def main(argv: list[str] | None = None) -> int:

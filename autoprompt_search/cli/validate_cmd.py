@@ -38,7 +38,7 @@ def summary(space: SearchSpace) -> str:
     rounds = space.generators.rounds
     if rounds.count > 1:
         generators.append(f"{rounds.count} word rounds every {rounds.trials} trials")
-    return (f"{space.source}: ok: {space.name}: dataset {space.dataset.spec} ({len(space.labels)} labels), "
+    return (f"{space.origin}: ok: {space.name}: dataset {space.dataset.spec} ({len(space.labels)} labels), "
             f"model {space.model}{f' (prompts of {space.max_length} tokens)' if space.max_length else ''}, "
             f"{len(space.templates.seeds)} seed templates + "
             f"{blocks.n_combinations if blocks else 0} block combinations -> {len(build_template_pool(space))} candidates "
