@@ -54,6 +54,11 @@ class GenerationContext:
     def gold(self) -> list[int]:
         return [self.labels.index(example.label) for example in self.train.examples]
 
+    @property
+    def pooled_words(self) -> set[str]:
+        """Every word of every label's options so far."""
+        return pool_words(self.options)
+
 
 @dataclass
 class Generated:
@@ -82,6 +87,28 @@ class Generator(ABC, Generic[Config]):
     @abstractmethod
     def propose(self, config: Config, context: GenerationContext) -> Generated:
         """Generate candidates from ``context``."""
+
+
+class WordGenerator(Generator[Config]):
+    """A generator of label words: it runs again in later rounds, proposes spare words, and pools
+    only those the model does not read as pieces of longer ones."""
+
+    in_rounds = True
+
+    @staticmethod
+    def proposals_per_class(words_per_class: int) -> int:
+        return FRAGMENT_SPARES * words_per_class
+
+    @staticmethod
+    def pool_whole_words(context: GenerationContext, template: Template, words: Mapping[str, Sequence[str]],
+                         words_per_class: int) -> tuple[dict[str, list[str]], dict[str, float]]:
+        """The first ``words_per_class`` whole words of each label (:func:`candidates.fragments.whole_words`),
+        added to the pools; returns them and the dropped fragments."""
+        from autoprompt_search.candidates.fragments import whole_words
+
+        kept, fragments = whole_words(context.scorer, template, context.texts, words, words_per_class)
+        add_words(context.options, kept, context.labels)
+        return kept, fragments
 
 
 def pool_words(options: Sequence[Sequence[tuple[str, ...]]]) -> set[str]:

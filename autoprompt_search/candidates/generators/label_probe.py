@@ -7,16 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from autoprompt_search.candidates.generators.base import (
-    FRAGMENT_SPARES,
-    Generated,
-    GenerationContext,
-    Generator,
-    add_words,
-    dropped,
-    pool_words,
-    same_slot_spacing,
-)
+from autoprompt_search.candidates.generators.base import Generated, GenerationContext, WordGenerator, dropped, same_slot_spacing
 from autoprompt_search.space_checks import Invalid, need_bool, need_int
 
 
@@ -36,10 +27,9 @@ class LabelProbeConfig:
             need_int(f"{key}.{name}", getattr(self, name), 1)
 
 
-class LabelProbeGenerator(Generator[LabelProbeConfig]):
+class LabelProbeGenerator(WordGenerator[LabelProbeConfig]):
     name = "label_probe"
     config = LabelProbeConfig
-    in_rounds = True
 
     def check_space(self, config: LabelProbeConfig, space: Any) -> None:
         if config.enabled and space.few_shot.k < 2:
@@ -48,7 +38,6 @@ class LabelProbeGenerator(Generator[LabelProbeConfig]):
             )
 
     def propose(self, config: LabelProbeConfig, context: GenerationContext) -> Generated:
-        from autoprompt_search.candidates.fragments import whole_words
         from autoprompt_search.candidates.label_probe import probe_label_words
 
         scorer, labels, texts = context.scorer, context.labels, context.texts
@@ -61,14 +50,12 @@ class LabelProbeGenerator(Generator[LabelProbeConfig]):
                 texts,
                 context.gold,
                 labels,
-                words_per_class=FRAGMENT_SPARES * config.words_per_class,
-                exclude=sorted(pool_words(context.options)),
+                words_per_class=self.proposals_per_class(config.words_per_class),
+                exclude=sorted(context.pooled_words),
                 shortlist=config.shortlist,
             )
-            kept, fragments = whole_words(
-                scorer, template, texts, {label: [w.word for w in words] for label, words in result.words.items()}, config.words_per_class
-            )
-            add_words(context.options, kept, labels)
+            proposed = {label: [w.word for w in words] for label, words in result.words.items()}
+            kept, fragments = self.pool_whole_words(context, template, proposed, config.words_per_class)
             record["probes"].append(
                 {
                     "template": template.source,

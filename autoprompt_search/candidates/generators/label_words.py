@@ -6,16 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from autoprompt_search.candidates.generators.base import (
-    FRAGMENT_SPARES,
-    Generated,
-    GenerationContext,
-    Generator,
-    add_words,
-    dropped,
-    pool_words,
-    same_slot_spacing,
-)
+from autoprompt_search.candidates.generators.base import Generated, GenerationContext, WordGenerator, dropped, same_slot_spacing
 from autoprompt_search.space_checks import Invalid, need_bool, need_choice, need_int
 
 LABEL_WORD_SCORING = ("mean_log_prob", "likelihood_ratio")
@@ -41,13 +32,11 @@ class LabelWordsConfig:
             need_choice(f"{key}.scoring[{i}]", name, LABEL_WORD_SCORING)
 
 
-class LabelWordsGenerator(Generator[LabelWordsConfig]):
+class LabelWordsGenerator(WordGenerator[LabelWordsConfig]):
     name = "label_words"
     config = LabelWordsConfig
-    in_rounds = True
 
     def propose(self, config: LabelWordsConfig, context: GenerationContext) -> Generated:
-        from autoprompt_search.candidates.fragments import whole_words
         from autoprompt_search.candidates.label_words import generate_label_words
 
         labels, texts = context.labels, context.texts
@@ -55,16 +44,10 @@ class LabelWordsGenerator(Generator[LabelWordsConfig]):
         shortlist = {("mean_log_prob",): config.words_per_class, ("likelihood_ratio",): 10_000}.get(tuple(config.scoring), 50)
         began = time.perf_counter()
         generated = generate_label_words(context.scorer, chosen, texts, context.gold, labels,
-                                         words_per_class=FRAGMENT_SPARES * config.words_per_class, shortlist=shortlist,
-                                         exclude=pool_words(context.options))
-        kept, fragments = whole_words(
-            context.scorer,
-            chosen[0],
-            texts,
-            {label: [c.word for c in generated.get(label, [])] for label in labels},
-            config.words_per_class,
-        )
-        add_words(context.options, kept, labels)
+                                         words_per_class=self.proposals_per_class(config.words_per_class), shortlist=shortlist,
+                                         exclude=context.pooled_words)
+        kept, fragments = self.pool_whole_words(context, chosen[0], {label: [c.word for c in generated.get(label, [])] for label in labels},
+                                                config.words_per_class)
         context.log("label words: " + "; ".join(f"{label}: {', '.join(kept[label][:8])}" for label in labels) + dropped(fragments))
         return Generated(
             {

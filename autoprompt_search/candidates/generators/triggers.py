@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from autoprompt_search.candidates.generators.base import Generated, GenerationContext, Generator, pool_words
+from autoprompt_search.candidates.generators.base import Generated, GenerationContext, Generator
 from autoprompt_search.errors import UserError
 from autoprompt_search.space_checks import Invalid, need_bool, need_choice, need_int
 from autoprompt_search.templates import Template
@@ -98,7 +98,7 @@ class TriggersGenerator(Generator[TriggersConfig]):
             bases = [(Template.parse(insert_triggers(r.template, config.count, config.position)), r.verbalizer, r.template.source)
                      for r in ranked[: config.base_templates]]
         vocabulary = backend.model.get_input_embeddings().weight.shape[0]
-        label_words = pool_words(context.options)
+        label_words = context.pooled_words
         train_texts = [e.fields for e in train.examples]
         dev_texts = [e.fields for e in dev.examples]
         train_gold = [labels.index(e.label) for e in train.examples]
