@@ -1,4 +1,4 @@
-"""Labelled datasets: loaders, deterministic train/test splits and K-shot sampling.
+"""Labelled datasets: the user's files and records, deterministic train/test splits and K-shot sampling.
 
 Registered datasets are read by :mod:`corpora`; their carrier packages, labels and test fractions
 are in ``asset_registry.DATASETS``.
