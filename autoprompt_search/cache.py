@@ -4,35 +4,79 @@ An entry is the ``[examples, vocab]`` log-probability matrix of one query on one
 rendered prompts. Its key hashes everything the numbers depend on: the model's weight hash
 and kind, the query, and the exact token ids of every prompt. A hit is therefore safe across
 runs, templates and verbalizers; any change of model, tokenizer output or truncation misses.
+
+The folder is bounded: at most ``max_bytes`` (default ``$AUTOPROMPT_SEARCH_CACHE_MAX``, else 8 GiB),
+least recently used entries evicted first (a hit touches its file), and it never takes the disk
+below ``min_free_bytes`` of free space (``$AUTOPROMPT_SEARCH_CACHE_MIN_FREE``, else 2 GiB): it evicts,
+or, when evicting is not enough, stops writing and says so once. ``autoprompt-search cache``
+shows, prunes and clears it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
+import sys
 import tempfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from autoprompt_search.backends import SlotQuery
+from autoprompt_search.errors import UserError
 from autoprompt_search.templates import RenderedPrompt
 
 CACHE_FORMAT = 2
+MAX_BYTES_VARIABLE, MIN_FREE_VARIABLE = "AUTOPROMPT_SEARCH_CACHE_MAX", "AUTOPROMPT_SEARCH_CACHE_MIN_FREE"
+DEFAULT_MAX_BYTES = 8 * 2**30
+DEFAULT_MIN_FREE_BYTES = 2 * 2**30
+PRUNE_TO = 0.9  # an eviction frees down to this share of the cap, so that every write does not evict
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
+          "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
+
+
+def parse_size(text: str, where: str) -> int:
+    """Bytes from ``512M``, ``8G``, ``1.5GB`` or a plain number (binary units); ``where`` names the setting."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not match or match.group(2).upper() not in _UNITS:
+        raise UserError(f"{where}: {text!r} is not a size; write e.g. 512M, 8G or a number of bytes")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def _size_setting(variable: str, default: int) -> int:
+    value = os.environ.get(variable)
+    return default if value is None or not value.strip() else parse_size(value, variable)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    size: int
+    used: float  # when it was last written or read (file modification time)
 
 
 class SlotCache:
-    """LRU in memory (bounded in bytes) over an optional folder of ``.npy`` files."""
+    """LRU in memory (bounded in bytes) over an optional folder of ``.npy`` files (bounded too)."""
 
-    def __init__(self, directory: Path | None = None, *, memory_bytes: int = 512 * 2**20) -> None:
+    def __init__(self, directory: Path | None = None, *, memory_bytes: int = 512 * 2**20, max_bytes: int | None = None,
+                 min_free_bytes: int | None = None, warn: Callable[[str], None] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.memory_bytes = memory_bytes
+        self.max_bytes = max_bytes if max_bytes is not None else _size_setting(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES)
+        self.min_free_bytes = min_free_bytes if min_free_bytes is not None else _size_setting(MIN_FREE_VARIABLE, DEFAULT_MIN_FREE_BYTES)
+        self.warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memory_used = 0
+        self._disk_used: int | None = None  # measured on the first write
+        self.writing = True  # False once the disk had no room left for an entry
         self.hits = 0
         self.misses = 0
+        self.evicted = 0
 
     @staticmethod
     def key(fingerprint: str, query: SlotQuery, prompts: Sequence[RenderedPrompt]) -> str:
@@ -51,8 +95,10 @@ class SlotCache:
         elif self.directory is not None and (path := self._path(key)).exists():
             try:
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
+                os.utime(path)  # recently used: evicted last
             except (OSError, ValueError):
                 path.unlink(missing_ok=True)  # a damaged entry is recomputed
+                array = None
         if array is None:
             self.misses += 1
             return None
@@ -62,17 +108,69 @@ class SlotCache:
     def put(self, key: str, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array, dtype=np.float32)
         self._remember(key, array)
-        if self.directory is not None:
-            path = self._path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        if self.directory is None or not self.writing or not self._make_room(array.nbytes + 128):
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+            replaced = path.stat().st_size if path.exists() else 0
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._disk_used = (self._disk_used or 0) + path.stat().st_size - replaced
+
+    def entries(self) -> list[CacheEntry]:
+        """The folder's entries, least recently used first."""
+        if self.directory is None or not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.glob("*/*.npy"):
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    np.save(handle, array, allow_pickle=False)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                stat = path.stat()
+            except FileNotFoundError:  # evicted by another process meanwhile
+                continue
+            found.append(CacheEntry(path, stat.st_size, stat.st_mtime))
+        return sorted(found, key=lambda entry: entry.used)
+
+    def prune(self, max_bytes: int) -> tuple[int, int]:
+        """Evict least recently used entries until the folder holds at most ``max_bytes``;
+        returns (entries removed, bytes freed)."""
+        entries = self.entries()
+        total = sum(entry.size for entry in entries)
+        removed = freed = 0
+        for entry in entries:
+            if total - freed <= max_bytes:
+                break
+            entry.path.unlink(missing_ok=True)
+            removed, freed = removed + 1, freed + entry.size
+        self._disk_used = total - freed
+        self.evicted += removed
+        return removed, freed
+
+    def _make_room(self, size: int) -> bool:
+        """Evict for an entry of ``size`` bytes within the cap and the free-space floor; False
+        (and one warning) when even an empty cache would leave too little of the disk free."""
+        if size > self.max_bytes:  # larger than the whole cache may be: kept in memory only
+            return False
+        if self._disk_used is None:
+            self._disk_used = sum(entry.size for entry in self.entries())
+        if self._disk_used + size > self.max_bytes:
+            self.prune(max(0, int(self.max_bytes * PRUNE_TO) - size))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        shortfall = self.min_free_bytes + size - shutil.disk_usage(self.directory).free
+        if shortfall > 0:
+            self.prune(max(0, self._disk_used - shortfall))
+            if self.min_free_bytes + size > shutil.disk_usage(self.directory).free:
+                self.writing = False
+                self.warn(f"slot cache {self.directory}: stopped writing, the disk has less than "
+                          f"{self.min_free_bytes / 2**30:.1f} GiB free ({MIN_FREE_VARIABLE}); results are unaffected, "
+                          "later runs recompute what was not stored")
+                return False
+        return True
 
     @property
     def hit_rate(self) -> float:

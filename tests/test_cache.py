@@ -1,0 +1,111 @@
+"""The slot cache's bounds on disk: the size cap with least-recently-used eviction, the free-space
+floor, the settings from the environment, and the ``cache`` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoprompt_search.cache import MAX_BYTES_VARIABLE, SlotCache, parse_size
+from autoprompt_search.cli.main import main
+from autoprompt_search.errors import UserError
+
+ENTRY = np.zeros((4, 256), dtype=np.float32)  # 4 KiB of numbers, a little more as an .npy file
+
+
+def entry_size(tmp_path: Path) -> int:
+    probe = SlotCache(tmp_path / "probe", max_bytes=2**30, min_free_bytes=0)
+    probe.put("aa" * 32, ENTRY)
+    return probe.entries()[0].size
+
+
+def keys(n: int) -> list[str]:
+    return [f"{i:064x}" for i in range(n)]
+
+
+def test_the_folder_stays_under_its_cap_and_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    size = entry_size(tmp_path)
+    cache = SlotCache(tmp_path / "cache", max_bytes=4 * size, min_free_bytes=0)
+    first, *others = keys(5)
+    for key in (first, *others[:3]):
+        cache.put(key, ENTRY)
+        time.sleep(0.01)  # distinct modification times
+    cache._memory.clear()  # read the first entry back from disk: the read makes it recently used
+    assert cache.get(first) is not None
+    time.sleep(0.01)
+    cache.put(others[3], ENTRY)  # over the cap: the least recently used go, down to 90% of it
+    on_disk = {entry.path.stem for entry in cache.entries()}
+    assert sum(entry.size for entry in cache.entries()) <= 4 * size
+    assert on_disk == {others[2], first, others[3]} and cache.evicted == 2
+
+
+def test_an_entry_larger_than_the_cap_stays_in_memory_only(tmp_path: Path) -> None:
+    cache = SlotCache(tmp_path / "cache", max_bytes=100, min_free_bytes=0)
+    cache.put(keys(1)[0], ENTRY)
+    assert cache.entries() == [] and cache.get(keys(1)[0]) is not None
+
+
+def test_the_free_space_floor_evicts_then_stops_writing_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    size = entry_size(tmp_path)
+    usage = namedtuple("usage", "total used free")
+    free = {"bytes": 100 * size}  # free space were the cache empty: its own files take from it
+
+    def disk_usage(path) -> usage:
+        return usage(10**12, 0, free["bytes"] - sum(entry.size for entry in cache.entries()))
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    warnings: list[str] = []
+    cache = SlotCache(tmp_path / "cache", max_bytes=2**30, min_free_bytes=50 * size, warn=warnings.append)
+    first, second, third = keys(3)
+    cache.put(first, ENTRY)
+    cache.put(second, ENTRY)
+    assert len(cache.entries()) == 2 and not warnings
+    free["bytes"] = 52 * size + size // 2  # room for one more only by evicting: the oldest goes
+    cache.put(third, ENTRY)
+    assert first not in {entry.path.stem for entry in cache.entries()} and cache.writing
+    free["bytes"] = 40 * size  # no eviction can help: the cache stops writing and says so once
+    cache.put(keys(5)[4], ENTRY)
+    cache.put(keys(6)[5], ENTRY)
+    assert not cache.writing and len(warnings) == 1 and "stopped writing" in warnings[0]
+    assert cache.get(keys(6)[5]) is not None  # still served from memory
+
+
+@pytest.mark.parametrize(("text", "expected"), [("512M", 512 * 2**20), ("8G", 8 * 2**30), ("1.5GB", int(1.5 * 2**30)),
+                                                ("4096", 4096), (" 2 gib ", 2 * 2**30)])
+def test_sizes_are_read_with_binary_units(text: str, expected: int) -> None:
+    assert parse_size(text, "here") == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "8Q", "-1G"])
+def test_a_bad_size_names_the_setting(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MAX_BYTES_VARIABLE, text or " x ")
+    with pytest.raises(UserError, match=MAX_BYTES_VARIABLE):
+        SlotCache(tmp_path)
+
+
+def test_the_cap_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MAX_BYTES_VARIABLE, "3M")
+    assert SlotCache(tmp_path).max_bytes == 3 * 2**20
+
+
+def test_the_cache_command_shows_prunes_and_clears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("AUTOPROMPT_SEARCH_CACHE", str(tmp_path))
+    size = entry_size(tmp_path / "sizes")
+    cache = SlotCache(tmp_path / "slot_cache", max_bytes=2**30, min_free_bytes=0)
+    for key in keys(6):
+        cache.put(key, ENTRY)
+        os.utime(cache._path(key), (time.time(), time.time()))
+    assert main(["cache", "info"]) == 0
+    assert "entries    6," in capsys.readouterr().out
+    assert main(["cache", "prune", "--max-size", str(3 * size)]) == 0
+    assert len(SlotCache(tmp_path / "slot_cache").entries()) == 3 and "removed 3 entries" in capsys.readouterr().out
+    assert main(["cache", "prune", "--max-size", "lots"]) == 2
+    assert "--max-size" in capsys.readouterr().err
+    assert main(["cache", "clear"]) == 0
+    assert SlotCache(tmp_path / "slot_cache").entries() == []
