@@ -31,6 +31,8 @@ MARKER = ".complete.json"
 MARKER_FORMAT = 1
 Log = Callable[[str], None]
 Downloader = Callable[[Requirement, Path], Path]
+# Any one of these lets transformers build a tokenizer (fast JSON, SentencePiece, BPE or WordPiece files).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt")
 
 
 def cache_root() -> Path:
@@ -123,6 +125,9 @@ def resolve_model(name_or_path: str) -> Path:
                 "*.safetensors weights are loaded; convert them to safetensors first"
             )
         raise UserError(f"model folder {path} has no *.safetensors weight file")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"model folder {path} has no tokenizer file (one of {', '.join(TOKENIZER_FILES)}): "
+                        "save the tokenizer into the folder (tokenizer.save_pretrained)")
     return path.absolute()
 
 

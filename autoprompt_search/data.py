@@ -169,6 +169,9 @@ def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text"
         missing = [y for y in labels if y not in found]
         if missing:
             raise UserError(f"{origin}: no examples with label(s) {', '.join(missing)}")
+    if len(found) < 2:
+        raise UserError(f"{origin}: every example has the label {found[0]!r} in field {label_field!r}; "
+                        "a classifier needs examples of at least two labels")
     return Dataset(name, examples, labels if labels is not None else found, text_fields)
 
 

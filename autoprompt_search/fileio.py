@@ -64,3 +64,19 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise UserError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
     except OSError as error:
         raise UserError(f"{path}: cannot read it ({error.strerror or error})") from None
+
+
+def unwritable_reason(path: str | os.PathLike) -> str | None:
+    """Why nothing can be written at ``path`` (a file or folder to be), or None: the closest
+    existing folder at or above it is tried with a temporary file, which is removed at once
+    (permission bits alone miss read-only mounts, immutable folders and /proc)."""
+    target = Path(path).absolute()
+    folder = next((p for p in (target, *target.parents) if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return f"cannot write in {folder} ({error.strerror or error})"
+    return None

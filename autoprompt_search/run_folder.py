@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.fileio import atomic_write_json, atomic_write_text, read_json
+from autoprompt_search.fileio import atomic_write_json, atomic_write_text, read_json, unwritable_reason
 
 if TYPE_CHECKING:
     import optuna
@@ -69,6 +69,8 @@ class RunFolder:
         is in the way, or it holds another run that is not being resumed."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path}: exists and is not a folder", option="out")
+        if reason := unwritable_reason(self.path):
+            raise UserError(f"{self.path}: {reason}", option="out")
         if self.is_started() and not resume:
             raise UserError(f"run folder {self.path} is not empty: resume it, or choose another run folder", alternatives=("resume", "out"))
 

@@ -292,6 +292,9 @@ def test_resolve_model_local_folders(cache: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is a file"):
         assets.resolve_model(str(folder / "config.json"))
     (folder / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(UserError, match=f"{folder} has no tokenizer file"):  # not advice about sentencepiece
+        assets.resolve_model(str(folder))
+    (folder / "tokenizer.json").write_text("{}")
     assert assets.resolve_model(str(folder)) == folder
 
 

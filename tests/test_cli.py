@@ -99,3 +99,12 @@ def test_console_script_runs_without_traceback_on_error(tmp_path) -> None:
         text=True,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "x.csv" in result.stderr
+
+
+@pytest.mark.parametrize("out", ["/proc/no-such-folder/report.json", "{folder}"])
+def test_evaluate_refuses_an_unwritable_out_before_scoring(dataset, tiny_causal_lm, tmp_path, capsys, out) -> None:
+    target = out.format(folder=tmp_path)
+    code = main(_evaluate(dataset, tiny_causal_lm, "--template", "{text} It was {mask}", "--verbalizer", VERBALIZER, "--out", target))
+    captured = capsys.readouterr()
+    assert code == 2 and f"--out {target}" in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""  # refused before anything was scored or printed

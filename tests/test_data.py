@@ -422,3 +422,10 @@ def test_real_dataset(name):
     for seed in data.LMBFF_SEEDS:
         few_train, few_dev = data.few_shot(train, 16, seed)
         assert len(few_train) == len(few_dev) == 16 * len(ds.labels)
+
+
+def test_data_with_a_single_label_is_refused(tmp_path):
+    message = _error(tmp_path, "one.csv", "text,label\na good film,pos\nanother good one,pos\n")
+    assert "every example has the label 'pos'" in message and "at least two labels" in message
+    with pytest.raises(UserError, match="at least two labels"):
+        data.from_records([{"text": "fine", "label": "a"}, {"text": "also fine", "label": "a"}], name="records")

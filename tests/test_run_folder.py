@@ -62,8 +62,15 @@ def test_start_refuses_a_path_that_is_a_file(tmp_path: Path, resume: bool) -> No
 
 def test_start_refuses_a_folder_under_a_file(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="cannot create"):
+    with pytest.raises(UserError, match="file is a file, not a folder") as raised:
         RunFolder(tmp_path / "file" / "run").start(resume=False)
+    assert raised.value.option == "out"
+
+
+def test_a_folder_nothing_can_be_written_in_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot write in /proc") as raised:
+        RunFolder("/proc/no-such-run").check_startable(resume=False)
+    assert raised.value.option == "out"
 
 
 # -- read_json ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from autoprompt_search.cli.options import add_data_options, add_model_options, data_options, model_options, slot_cache
 from autoprompt_search.data import SPLITS
@@ -29,9 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from autoprompt_search.errors import UserError
     from autoprompt_search.evaluation import evaluate_prompt
+    from autoprompt_search.fileio import unwritable_reason
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give a file name such as {Path(args.out) / 'evaluation.json'}")
+    if args.out and (reason := unwritable_reason(args.out)):
+        raise UserError(f"--out {args.out}: {reason}")  # checked before the scoring, not after it
     result = evaluate_prompt(args.dataset, args.model, args.template, args.verbalizer, calibrate=args.calibrate,
                              split=args.split, limit=args.limit, seed=args.seed, cache=slot_cache(args),
                              data_options=data_options(args), model_options=model_options(args))
