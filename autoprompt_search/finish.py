@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from autoprompt_search.ensemble import WeightFit, combine_probabilities, fit_weights, select_members
 from autoprompt_search.export import write_ensemble, write_prompt
@@ -34,7 +35,10 @@ def score_on_split(scorer: PromptScorer, results: Sequence[TrialResult], dataset
         log(f"test: template {number}/{len(by_template)} ({len(indices)} prompts) on {len(dataset)} examples")
         prepared = scorer.prepare(template, [e.fields for e in dataset.examples])
         variants = [(Verbalizer.parse(results[i].verbalizer, dataset.labels), results[i].calibration) for i in indices]
-        scores.update(zip(indices, scorer.score_variants(prepared, variants, gold)))
+        # Examples per second and time left, chunk by chunk (a template's test pass can take minutes).
+        with tqdm(total=len(dataset), desc=f"test {number}/{len(by_template)}", unit="example", leave=False) as bar:
+            with scorer.reporting(bar.update):
+                scores.update(zip(indices, scorer.score_variants(prepared, variants, gold)))
     return [scores[i] for i in range(len(results))]
 
 

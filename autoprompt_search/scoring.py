@@ -7,8 +7,9 @@ choice after that is indexing. Examples are processed in chunks so memory stays 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +58,16 @@ class PromptScorer:
         self.backend = backend
         self.cache = cache if cache is not None else SlotCache()
         self.chunk_size = chunk_size
+        self.progress: Callable[[int], None] | None = None  # told how many prompts each finished chunk held
+
+    @contextmanager
+    def reporting(self, progress: Callable[[int], None]) -> Iterator[None]:
+        """Within the block, ``progress(n)`` is called after each chunk of ``n`` prompts is scored."""
+        previous, self.progress = self.progress, progress
+        try:
+            yield
+        finally:
+            self.progress = previous
 
     # -- rendering -----------------------------------------------------------------------
     def render(
@@ -114,6 +125,8 @@ class PromptScorer:
                 tokens = np.array([t for _, t in targets])
                 values = torch.from_numpy(np.asarray(distribution[:, tokens], dtype=np.float64))
                 result[start : start + len(chunk)].index_add_(1, torch.from_numpy(columns), values)
+            if self.progress is not None:
+                self.progress(len(chunk))
         return result
 
     def class_scores(self, prompts: Sequence[RenderedPrompt], word_ids: tuple[tuple[WordIds, ...], ...]) -> torch.Tensor:

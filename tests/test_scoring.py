@@ -138,3 +138,15 @@ def test_memory_cache_is_bounded() -> None:
         cache.put(f"k{index}", np.zeros((10, 10), dtype=np.float32))
     assert cache.get("k0") is None and cache.get("k4") is not None
     assert cache._memory_used <= 3 * 400
+
+
+def test_progress_is_reported_once_per_chunk_and_only_inside_the_block(backend) -> None:
+    scorer = PromptScorer(backend, SlotCache(), chunk_size=3)
+    prepared = scorer.prepare(TEMPLATE, TEXTS)
+    reported: list[int] = []
+    with scorer.reporting(reported.append):
+        scorer.score_variants(prepared, [(_verbalizer("bad", "good"), "none"), (_verbalizer("terrible", "great"), "none")], GOLD)
+    chunks = [len(chunk) for _, chunk in scorer.chunks(prepared.prompts)]
+    assert reported == chunks and sum(reported) == len(TEXTS) and len(chunks) > 1
+    scorer.score(prepared, _verbalizer("bad", "good"), GOLD)
+    assert sum(reported) == len(TEXTS) and scorer.progress is None
