@@ -45,7 +45,7 @@ def score_on_split(scorer: PromptScorer, results: Sequence[TrialResult], dataset
 @dataclass
 class FinishedSearch:
     """The chosen prompts with their scores: ``selection`` on train+dev, ``dev``, ``test``, keyed by
-    the position of the prompt in ``chosen``."""
+    trial number (unique on a leaderboard)."""
 
     chosen: list[TrialResult]
     best: TrialResult
@@ -61,15 +61,12 @@ class FinishedSearch:
     splits: RunSplits
     scorer: PromptScorer
 
-    def key(self, result: TrialResult) -> int:
-        return next(i for i, chosen in enumerate(self.chosen) if chosen is result)
-
     def spec(self, result: TrialResult) -> PromptSpec:
         dev = self.splits.dev
         return PromptSpec(result.template, result.verbalizer, tuple(dev.labels), tuple(dev.fields), result.calibration)
 
     def scores(self, result: TrialResult) -> dict[str, Any]:
-        return {"train_dev": self.selection[self.key(result)].summary(), "test": self.test[self.key(result)].summary()}
+        return {"train_dev": self.selection[result.number].summary(), "test": self.test[result.number].summary()}
 
     def word_ids(self, result: TrialResult) -> dict[str, list[list[int]]]:
         template, verbalizer = self.spec(result).parsed()
@@ -87,7 +84,7 @@ class FinishedSearch:
                        weights_fit=self.fit.to_dict(), word_token_ids=[self.word_ids(m) for m in self.members], **common)
 
     def write_predictions(self, folder: RunFolder) -> None:
-        folder.write_predictions(self.splits.test, self.test_gold, self.test[self.key(self.best)], self.ensemble_test)
+        folder.write_predictions(self.splits.test, self.test_gold, self.test[self.best.number], self.ensemble_test)
 
 
 def finish_search(board: list[TrialResult], search: PromptSearch, scorer: PromptScorer, space, splits: RunSplits, *,
@@ -97,16 +94,12 @@ def finish_search(board: list[TrialResult], search: PromptSearch, scorer: Prompt
     best = board[0]
     manual = next((result for result in board if result.manual), None)
     members = select_members(board, space.ensemble.size, space.ensemble.prompts_per_template, key=lambda r: r.template)
-    chosen: list[TrialResult] = []
-    for result in (best, manual, *members):
-        if result is not None and all(result is not other for other in chosen):
-            chosen.append(result)
-    key = {id(result): i for i, result in enumerate(chosen)}
-    few_shot = {i: search.evaluate(result.params) for i, result in enumerate(chosen)}  # cached: no forward pass
-    fit = fit_weights([few_shot[key[id(m)]][0].probabilities for m in members], search.gold, seed=seed)
+    chosen = list({r.number: r for r in (best, manual, *members) if r is not None}.values())  # each once, in this order
+    few_shot = {r.number: search.evaluate(r.params) for r in chosen}  # cached: no forward pass
+    fit = fit_weights([few_shot[m.number][0].probabilities for m in members], search.gold, seed=seed)
     test = splits.test
     test_gold = [test.labels.index(e.label) for e in test.examples]
-    test_scores = dict(enumerate(score_on_split(scorer, chosen, test, test_gold, log)))
+    test_scores = {r.number: score for r, score in zip(chosen, score_on_split(scorer, chosen, test, test_gold, log))}
     selection = {i: scores for i, (scores, _, _) in few_shot.items()}
     dev = {i: scores for i, (_, scores, _) in few_shot.items()}
     dev_rows = slice(len(search.train), len(search.gold))
@@ -115,12 +108,12 @@ def finish_search(board: list[TrialResult], search: PromptSearch, scorer: Prompt
         return evaluate_scores(torch.log(torch.from_numpy(combine_probabilities(probabilities, fit.weights))), gold)
 
     def entry(result: TrialResult) -> dict[str, Any]:
-        i = key[id(result)]
+        i = result.number
         return {"trial": result.number, "template": result.template.source, "verbalizer": result.verbalizer,
                 "calibration": result.calibration.method, "train_dev": selection[i].summary(),
                 "dev": dev[i].summary(), "test": test_scores[i].summary()}
 
-    member_keys = [key[id(m)] for m in members]
+    member_keys = [m.number for m in members]
     ensemble_all = combined([selection[i].probabilities for i in member_keys], search.gold)
     ensemble_test = combined([test_scores[i].probabilities for i in member_keys], test_gold)
     ensemble_dev = combined([selection[i].probabilities[dev_rows] for i in member_keys], search.gold[dev_rows])

@@ -159,7 +159,6 @@ class _SearchJob:
             if changed:
                 raise UserError(f"{self.folder.path} was started with other settings ({', '.join(changed)} differ); "
                                 "resume with the same space, seed and model, or start a new run folder", option="resume")
-        if stored is not None:
             self.pools = stored[0]
         else:
             began = time.perf_counter()
@@ -245,7 +244,7 @@ class _SearchJob:
         finished.write_exports(self.folder, self.model_info(), self.dataset_info(), provenance)
         self.folder.write_trials(study)
         self.folder.write_json(RESULTS, {**finished.summary, "dataset": self.dataset_info(), "timings": self.timings,
-                                                "objective": self.space.objective, "provenance": provenance})
+                                         "objective": self.space.objective, "provenance": provenance})
         finished.write_predictions(self.folder)
         self.write_manifest("complete", study=study)
         self.log(f"report: {write_report(self.folder.path)}")
