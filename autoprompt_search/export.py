@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from autoprompt_search.asset_registry import MODELS
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.prompt import ModelInfo, PromptSpec
 from autoprompt_search.prompt_file import FORMAT, FORMAT_VERSION, parse_document
@@ -25,24 +26,43 @@ _OPEN_BRACE = '{"text": "\\u007b"}'  # OpenPrompt evaluates it as a Python liter
 
 # -- ready forms for other tools ---------------------------------------------------------------
 def openprompt_form(spec: PromptSpec, tokenizer: Any = None) -> dict[str, Any]:
-    """The prompt as an OpenPrompt template text and ManualVerbalizer label words."""
+    """The prompt as an OpenPrompt template text and ManualVerbalizer label words.
+
+    OpenPrompt tokenizes each template piece on its own, and only a plain space before a piece
+    joins it: other whitespace before a field (the newlines after demonstrations) is moved into the
+    field's ``post_processing``, so the field is tokenized with it as the search does. A trigger
+    whose token OpenPrompt's own soft-token init reads back exactly (given a tokenizer) starts from it.
+    """
     template = spec.template
     field_map = {name: ("text_a", "text_b")[i] if i < 2 else f"meta.{name}" for i, name in enumerate(template.fields_used)}
-    pieces = []
-    for segment in template.segments:
+    pieces: list[str] = []
+    triggers = iter(spec.trigger_ids)
+    random_triggers = 0
+    for index, segment in enumerate(template.segments):
         if segment.kind == "literal":  # a bare "{" opens a placeholder in OpenPrompt; a bare "}" is harmless
             pieces.append(segment.value.replace("{", _OPEN_BRACE))
         elif segment.kind == "field":
             target = field_map[segment.value]
-            pieces.append(json.dumps({"meta": target[5:]} if target.startswith("meta.") else {"placeholder": target}))
+            piece = {"meta": target[5:]} if target.startswith("meta.") else {"placeholder": target}
+            whitespace = template.whitespace_before(index)
+            if whitespace in ("", " "):
+                pieces.append(json.dumps(piece))
+            else:  # OpenPrompt evaluates the piece as Python: the lambda puts the whitespace back before the text
+                pieces[-1] = pieces[-1][: len(pieces[-1]) - len(whitespace)]
+                pieces.append(json.dumps(piece)[:-1] + f', "post_processing": lambda s: {json.dumps(whitespace)} + s}}')
+        elif segment.kind == "slot":
+            pieces.append('{"mask"}')
         else:
-            pieces.append('{"mask"}' if segment.kind == "slot" else '{"soft"}')
+            text = _trigger_text(next(triggers), template.whitespace_before(index), tokenizer)
+            random_triggers += text is None
+            pieces.append(json.dumps({"soft": text}) if text else '{"soft"}')
+    slot_space = template.whitespace_before_slot()
     form: dict[str, Any] = {
         "template_class": "MixedTemplate" if template.n_triggers else "ManualTemplate",
         "template_text": "".join(pieces),
         "label_words": {label: list(words) for label, words in spec.verbalizer.items()},
         "classes": list(spec.labels),
-        "verbalizer_prefix": " " if template.slot_follows_space() else "",  # ManualVerbalizer(prefix=...)
+        "verbalizer_prefix": " " if slot_space.endswith(" ") else "",  # ManualVerbalizer(prefix=...)
         "field_map": field_map,
     }
     if template.n_triggers:
@@ -51,13 +71,24 @@ def openprompt_form(spec: PromptSpec, tokenizer: Any = None) -> dict[str, Any]:
             form["trigger_tokens"] = [tokenizer.decode([token]) for token in spec.trigger_ids]
     notes = [
         (len(field_map) > 2, f"InputExample has two text fields; {', '.join(list(field_map)[2:])} are read from InputExample.meta."),
-        (template.n_triggers > 0, '[T] trigger slots are OpenPrompt soft tokens ({"soft"}, MixedTemplate), randomly '
-                                  "initialised; copy the embeddings of trigger_token_ids into them to start from the found tokens."),
+        (random_triggers > 0, '[T] trigger slots are OpenPrompt soft tokens ({"soft"}, MixedTemplate), randomly '
+                              "initialised; copy the embeddings of trigger_token_ids into them to start from the found tokens."),
         ("{" in "".join(s.value for s in template.segments if s.kind == "literal"),
          f"A literal '{{' is written as {_OPEN_BRACE}, since a bare '{{' opens a placeholder in OpenPrompt."),
+        (slot_space not in ("", " ", "\n"), f"OpenPrompt tokenizes the whitespace {slot_space!r} before the slot apart from the "
+                                             "label word, unlike the search: its scores can differ."),
         (spec.calibration.method != "none", "The calibration is not in this form: apply prompt.calibration to the class log-scores."),
     ]
     return _with_notes(form, notes)
+
+
+def _trigger_text(token: int, whitespace: str, tokenizer: Any) -> str | None:
+    """The text of a trigger token that OpenPrompt's soft-token init turns back into exactly that token
+    (the piece's text after the space OpenPrompt adds), or None."""
+    if tokenizer is None or whitespace != " ":
+        return None
+    text = tokenizer.decode([token]).strip()
+    return text if text and tokenizer.encode(" " + text, add_special_tokens=False) == [token] else None
 
 
 def _with_notes(form: dict[str, Any], notes: list[tuple[bool, str]]) -> dict[str, Any]:
@@ -81,15 +112,26 @@ def peft_form(spec: PromptSpec, model: ModelInfo, tokenizer: Any = None) -> dict
         "prompt_tuning_init": "TEXT" if words else "RANDOM",
         "prompt_tuning_init_text": words or None,
         "num_virtual_tokens": len(tokenizer(words)["input_ids"]) if tokenizer is not None and words else None,
-        "tokenizer_name_or_path": model.path or model.name,
+        "tokenizer_name_or_path": portable_tokenizer_name(model),
     }
     return _with_notes(form, [
+        (model.name in MODELS and MODELS[model.name].tokenizer_hub_id is None,
+         f"tokenizer_name_or_path is this project's registered name: give PEFT its folder, "
+         f"autoprompt_search.assets.resolve_model({model.name!r})."),
         (model.kind == "masked", "PEFT has no masked-LM task type; FEATURE_EXTRACTION prepends the virtual tokens and "
                                  "returns the wrapped AutoModelForMaskedLM's own logits, so the mask position moves by "
                                  "num_virtual_tokens."),
         (not words, "The template has no words of its own: set num_virtual_tokens yourself (RANDOM init)."),
         (bool(words) and tokenizer is None, "Set num_virtual_tokens to len(tokenizer(prompt_tuning_init_text)['input_ids'])."),
     ])
+
+
+def portable_tokenizer_name(model: ModelInfo) -> str:
+    """What PEFT should load the tokenizer from on any machine: the hub id of a registered model's
+    tokenizer when known (resolved online or from a Hugging Face cache), else the model's name as
+    the user gave it; never this machine's asset cache folder."""
+    asset = MODELS.get(model.name)
+    return asset.tokenizer_hub_id or model.name if asset is not None else model.name
 
 
 def exports(spec: PromptSpec, model: ModelInfo, tokenizer: Any = None) -> dict[str, Any]:
@@ -128,15 +170,20 @@ def write_ensemble(path: str | Path, members: Sequence[tuple[PromptSpec, float, 
 def _header(kind: str) -> dict[str, Any]:
     from autoprompt_search.version import __version__
 
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__, "kind": kind}
+    return {"format": FORMAT, "format_version": 1, "library_version": __version__, "kind": kind}
 
 
 def _model_block(model: ModelInfo, batch_size: int, chunk_size: int) -> dict[str, Any]:
-    return {**asdict(model), "batch_size": batch_size, "chunk_size": chunk_size}
+    block = {**asdict(model), "batch_size": batch_size, "chunk_size": chunk_size}
+    if model.adapter is None:
+        del block["adapter"]
+    return block
 
 
 def _write(path: str | Path, document: dict[str, Any], model: ModelInfo, tokenizer: Any) -> Path:
     document = _plain(document)
+    if model.adapter is not None:  # older readers must refuse it rather than ignore the adapter
+        document["format_version"] = FORMAT_VERSION
     checked = parse_document(document, str(path))  # never write a file that load() would refuse
     for row, member in zip(document["members"] if checked.kind == "ensemble" else [document], checked.members):
         row["exports"] = exports(member.spec, model, tokenizer)

@@ -84,7 +84,7 @@ class FinishedSearch:
                        weights_fit=self.fit.to_dict(), word_token_ids=[self.word_ids(m) for m in self.members], **common)
 
     def write_predictions(self, folder: RunFolder) -> None:
-        folder.write_predictions(self.splits.test, self.test_gold, self.test[self.best.number], self.ensemble_test)
+        folder.write_predictions(self.splits.test, self.test_gold, {"best": self.test[self.best.number], "ensemble": self.ensemble_test})
 
 
 def finish_search(board: list[TrialResult], search: PromptSearch, scorer: PromptScorer, space, splits: RunSplits, *,

@@ -11,6 +11,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from autoprompt_search.adapters import apply_adapter
 from autoprompt_search.backends import Backend, load_backend
 from autoprompt_search.cache import SlotCache, default_cache_dir
 from autoprompt_search.ensemble import combine_probabilities
@@ -22,6 +23,9 @@ from autoprompt_search.templates import RenderedPrompt, Template
 from autoprompt_search.verbalizers import Verbalizer
 
 Texts = Iterable[str | Mapping[str, str]]
+TRAINED_PROMPT = "prompt.json"  # in a train output folder: the prompt with its trained model or adapter
+TRAINED_CLASSIFIER = "classifier.json"  # in a train output folder: a model with a classification head
+CLASSIFIER_FORMAT = "autoprompt_search.classifier"
 
 
 # -- predictors ----------------------------------------------------------------------------------
@@ -121,6 +125,59 @@ class EnsemblePredictor(_Classifier):
         return combine_probabilities(probabilities, self.weights)
 
 
+class HeadPredictor(_Classifier):
+    """A model fine-tuned with a classification head (the baseline without a prompt): softmax of its logits."""
+
+    def __init__(self, model, tokenizer, labels: Sequence[str], fields: Sequence[str], *, max_length: int,
+                 batch_size: int = 32) -> None:
+        self.model, self.tokenizer, self.classes_ = model, tokenizer, list(labels)
+        self.fields, self.max_length, self.batch_size = tuple(fields), max_length, batch_size
+
+    def encode(self, examples: Sequence[Mapping[str, str]]) -> dict[str, torch.Tensor]:
+        """The examples' fields as model inputs: one field alone, two as a text pair, more joined by newlines."""
+        columns = [[example[name] for example in examples] for name in self.fields]
+        if len(columns) > 2:
+            columns = [["\n".join(values) for values in zip(*columns)]]
+        encoded = self.tokenizer(*columns, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        return {name: value.to(self.model.device) for name, value in encoded.items()}
+
+    def logits(self, examples: Sequence[Mapping[str, str]]) -> torch.Tensor:
+        return self.model(**self.encode(examples)).logits.float()
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Texts) -> np.ndarray:
+        examples = _examples(_as_list(texts), self.fields)
+        self.model.eval()
+        parts = [torch.softmax(self.logits(examples[start : start + self.batch_size]), dim=-1).double().cpu().numpy()
+                 for start in range(0, len(examples), self.batch_size)]
+        return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)))
+
+    @classmethod
+    def load(cls, folder: Path, *, device: str = "auto") -> "HeadPredictor":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from autoprompt_search.assets import model_weights_hash
+        from autoprompt_search.fileio import read_json
+
+        origin = folder / TRAINED_CLASSIFIER
+        document = read_json(origin, "classifier file")
+        if document.get("format") != CLASSIFIER_FORMAT:
+            raise UserError(f"{origin}: format: expected {CLASSIFIER_FORMAT!r}, got {document.get('format')!r}")
+        try:
+            model_folder, labels, fields = folder / document["model"]["path"], document["labels"], document["fields"]
+            recorded, max_length = document["model"]["weights_sha256"], int(document["max_length"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise UserError(f"{origin}: missing or malformed field {error}") from None
+        if not model_folder.is_dir() or model_weights_hash(model_folder) != recorded:
+            raise UserError(f"{model_folder}: missing, or its weights differ from the ones {origin} recorded")
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        model = AutoModelForSequenceClassification.from_pretrained(model_folder, use_safetensors=True, dtype=torch.float32)
+        predictor = cls(model.to(device).eval(), AutoTokenizer.from_pretrained(model_folder), labels, fields, max_length=max_length,
+                        batch_size=int(document.get("batch_size", 32)))
+        predictor.document = document
+        return predictor
+
+
 def _as_list(texts: Texts) -> list[str | Mapping[str, str]]:
     if isinstance(texts, (str, Mapping)):
         raise UserError("texts: expected a list of texts (or of mappings field -> text), got a single one; wrap it in a list")
@@ -148,18 +205,34 @@ def _examples(texts: Sequence[str | Mapping[str, str]], fields: Sequence[str]) -
 
 # -- loading -------------------------------------------------------------------------------------
 def load(path: str | Path, model: str | Path | Backend | None = None, device: str = "auto", cache: bool = True, *,
-         strict: bool = True) -> PromptPredictor | EnsemblePredictor:
-    """Load a prompt file as a predictor on its model.
+         strict: bool = True) -> PromptPredictor | EnsemblePredictor | HeadPredictor:
+    """Load a prompt file as a predictor on its model; the output folder of ``autoprompt-search train``
+    gives its trained prompt (with the trained model or adapter) or its classification-head model.
 
     The model is ``model`` if given (a name, a folder, or a loaded backend used as it is), else
     the file's ``model.path`` if that folder exists, else ``model.name``. A model or tokenizer
     that differs from the search's is refused unless ``strict=False`` (then a warning).
     """
+    path = Path(path)
+    if path.is_dir():  # the output folder of `autoprompt-search train`
+        if (path / TRAINED_CLASSIFIER).is_file():
+            return HeadPredictor.load(path, device=device)
+        if not (path / TRAINED_PROMPT).is_file():
+            raise UserError(f"{path}: a folder, but neither {TRAINED_PROMPT} nor {TRAINED_CLASSIFIER} is in it; give a prompt file "
+                            "(such as best.json) or the output folder of autoprompt-search train")
+        path = path / TRAINED_PROMPT
     origin, file = str(path), read(path)
+    adapter = file.model.adapter
+    if isinstance(model, Backend) and adapter is not None:
+        raise UserError(f"{origin}: the prompt comes with a trained adapter, which load() puts on a model it loads itself; "
+                        "pass the base model's name or folder instead of a loaded backend")
     if isinstance(model, Backend):
         backend, source = model, str(model.path or "the given backend")
     else:
-        found = file.model.path if file.model.path and Path(file.model.path).is_dir() else file.model.name
+        recorded = Path(file.model.path) if file.model.path else None
+        if recorded is not None and not recorded.is_absolute():  # trained outputs name their model folder relative to the file
+            recorded = path.parent / recorded
+        found = str(recorded) if recorded is not None and recorded.is_dir() else file.model.name
         source = str(model) if model is not None else found
         try:
             backend = load_backend(source, kind=file.model.kind, device=device, batch_size=file.batch_size,
@@ -173,6 +246,8 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
         if expected != actual:
             _mismatch(f"{origin}: model.{key}: the prompt was found on another model ({key} {expected!r} in the file, "
                       f"{actual!r} for {source}); its scores do not carry over", strict)
+    if adapter is not None:
+        apply_adapter(backend, path.parent / adapter.path, adapter.method, adapter.sha256)
     scorer = PromptScorer(backend, SlotCache(default_cache_dir()) if cache else SlotCache(), chunk_size=file.chunk_size)
     predictors = []
     for member in file.members:

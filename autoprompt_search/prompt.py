@@ -10,16 +10,28 @@ from autoprompt_search.calibration import Calibration
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
+ADAPTER_METHODS = ("lora", "prompt_tuning")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """A PEFT adapter folder trained on top of the model (LoRA weights or a soft prompt)."""
+
+    method: str  # one of ADAPTER_METHODS
+    path: str  # relative to the prompt file's folder
+    sha256: str  # of its adapter_model.safetensors
+
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Which frozen model a prompt was found on."""
+    """Which model a prompt was found or trained on."""
 
     name: str  # registered name or folder as the user gave it
     kind: str
     weights_sha256: str
-    path: str = ""
+    path: str = ""  # a relative path is relative to the prompt file's folder
     max_length: int = DEFAULT_MAX_LENGTH
+    adapter: AdapterInfo | None = None
 
 
 @dataclass(frozen=True)

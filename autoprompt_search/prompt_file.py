@@ -13,13 +13,13 @@ from autoprompt_search.backends import DEFAULT_MAX_LENGTH, MODEL_KINDS
 from autoprompt_search.calibration import CALIBRATION_METHODS
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import read_json
-from autoprompt_search.prompt import ModelInfo, PromptSpec
+from autoprompt_search.prompt import ADAPTER_METHODS, AdapterInfo, ModelInfo, PromptSpec
 from autoprompt_search.scoring import DEFAULT_CHUNK_SIZE
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 FORMAT = "autoprompt_search.prompt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model.adapter (a trained PEFT adapter); files without one are written as version 1
 DEFAULT_BATCH_SIZE = 32
 _MISSING = object()
 
@@ -118,7 +118,8 @@ def parse_document(document: Any, origin: str) -> PromptFile:
                       kind=_get(block, "kind", "model", "str", origin, choices=MODEL_KINDS),
                       weights_sha256=_get(block, "weights_sha256", "model", "str", origin),
                       path=_get(block, "path", "model", "str", origin, ""),
-                      max_length=_get(block, "max_length", "model", "positive int", origin, DEFAULT_MAX_LENGTH))
+                      max_length=_get(block, "max_length", "model", "positive int", origin, DEFAULT_MAX_LENGTH),
+                      adapter=_parse_adapter(block, origin))
     if kind == "single":
         members = [_parse_member(document, "", origin, weighted=False)]
     else:
@@ -139,6 +140,15 @@ def parse_document(document: Any, origin: str) -> PromptFile:
     return PromptFile(kind, model, _get(block, "batch_size", "model", "positive int", origin, DEFAULT_BATCH_SIZE),
                       _get(block, "chunk_size", "model", "positive int", origin, DEFAULT_CHUNK_SIZE),
                       tuple(members), document)
+
+
+def _parse_adapter(block: dict, origin: str) -> AdapterInfo | None:
+    adapter = _get(block, "adapter", "model", "mapping", origin, None)
+    if adapter is None:
+        return None
+    return AdapterInfo(method=_get(adapter, "method", "model.adapter", "str", origin, choices=ADAPTER_METHODS),
+                       path=_get(adapter, "path", "model.adapter", "str", origin),
+                       sha256=_get(adapter, "sha256", "model.adapter", "str", origin))
 
 
 def _parse_member(data: dict, where: str, origin: str, *, weighted: bool) -> PromptMember:

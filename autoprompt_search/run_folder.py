@@ -20,7 +20,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_json, atomic_write_text, read_json, unwritable_reason
@@ -161,20 +161,21 @@ class RunFolder:
                              json.dumps(attrs.get("verbalizer", "")), seconds, attrs.get("repeat_of", "")])
         return atomic_write_text(self.file(TRIALS), buffer.getvalue())
 
-    def write_predictions(self, test: Dataset, gold: Sequence[int], best: Any, ensemble: Any) -> Path:
+    def write_predictions(self, test: Dataset, gold: Sequence[int], scored: Mapping[str, Any]) -> Path:
         """Per test example (in the order of the test split that results.json hashes): its text,
-        the gold label, and the predicted label and class probabilities of the best prompt and of
-        the ensemble (``best`` and ``ensemble`` are scores with ``predictions`` and ``probabilities``)."""
-        labels, fields = test.labels, test.fields
-        ours = {"test_row", "gold", "best", "ensemble"}
+        the gold label, and for each named predictor of ``scored`` (the search: ``best`` and
+        ``ensemble``; training: ``trained``; scores with ``predictions`` and ``probabilities``) its
+        predicted label and class probabilities."""
+        labels, fields, names = test.labels, test.fields, list(scored)
+        ours = {"test_row", "gold", *names}
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["test_row", *(f"field_{f}" if f in ours or "_p_" in f else f for f in fields), "gold", "best", "ensemble",
-                         *(f"best_p_{label}" for label in labels), *(f"ensemble_p_{label}" for label in labels)])
+        writer.writerow(["test_row", *(f"field_{f}" if f in ours or "_p_" in f else f for f in fields), "gold", *names,
+                         *(f"{name}_p_{label}" for name in names for label in labels)])
         for row, (example, gold_index) in enumerate(zip(test.examples, gold)):
-            writer.writerow([row, *(example.fields[field] for field in fields), labels[gold_index], labels[best.predictions[row]],
-                             labels[ensemble.predictions[row]], *(f"{p:.6g}" for p in best.probabilities[row]),
-                             *(f"{p:.6g}" for p in ensemble.probabilities[row])])
+            writer.writerow([row, *(example.fields[field] for field in fields), labels[gold_index],
+                             *(labels[scored[name].predictions[row]] for name in names),
+                             *(f"{p:.6g}" for name in names for p in scored[name].probabilities[row])])
         return atomic_write_text(self.file(PREDICTIONS), buffer.getvalue())
 
     # -- the study ----------------------------------------------------------------------------

@@ -113,18 +113,10 @@ class PromptScorer:
         """``[n, len(words)]`` log-probability of each whole word at the slot (chain rule over its tokens)."""
         result = torch.zeros((len(prompts), len(words)), dtype=torch.float64)
         for start, chunk in self.chunks(prompts):
-            queries: dict[SlotQuery, list[tuple[int, int]]] = {}
-            for column, word in enumerate(words):
-                for position, token in enumerate(word):
-                    query = self.backend.normalize(SlotQuery(width=len(word), prefix=tuple(word[:position])))
-                    queries.setdefault(query, []).append((column, token))
-            # Shorter prefixes first: each word's tokens add up in order, whatever other words are asked with it.
-            for query, targets in sorted(queries.items(), key=lambda item: (len(item[0].prefix), item[0].prefix)):
+            for query, columns, tokens in word_queries(self.backend, words):
                 distribution = self.slot_log_probs(chunk, query)
-                columns = np.array([c for c, _ in targets])
-                tokens = np.array([t for _, t in targets])
                 values = torch.from_numpy(np.asarray(distribution[:, tokens], dtype=np.float64))
-                result[start : start + len(chunk)].index_add_(1, torch.from_numpy(columns), values)
+                result[start : start + len(chunk)].index_add_(1, columns, values)
             if self.progress is not None:
                 self.progress(len(chunk))
         return result
@@ -138,15 +130,8 @@ class PromptScorer:
     ) -> list[torch.Tensor]:
         """The raw class log-scores of several verbalizers on the same prompts, read in one pass over
         the chunks: no verbalizer has to recompute a distribution that the cache evicted meanwhile."""
-        words = list(dict.fromkeys(word for word_ids in word_id_sets for label_words in word_ids for word in label_words))
-        log_probs = self.word_log_probs(prompts, words)
-        column = {word: index for index, word in enumerate(words)}
-        scores = []
-        for word_ids in word_id_sets:
-            columns = [column[word] for label_words in word_ids for word in label_words]
-            owner = [label for label, label_words in enumerate(word_ids) for _ in label_words]
-            scores.append(combine_word_log_probs(log_probs[:, columns], owner, len(word_ids)))
-        return scores
+        words = distinct_words(word_id_sets)
+        return class_scores_of_words(self.word_log_probs(prompts, words), words, word_id_sets)
 
     # -- calibration and scoring --------------------------------------------------------------
     def prepare(
@@ -211,6 +196,49 @@ class PromptScorer:
                     calibration = self.fit_calibration(calibration, prepared, word_ids, unlabelled)
             scores.append(evaluate_scores(calibration.apply(raw), gold, calibration))
         return scores
+
+
+def distinct_words(word_id_sets: Sequence[tuple[tuple[WordIds, ...], ...]]) -> list[WordIds]:
+    """Every word of the verbalizers once, in order of appearance: the columns of word log-probs."""
+    return list(dict.fromkeys(word for word_ids in word_id_sets for label_words in word_ids for word in label_words))
+
+
+def word_queries(backend: Backend, words: Sequence[WordIds]) -> list[tuple[SlotQuery, torch.Tensor, np.ndarray]]:
+    """The slot distributions that score ``words`` (chain rule over each word's tokens), as
+    ``(query, columns, tokens)``: the query's log-probability of ``tokens[i]`` adds to column ``columns[i]``.
+    Shorter prefixes come first: each word's tokens add up in order, whatever other words are asked with it."""
+    queries: dict[SlotQuery, list[tuple[int, int]]] = {}
+    for column, word in enumerate(words):
+        for position, token in enumerate(word):
+            query = backend.normalize(SlotQuery(width=len(word), prefix=tuple(word[:position])))
+            queries.setdefault(query, []).append((column, token))
+    ordered = sorted(queries.items(), key=lambda item: (len(item[0].prefix), item[0].prefix))
+    return [(query, torch.tensor([c for c, _ in targets]), np.array([t for _, t in targets])) for query, targets in ordered]
+
+
+def class_scores_of_words(log_probs: torch.Tensor, words: Sequence[WordIds],
+                          word_id_sets: Sequence[tuple[tuple[WordIds, ...], ...]]) -> list[torch.Tensor]:
+    """Each verbalizer's raw class log-scores from the word log-probs ``[n, len(words)]``."""
+    column = {word: index for index, word in enumerate(words)}
+    scores = []
+    for word_ids in word_id_sets:
+        columns = [column[word] for label_words in word_ids for word in label_words]
+        owner = [label for label, label_words in enumerate(word_ids) for _ in label_words]
+        scores.append(combine_word_log_probs(log_probs[:, columns], owner, len(word_ids)))
+    return scores
+
+
+def trainable_class_scores(backend: Backend, prompts: Sequence[RenderedPrompt], word_ids: tuple[tuple[WordIds, ...], ...]) -> torch.Tensor:
+    """Raw class log-scores ``[n, classes]`` of one batch with gradients: the same queries, chain rule
+    and combination of a label's words as :meth:`PromptScorer.class_scores`, without cache or
+    inference mode, for training on the prompt's own objective."""
+    words = distinct_words([word_ids])
+    log_probs = torch.zeros((len(prompts), len(words)), dtype=torch.float64, device=backend.device)
+    for query, columns, tokens in word_queries(backend, words):
+        logits = backend.forward_slot_logits(backend.assemble(prompts, query))
+        values = torch.log_softmax(logits.float(), dim=-1)[:, torch.from_numpy(tokens).to(backend.device)]
+        log_probs = log_probs.index_add(1, columns.to(backend.device), values.double())
+    return class_scores_of_words(log_probs, words, [word_ids])[0]
 
 
 @dataclass(frozen=True)

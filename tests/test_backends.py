@@ -98,11 +98,16 @@ def test_batches_are_length_sorted_without_changing_the_result(backends) -> None
     assert torch.allclose(together, one_by_one, atol=1e-5)
 
 
+@pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("name", ["causal", "causal_sp"])
-def test_a_long_shared_opening_is_run_once_with_the_same_log_probs(backends, name: str, monkeypatch) -> None:
+def test_a_long_shared_opening_is_run_once_with_the_same_log_probs(backends, name: str, soft: bool, monkeypatch) -> None:
+    """Also with a soft prompt: its virtual tokens open the shared part."""
     from autoprompt_search import backends as module
 
     backend = backends[name]
+    if soft:
+        hidden = backend.model.get_input_embeddings().weight.shape[1]
+        monkeypatch.setattr(backend, "soft_prompt", torch.randn(3, hidden, generator=torch.Generator().manual_seed(0)) * 0.5)
     shown = " ".join(f"Review: {row['text']}\nIt was great." for row in TEXTS[:3])  # demonstrations: a long common opening
     template = Template.parse(shown + "\nReview: {text}\nIt was {mask}")
     prompts = PromptScorer(backend).prepare(template, TEXTS).prompts
@@ -110,9 +115,9 @@ def test_a_long_shared_opening_is_run_once_with_the_same_log_probs(backends, nam
     for query in (SlotQuery(), SlotQuery(width=2, prefix=(7,))):
         sequences_before = backend.sequences_processed
         shared = backend.next_token_log_probs(prompts, query)
-        monkeypatch.setattr(module, "SHARED_PREFIX_TOKENS", 10**6)  # the plain full pass
-        full = backend.next_token_log_probs(prompts, query)
-        monkeypatch.undo()
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "SHARED_PREFIX_TOKENS", 10**6)  # the plain full pass
+            full = backend.next_token_log_probs(prompts, query)
         assert torch.allclose(shared, full, atol=1e-4), (shared - full).abs().max()
         assert backend.sequences_processed > sequences_before
 

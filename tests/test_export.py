@@ -19,6 +19,7 @@ from autoprompt_search.cache import SlotCache
 from autoprompt_search.ensemble import combine_probabilities
 from autoprompt_search.errors import UserError
 from autoprompt_search.prompt import ModelInfo, PromptSpec
+from autoprompt_search.prompt_file import FORMAT_VERSION
 from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.templates import Template
 from autoprompt_search.testing import TINY_CORPUS
@@ -172,8 +173,11 @@ def _set(keys: str, value):
 _DELETE = object()
 INVALID = [
     ("format", _set("format", "something.else"), "format: expected 'autoprompt_search.prompt'"),
-    ("newer version", _set("format_version", 2), "format_version: the file has version 2"),
+    ("newer version", _set("format_version", FORMAT_VERSION + 1), f"format_version: the file has version {FORMAT_VERSION + 1}"),
     ("version type", _set("format_version", "1"), "format_version: expected a positive integer"),
+    ("adapter method", _set("model.adapter", {"method": "ia3", "path": "adapter", "sha256": "0"}),
+     "model.adapter.method: expected 'lora' or 'prompt_tuning'"),
+    ("adapter path", _set("model.adapter", {"method": "lora", "sha256": "0"}), "model.adapter.path: missing (required)"),
     ("kind", _set("kind", "many"), "kind: expected 'single' or 'ensemble'"),
     ("no prompt", _set("prompt", _DELETE), "prompt: missing (required)"),
     ("verbalizer type", _set("prompt.verbalizer", ["bad", "good"]), "prompt.verbalizer: expected a mapping from label to words"),
@@ -240,7 +244,7 @@ def test_unreadable_files(tmp_path) -> None:
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(UserError, match="expected a JSON object at the top level"):
         prompt_predictor.load(tmp_path / "list.json")
-    with pytest.raises(UserError, match="is a folder"):
+    with pytest.raises(UserError, match="a folder, but neither prompt.json nor classifier.json"):
         prompt_predictor.load(tmp_path)
 
 
@@ -288,7 +292,8 @@ def test_other_word_token_ids_mean_another_tokenizer(prompt_file) -> None:
 
 # -- forms for other tools ---------------------------------------------------------------------
 def _openprompt_render(template_text: str, example: dict) -> str:
-    """OpenPrompt's ``Template.parse_text`` + ``incorporate_text_example``, with JSON instead of eval."""
+    """OpenPrompt's ``Template.parse_text`` + ``incorporate_text_example``, with JSON instead of eval
+    (a ``post_processing`` that puts text before the field is read from its one known form)."""
     pieces, i = [], 0
     while i < len(template_text):
         prefix = " " if i > 0 and template_text[i - 1] == " " else ""
@@ -309,12 +314,14 @@ def _openprompt_render(template_text: str, example: dict) -> str:
                 break
             j += 1
         assert j < len(template_text), "unbalanced braces"
-        body = template_text[i : j + 1]
+        body, before = template_text[i : j + 1], ""
+        if processed := re.fullmatch(r'(\{.*), "post_processing": lambda s: ("(?:[^"\\]|\\.)*") \+ s\}', body):
+            body, before = processed.group(1) + "}", json.loads(processed.group(2))
         token = json.loads(body) if ":" in body else {json.loads(body[1:-1]): None}
         if "placeholder" in token:
-            pieces.append(prefix + example[token["placeholder"]])
+            pieces.append(prefix + before + example[token["placeholder"]])
         elif "meta" in token:
-            pieces.append(prefix + example["meta"][token["meta"]])
+            pieces.append(prefix + before + example["meta"][token["meta"]])
         elif "text" in token:
             pieces.append(prefix + token["text"])
         else:
@@ -349,6 +356,23 @@ def test_openprompt_form_fields_triggers_and_braces(tiny_causal_lm) -> None:
     assert with_tokens["trigger_tokens"] == [tokenizer.decode([100]), tokenizer.decode([200])]
 
 
+def test_openprompt_form_whitespace_as_the_search_tokenizes_it(tiny_causal_lm) -> None:
+    """Newlines before a field travel with the field (OpenPrompt tokenizes pieces apart); a newline
+    before the slot means no verbalizer prefix; a trigger OpenPrompt can read back starts from its token."""
+    form = export.openprompt_form(_spec("A shown one. It was great.\n\n{text} It was {mask}"))
+    assert form["template_text"] == ('A shown one. It was great.{"placeholder": "text_a", "post_processing": lambda s: "\\n\\n" + s}'
+                                     ' It was {"mask"}')
+    assert _openprompt_render(form["template_text"], {"text_a": "Fine."}) == "A shown one. It was great.\n\nFine. It was <mask>"
+    assert export.openprompt_form(_spec("Review: {text}\nSentiment:\n{mask}"))["verbalizer_prefix"] == ""
+    assert "whitespace" in export.openprompt_form(_spec("Review: {text}\n\n{mask}"))["note"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm)
+    (great,) = tokenizer.encode(" great", add_special_tokens=False)
+    form = export.openprompt_form(_spec("{text} [T] [T] It was {mask}", trigger_ids=(great, 300)), tokenizer)
+    assert form["template_text"].startswith('{"placeholder": "text_a"} {"soft": "great"} ')
+    assert form["template_text"].count('{"soft"}') == (0 if tokenizer.encode(" " + tokenizer.decode([300]).strip(),
+                                                                              add_special_tokens=False) == [300] else 1)
+
+
 def test_peft_form(model_info, tiny_causal_lm) -> None:
     spec = _spec("Review: {text} [T] {{x}}  Sentiment:\n{mask}", trigger_ids=(5,))
     form = export.peft_form(spec, model_info)
@@ -359,7 +383,7 @@ def test_peft_form(model_info, tiny_causal_lm) -> None:
         "prompt_tuning_init": "TEXT",
         "prompt_tuning_init_text": "Review: {x} Sentiment:",
         "num_virtual_tokens": None,
-        "tokenizer_name_or_path": model_info.path,
+        "tokenizer_name_or_path": model_info.name,  # never this machine's folder (model_info.path)
     }
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm)
     counted = export.peft_form(spec, model_info, tokenizer)
@@ -367,6 +391,10 @@ def test_peft_form(model_info, tiny_causal_lm) -> None:
     masked = export.peft_form(spec, ModelInfo("bert-tiny", "masked", "0" * 64))
     assert masked["task_type"] == "FEATURE_EXTRACTION" and "masked-LM" in masked["note"]
     assert masked["tokenizer_name_or_path"] == "bert-tiny"
+    registered = export.peft_form(spec, ModelInfo("smollm2-135m", "causal", "0" * 64, path="/root/.cache/x/smollm2-135m"))
+    assert registered["tokenizer_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    unknown_hub = export.peft_form(spec, ModelInfo("splade-tiny", "masked", "0" * 64, path="/root/.cache/x/splade-tiny"))
+    assert unknown_hub["tokenizer_name_or_path"] == "splade-tiny" and "resolve_model('splade-tiny')" in unknown_hub["note"]
     assert export.peft_form(spec, ModelInfo("t5", "seq2seq", "0" * 64))["task_type"] == "SEQ_2_SEQ_LM"
     assert export.peft_form(_spec("{text}{mask}"), model_info)["prompt_tuning_init"] == "RANDOM"
 
@@ -375,7 +403,7 @@ def test_written_file_layout(prompt_file, model_info) -> None:
     document = json.loads(prompt_file.read_text())
     assert list(document)[:4] == ["format", "format_version", "library_version", "kind"]
     assert document["library_version"] == autoprompt_search.__version__ and document["kind"] == "single"
-    assert document["model"] == {**model_info.__dict__, "batch_size": 4, "chunk_size": 5}
+    assert document["model"] == {**{k: v for k, v in model_info.__dict__.items() if k != "adapter"}, "batch_size": 4, "chunk_size": 5}
     assert set(document["exports"]) == {"openprompt", "peft"}
     assert document["prompt"]["calibration"]["method"] == "prior"
 

@@ -166,3 +166,46 @@ def test_smollm2_word_pools_hold_no_word_pieces(tmp_path) -> None:
     words = {word for options in pools.words for option in options for word in option}
     assert not words & set(record["fragments"])
     assert [len(record["words"][label]) for label in pools.labels] == [space.generators.label_words.words_per_class] * 2
+
+
+def test_smollm2_training_outputs_open_in_peft_and_reproduce(tmp_path) -> None:
+    """From a real search run: LoRA and a soft prompt, one epoch each; PEFT opens the adapters as they
+    are, load() reproduces the reported test figures, and the search's own exports.peft is accepted by
+    PEFT unchanged once the tokenizer sits in a Hugging Face cache under the hub id it names."""
+    import os
+    import subprocess
+    import sys
+
+    peft = pytest.importorskip("peft") if not os.environ.get("CI") else __import__("peft")
+    import autoprompt_search
+    from autoprompt_search.training import train
+
+    _need("smollm2-135m", "mr")
+    run = tmp_path / "run"
+    assert main(["search", str(SPACES / "mr.yaml"), "--trials", "2", "--test-limit", "48", "--out", str(run)]) == 0
+    base_folder = assets.resolve_model("smollm2-135m")
+    for method in ("lora", "soft"):
+        out = tmp_path / method
+        result = train(run, method, out=out, epochs=1, log=lambda message: None)
+        predictor = autoprompt_search.load(out)
+        test = data.sample(data.load_split("mr", "test"), 48, 0)
+        assert predictor.score([e.text for e in test.examples], [e.label for e in test.examples]) == result.scores["test"]["accuracy"]
+        from transformers import AutoModelForCausalLM
+
+        opened = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder), out / "adapter")
+        assert opened.peft_config["default"].base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    form = {k: v for k, v in json.loads((run / "best.json").read_text())["exports"]["peft"].items() if k != "note"}
+    assert form["tokenizer_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / "0"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (snapshot / name).write_bytes((base_folder / name).read_bytes())
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0")
+    check = (f"import json, peft; from transformers import AutoModelForCausalLM; form = {form!r}; "
+             f"model = peft.get_peft_model(AutoModelForCausalLM.from_pretrained({str(base_folder)!r}), peft.PromptTuningConfig(**form)); "
+             "print(model.prompt_encoder['default'].embedding.weight.shape[0])")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == form["num_virtual_tokens"]

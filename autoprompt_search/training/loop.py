@@ -1,0 +1,115 @@
+"""The training loop: a short torch loop (AdamW, linear decay, gradient clipping) over the run's
+few-shot train split, the dev split scored after every epoch, the best epoch kept, and a checkpoint
+after every epoch from which a killed run continues exactly.
+
+Determinism under a seed: the order of each epoch is drawn from (seed, epoch) and the random state
+of every step (dropout) from (seed, step), so a resumed run repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from autoprompt_search.training.checkpoint import Checkpoint, TrainingState, copy_into
+from autoprompt_search.training.methods import Method
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    seed: int
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class LabelledExamples:
+    fields: list[Mapping[str, str]]
+    gold: list[int]
+
+    def __len__(self) -> int:
+        return len(self.gold)
+
+
+def evaluate(method: Method, examples: LabelledExamples, batch_size: int) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of the method's class scores (no gradients, eval mode)."""
+    method.module.eval()
+    losses, correct = [], 0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            scores = method.log_scores(examples.fields[start : start + batch_size])
+            gold = torch.tensor(examples.gold[start : start + batch_size], device=scores.device)
+            losses.append(float(torch.nn.functional.cross_entropy(scores, gold, reduction="sum")))
+            correct += int((scores.argmax(dim=1) == gold).sum())
+    return {"accuracy": correct / len(examples), "loss": sum(losses) / len(examples)}
+
+
+def better(row: dict[str, Any], best: dict[str, Any]) -> bool:
+    """Higher dev accuracy wins; on a tie (frequent with few dev examples), lower dev loss."""
+    return (row["dev_accuracy"], -row["dev_loss"]) > (best["dev_accuracy"], -best["dev_loss"])
+
+
+def fit(method: Method, train: LabelledExamples, dev: LabelledExamples, config: FitConfig, checkpoint: Checkpoint,
+        identity: dict[str, Any], *, eval_batch_size: int, log: Callable[[str], None] = print) -> TrainingState:
+    """Train ``method`` and leave its parameters at the best dev epoch (epoch 0: the untrained model)."""
+    parameters = method.parameters()
+    optimizer = torch.optim.AdamW(parameters.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    state = checkpoint.read(identity)
+    if state is None:
+        state = TrainingState(identity)
+        state.epoch = 0
+        state.curve.append({"epoch": 0, "step": 0, "train_loss": None, **_dev_row(method, dev, eval_batch_size), "seconds": 0.0})
+        checkpoint.write(state, parameters, optimizer, best_changed=True)
+    else:
+        checkpoint.restore(state, parameters, optimizer)
+        log(f"train: resuming after epoch {state.epoch} of {config.epochs} (step {state.step})")
+    bar = tqdm(total=total, initial=state.step, desc=f"train {method.name}", unit="step", leave=False)
+    try:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            began, losses = time.perf_counter(), []
+            order = np.random.default_rng([config.seed, epoch]).permutation(len(train))
+            method.module.train()
+            for start in range(0, len(order), config.batch_size):
+                rows = order[start : start + config.batch_size]
+                for group in optimizer.param_groups:  # linear decay to zero over the whole run
+                    group["lr"] = config.learning_rate * (1 - state.step / total)
+                torch.manual_seed(config.seed * 1_000_003 + state.step)  # dropout, the same on a resumed run
+                scores = method.log_scores([train.fields[i] for i in rows])
+                loss = torch.nn.functional.cross_entropy(scores, torch.tensor([train.gold[i] for i in rows], device=scores.device))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(list(parameters.values()), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", dev=f"{state.best['dev_accuracy']:.3f}")
+            row = {"epoch": epoch, "step": state.step, "train_loss": float(np.mean(losses)), **_dev_row(method, dev, eval_batch_size),
+                   "seconds": time.perf_counter() - began}
+            improved = better(row, state.best)
+            state.curve.append(row)
+            state.epoch = epoch
+            if improved:
+                state.best_epoch = epoch
+            checkpoint.write(state, parameters, optimizer, best_changed=improved)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", dev=f"{row['dev_accuracy']:.3f}")
+    finally:
+        bar.close()
+    copy_into(parameters, checkpoint.best_parameters(state))
+    method.module.eval()
+    return state
+
+
+def _dev_row(method: Method, dev: LabelledExamples, batch_size: int) -> dict[str, float]:
+    scored = evaluate(method, dev, batch_size)
+    return {"dev_accuracy": scored["accuracy"], "dev_loss": scored["loss"]}

@@ -1,0 +1,199 @@
+"""``train``: from a search's prompt to a trained model, written as files other tools load unchanged.
+
+Output folder::
+
+    training.json          what was trained from what, the dev curve, the chosen epoch, train/dev/test
+                           scores, timings and peak memory, provenance (written last: the run is done)
+    prompt.json            the trained prompt (prompt methods): ``autoprompt_search.load(folder)``
+    classifier.json        the classification-head model (``head``): ``autoprompt_search.load(folder)``
+    model/                 all-weights and head training: a safetensors model folder (``from_pretrained``)
+    adapter/               LoRA and soft prompts: a PEFT adapter folder (``PeftModel.from_pretrained``)
+    test_predictions.csv   per test example: gold, prediction and probabilities
+    checkpoint/            while training: the last epoch, from which ``--resume`` continues
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from autoprompt_search.backends import Backend, load_backend
+from autoprompt_search.errors import UserError
+from autoprompt_search.export import write_prompt
+from autoprompt_search.fileio import atomic_write_json, unwritable_reason
+from autoprompt_search.predictor import CLASSIFIER_FORMAT, TRAINED_CLASSIFIER, TRAINED_PROMPT, load
+from autoprompt_search.prompt import ModelInfo
+from autoprompt_search.provenance import stamp
+from autoprompt_search.run_folder import RunFolder
+from autoprompt_search.scoring import PromptScore, evaluate_scores
+from autoprompt_search.training.checkpoint import Checkpoint
+from autoprompt_search.training.loop import FitConfig, LabelledExamples, fit
+from autoprompt_search.training.methods import (
+    DEFAULT_LEARNING_RATES,
+    METHODS,
+    FullFineTuning,
+    HeadFineTuning,
+    LoraTuning,
+    Method,
+    PromptMethod,
+    SoftPromptTuning,
+)
+from autoprompt_search.training.source import TrainSource, read_source
+
+TRAINING = "training.json"
+CHECKPOINT = "checkpoint"
+DEFAULT_EPOCHS = 10
+DEFAULT_BATCH_SIZE = 8
+SCORE_CHUNK = 256  # examples per progress update when the outputs are scored
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished training run: its folder, the chosen epoch and its scores (from the saved files)."""
+
+    folder: Path
+    method: str
+    best_epoch: int
+    scores: dict[str, Any]  # train, dev, test: accuracy, macro_f1, n
+    curve: list[dict[str, Any]]
+    timings: dict[str, float]
+
+
+def check_options(method: str, epochs: int, learning_rate: float, batch_size: int) -> None:
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", option="method")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UserError(f"epochs must be a whole number of at least 1, got {epochs!r}", option="epochs")
+    if not isinstance(learning_rate, (int, float)) or not math.isfinite(learning_rate) or not 0 < learning_rate <= 1:
+        raise UserError(f"learning_rate must be a number above 0 and at most 1, got {learning_rate!r}", option="learning_rate")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be a whole number of at least 1, got {batch_size!r}", option="batch_size")
+
+
+def check_output(out: Path, resume: bool) -> None:
+    """Before any work: the output folder can be written and holds no other (or finished) run."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder", option="out")
+    if reason := unwritable_reason(out):
+        raise UserError(f"{out}: {reason}", option="out")
+    if (out / TRAINING).is_file():
+        raise UserError(f"{out}: holds a finished training run; choose another output folder", option="out")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        raise UserError(f"output folder {out} exists and is not empty: resume it, or choose another output folder",
+                        alternatives=("resume", "out"))
+
+
+def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: int = DEFAULT_EPOCHS,
+          learning_rate: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, seed: int | None = None, start: str = "best",
+          init: str = "text", resume: bool = False, device: str = "auto", eval_batch_size: int = 32, records: Any = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train the prompt of ``source`` (a run folder or a prompt file inside one) with ``method`` on the
+    run's few-shot train split, keep the epoch best on dev, write the outputs under ``out`` and score
+    them, loaded back from the files, on train, dev and the run's held-out test split."""
+    began = time.perf_counter()
+    learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
+    check_options(method, epochs, learning_rate, batch_size)
+    out = Path(out)
+    check_output(out, resume)
+    src = read_source(source, start, records=records)
+    backend = _load_model(src, device, eval_batch_size)
+    seed = src.splits.seed if seed is None else seed
+    torch.manual_seed(seed)
+    trainer = _method(method, backend, src, seed=seed, init=init)
+    identity = {"method": method, "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
+                "init": init if method == "soft" else None, "source": src.described, "model": src.model.weights_sha256,
+                "splits": src.splits.describe()["splits"]}
+    train_examples, dev_examples = _labelled(src.splits.train), _labelled(src.splits.dev)
+    out.mkdir(parents=True, exist_ok=True)
+    state = fit(trainer, train_examples, dev_examples, FitConfig(epochs, learning_rate, batch_size, seed), Checkpoint(out / CHECKPOINT),
+                identity, eval_batch_size=eval_batch_size, log=log)
+    trained_seconds = time.perf_counter() - began
+    saved = trainer.save(out)
+    word_ids = trainer.word_token_ids() if isinstance(trainer, PromptMethod) else None
+    del trainer, backend  # the outputs are scored as a user loads them, from the files
+    scores_began = time.perf_counter()
+    scores, test_scored = _write_and_score(out, src, saved, word_ids, device=device, batch_size=eval_batch_size)
+    timings = {"train_seconds": trained_seconds, "score_seconds": time.perf_counter() - scores_began,
+               "total_seconds": time.perf_counter() - began,
+               "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    RunFolder(out).write_predictions(src.splits.test, _labelled(src.splits.test).gold, {"trained": test_scored})
+    atomic_write_json(out / TRAINING, {
+        "method": method, "options": identity, "source": src.described, "model": src.model.__dict__,
+        "dataset": src.splits.describe(), "curve": state.curve, "best_epoch": state.best_epoch, "scores": scores,
+        "frozen": src.frozen_scores, "saved": {k: v for k, v in saved.items() if k != "adapter"}, "timings": timings,
+        "machine_note": "CPU threads: " + str(torch.get_num_threads()), "provenance": stamp()})
+    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    log(f"train: {method} chose epoch {state.best_epoch} (dev {state.best['dev_accuracy']:.4f}); "
+        f"test accuracy {scores['test']['accuracy']:.4f} on {scores['test']['n']} examples -> {out}")
+    return TrainResult(out, method, state.best_epoch, scores, state.curve, timings)
+
+
+def _load_model(src: TrainSource, device: str, batch_size: int) -> Backend:
+    model = src.model
+    where = model.path if model.path and Path(model.path).is_dir() else model.name
+    try:
+        backend = load_backend(where, kind=model.kind, device=device, batch_size=batch_size, max_length=model.max_length)
+    except UserError as error:
+        raise UserError(f"{src.described['prompt_file']}: model: the model the prompt was found on is not available ({error})") from None
+    if backend.weights_hash != model.weights_sha256:
+        raise UserError(f"{src.described['prompt_file']}: model: the weights of {where} differ from the ones the search used")
+    return backend
+
+
+def _method(method: str, backend: Backend, src: TrainSource, *, seed: int, init: str) -> Method:
+    if method == "full":
+        return FullFineTuning(backend, src.spec)
+    if method == "lora":
+        return LoraTuning(backend, src.spec, src.model)
+    if method == "soft":
+        return SoftPromptTuning(backend, src.spec, src.model, init=init, manual=src.manual_spec)
+    return HeadFineTuning(backend, src.spec.labels, src.spec.fields, seed=seed)
+
+
+def _labelled(dataset) -> LabelledExamples:
+    return LabelledExamples([e.fields for e in dataset.examples], [dataset.labels.index(e.label) for e in dataset.examples])
+
+
+def _write_and_score(out: Path, src: TrainSource, saved: dict[str, Any], word_ids: dict[str, list[list[int]]] | None, *,
+                     device: str, batch_size: int) -> tuple[dict[str, Any], PromptScore]:
+    """Write the prompt file (or the classifier file of ``head``), load it back as a user would,
+    score it on every split, and record the scores in the file."""
+    dataset, provenance = src.folder.manifest()["dataset"], stamp()
+
+    def write(scores: dict[str, Any]) -> None:
+        if word_ids is None:
+            atomic_write_json(out / TRAINED_CLASSIFIER, {
+                "format": CLASSIFIER_FORMAT, "labels": list(src.spec.labels), "fields": list(src.spec.fields),
+                "max_length": src.model.max_length, "batch_size": batch_size,
+                "model": {"path": saved["path"], "weights_sha256": saved["weights_sha256"], "base": src.model.name},
+                "scores": scores, "dataset": dataset, "provenance": provenance})
+        else:
+            model = ModelInfo(src.model.name, src.model.kind, saved["weights_sha256"], saved["path"], src.model.max_length,
+                              saved["adapter"])
+            write_prompt(out / TRAINED_PROMPT, src.spec, model, scores=scores, dataset=dataset, provenance=provenance,
+                         word_token_ids=word_ids, batch_size=batch_size)
+
+    write({})
+    predictor = load(out, device=device, cache=False)
+    scores: dict[str, Any] = {}
+    scored: dict[str, PromptScore] = {}
+    for name, split in (("train", src.splits.train), ("dev", src.splits.dev), ("test", src.splits.test)):
+        examples = _labelled(split)
+        with tqdm(total=len(examples), desc=f"score {name}", unit="example", leave=False) as bar:
+            parts = []
+            for start in range(0, len(examples), SCORE_CHUNK):
+                parts.append(predictor.predict_proba(examples.fields[start : start + SCORE_CHUNK]))
+                bar.update(len(parts[-1]))
+        scored[name] = evaluate_scores(torch.log(torch.from_numpy(np.concatenate(parts))), examples.gold)
+        scores[name] = scored[name].summary()
+    write(scores)
+    return scores, scored["test"]

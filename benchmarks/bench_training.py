@@ -1,0 +1,131 @@
+"""Past the frozen model: every training method started from the search's prompt, on MR, five seeds.
+
+For each few-shot seed the README's search (``mr`` space, SmolLM2-135M, K=16 per class, the held-out
+test sample of ``--test-limit`` examples shared by all seeds) is run (or read back), then
+``autoprompt-search train`` runs each method on that run, one process at a time:
+
+- ``full``: prompt-based fine-tuning of all weights from the run's best prompt;
+- ``lora``: the same objective with LoRA adapters (PEFT);
+- ``soft_text`` / ``soft_random`` / ``soft_manual``: soft prompts on the frozen model, the virtual
+  tokens started from the best prompt's words, at random (PEFT's init), or from the words of the
+  run's best manual prompt;
+- ``head``: standard fine-tuning with a classification head on the bare text (LM-BFF's baseline);
+- ``<method>_from_manual``: the prompt method with the best mean dev accuracy, started from the
+  run's best manual prompt instead of the searched one (what the search contributes).
+
+Every method uses the defaults of ``autoprompt-search train`` (not tuned on these runs). Figures
+come from each output's training.json: test accuracy of the epoch kept on dev, scored from the
+saved files; wall time and peak memory of the training process. Beside them, the frozen figures
+of the same runs (best prompt and ensemble). Writes ``results/benchmarks/training_mr.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autoprompt_search.analysis import BENCHMARK_SEEDS, mean_std, search_seed
+from autoprompt_search.fileio import atomic_write_json
+from autoprompt_search.provenance import stamp
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).with_name("autoprompt-search"))
+METHODS: dict[str, list[str]] = {
+    "full": ["--method", "full"],
+    "lora": ["--method", "lora"],
+    "soft_text": ["--method", "soft", "--init", "text"],
+    "soft_random": ["--method", "soft", "--init", "random"],
+    "soft_manual": ["--method", "soft", "--init", "manual"],
+    "head": ["--method", "head"],
+}
+PROMPT_METHODS = ("full", "lora", "soft_text", "soft_random", "soft_manual")
+
+
+def train_once(run: Path, name: str, arguments: list[str], out: Path, keep: bool) -> dict[str, Any]:
+    """The training.json of one method on one run, training it when it is not there yet."""
+    if not (out / "training.json").is_file():
+        began = time.perf_counter()
+        done = subprocess.run([CLI, "train", str(run), *arguments, "--out", str(out), *(["--resume"] if out.exists() else [])],
+                              cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{name} on {run} failed:\n{done.stderr[-3000:]}")
+        print(f"{out.name}: {time.perf_counter() - began:.0f} s", flush=True)
+    recorded = json.loads((out / "training.json").read_text())
+    if not keep:  # model folders are 0.5 GB each: the figures and the prompt file stay
+        shutil.rmtree(out / "model", ignore_errors=True)
+    return recorded
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"test_accuracy": mean_std([r["scores"]["test"]["accuracy"] for r in rows]),
+            "dev_accuracy": mean_std([r["scores"]["dev"]["accuracy"] for r in rows]),
+            "train_seconds": mean_std([r["timings"]["train_seconds"] for r in rows]),
+            "total_seconds": mean_std([r["timings"]["total_seconds"] for r in rows]),
+            "peak_memory_mib": max(r["timings"]["peak_memory_mib"] for r in rows),
+            "chosen_epochs": [r["best_epoch"] for r in rows], "seeds": len(rows)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="mr")
+    parser.add_argument("--seeds", default=",".join(map(str, BENCHMARK_SEEDS)))
+    parser.add_argument("--test-limit", type=int, default=1000)
+    parser.add_argument("--runs", default="results/runs/train")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--no-manual", action="store_true", help="skip the runs started from the best manual prompt")
+    parser.add_argument("--keep-models", action="store_true", help="keep the trained model folders")
+    parser.add_argument("--out", default="results/benchmarks/training_mr.json")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    runs = Path(args.runs)
+    per_seed: dict[int, dict[str, Any]] = {}
+
+    def write() -> None:
+        by_method: dict[str, list[dict[str, Any]]] = {}
+        for seed_rows in per_seed.values():
+            for name, row in seed_rows["methods"].items():
+                by_method.setdefault(name, []).append(row)
+        frozen = {key: mean_std([s["frozen"][key] for s in per_seed.values()]) for key in ("best_prompt", "ensemble", "best_manual")}
+        wins = {name: all(s["methods"][name]["scores"]["test"]["accuracy"] > s["frozen"]["ensemble"] for s in per_seed.values()
+                          if name in s["methods"]) for name in by_method}
+        atomic_write_json(ROOT / args.out, {
+            "benchmark": "training", "space": args.space, "seeds": seeds, "test_limit": args.test_limit,
+            "methods": {name: summary(rows) for name, rows in by_method.items()}, "frozen": frozen,
+            "ahead_of_frozen_ensemble_on_every_seed": wins,
+            "per_seed": {seed: {"frozen": s["frozen"], "methods": {name: {
+                "test_accuracy": r["scores"]["test"]["accuracy"], "dev_accuracy": r["scores"]["dev"]["accuracy"],
+                "best_epoch": r["best_epoch"], "options": r["options"], "timings": r["timings"],
+                "curve": [{k: row[k] for k in ("epoch", "train_loss", "dev_accuracy")} for row in r["curve"]]}
+                for name, r in s["methods"].items()}} for seed, s in per_seed.items()},
+            "machine_note": "one process at a time on the project's 2-core CPU machine", "provenance": stamp()})
+
+    for seed in seeds:
+        run = runs / f"{args.space}-seed{seed}"
+        results = search_seed(args.space, seed, run, test_limit=args.test_limit)
+        frozen = {"best_prompt": results["best"]["test"]["accuracy"], "ensemble": results["ensemble"]["test"]["accuracy"],
+                  "best_manual": results["best_manual"]["test"]["accuracy"]}
+        per_seed[seed] = {"frozen": frozen, "methods": {}}
+        for name in methods:
+            per_seed[seed]["methods"][name] = train_once(run, name, METHODS[name], runs / f"{run.name}-{name}", args.keep_models)
+            write()
+    if not args.no_manual:
+        candidates = [m for m in methods if m in PROMPT_METHODS]
+        chosen = max(candidates, key=lambda m: sum(s["methods"][m]["scores"]["dev"]["accuracy"] for s in per_seed.values()))
+        for seed in seeds:
+            run = runs / f"{args.space}-seed{seed}"
+            per_seed[seed]["methods"][f"{chosen}_from_manual"] = train_once(
+                run, chosen, [*METHODS[chosen], "--start", "manual"], runs / f"{run.name}-{chosen}-from-manual", args.keep_models)
+            write()
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""``train`` on tiny models: the training objective is the search's own scoring, every method writes
+files the standard libraries open and that ``load`` turns into the reported figures, a killed run
+continues to the same result, and each user mistake is one clear error with nothing written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoprompt_search import load
+from autoprompt_search.backends import load_backend
+from autoprompt_search.cli.main import main
+from autoprompt_search.errors import UserError
+from autoprompt_search.pipeline import run_search
+from autoprompt_search.run_folder import BEST, PREDICTIONS
+from autoprompt_search.scoring import PromptScorer, trainable_class_scores
+from autoprompt_search.templates import Template
+from autoprompt_search.testing import MULTI_TOKEN_WORDS, TINY_CORPUS, write_tiny_dataset
+from autoprompt_search.training import checkpoint as checkpoint_module
+from autoprompt_search.training import train
+from autoprompt_search.training.run import TRAINING
+from autoprompt_search.verbalizers import Verbalizer
+
+try:
+    import peft
+except ImportError:  # the [train] extra; make and CI install it, so there a missing PEFT fails
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("PEFT is not installed (pip install 'autoprompt-search[train]')", allow_module_level=True)
+
+SPACE = """\
+name: tiny
+dataset: {{path: tiny.csv, text_fields: [text], label_field: label, labels: [negative, positive], test_fraction: 0.3}}
+model: {model}
+few_shot: {{k: 4, seeds: [13]}}
+templates: {{seeds: ["Review: {{text}} It was {{mask}}", "{{text}} Overall it was {{mask}}"]}}
+verbalizers: {{seeds: [{{negative: [bad, awful], positive: [good, {multi}]}}]}}
+generators: {{label_words: {{enabled: false}}}}
+calibration: [none, prior]
+budget: {{trials: 2}}
+pruner: {{type: none, chunks: 1}}
+ensemble: {{size: 2}}
+"""
+FAST = {"epochs": 2, "learning_rate": 1e-3, "batch_size": 4, "eval_batch_size": 8}
+
+
+def quiet(message: str) -> None:
+    """A log that drops the messages."""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("training")
+    write_tiny_dataset(folder / "tiny.csv", copies=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOPROMPT_SEARCH_CACHE", str(folder / "cache"))
+        yield folder
+
+
+def _run(workspace: Path, model: Path, name: str) -> Path:
+    space = workspace / f"{name}.yaml"
+    space.write_text(SPACE.format(model=model, multi=MULTI_TOKEN_WORDS[0]), encoding="utf-8")
+    return run_search(space, seed=13, out=workspace / "runs" / name, batch_size=8, log=quiet).folder.path
+
+
+@pytest.fixture(scope="module")
+def causal_run(workspace: Path, tiny_causal_lm: Path) -> Path:
+    return _run(workspace, tiny_causal_lm, "causal")
+
+
+@pytest.fixture(scope="module")
+def masked_run(workspace: Path, tiny_masked_lm: Path) -> Path:
+    return _run(workspace, tiny_masked_lm, "masked")
+
+
+# -- the objective is the search's scoring ------------------------------------------------------
+@pytest.mark.parametrize("model", ["tiny_causal_lm", "tiny_masked_lm"])
+@pytest.mark.parametrize("soft", [False, True])
+def test_trainable_scores_equal_the_search_scores(model: str, soft: bool, request: pytest.FixtureRequest) -> None:
+    """Several words per label, one of several tokens: the training loss reads the same class scores."""
+    backend = load_backend(request.getfixturevalue(model), device="cpu", batch_size=4)
+    if soft:
+        backend.soft_prompt = torch.randn(3, backend.model.get_input_embeddings().weight.shape[1]) * 0.1
+    scorer = PromptScorer(backend)
+    template = Template.parse("Review: {text} It was {mask}")
+    verbalizer = Verbalizer.parse({"negative": ["bad", "awful"], "positive": ["good", MULTI_TOKEN_WORDS[0]]}, ["negative", "positive"])
+    word_ids = scorer.word_ids(template, verbalizer)
+    assert max(len(word) for words in word_ids for word in words) > 1
+    prompts = scorer.render(template, [{"text": text} for text in TINY_CORPUS[:6]])
+    expected = scorer.class_scores(prompts, word_ids)
+    with torch.no_grad():
+        got = trainable_class_scores(backend, prompts, word_ids)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_soft_prompt_equals_peft_forward(workspace: Path, tiny_causal_lm: Path) -> None:
+    """Our scoring path with a saved soft prompt gives the logits PEFT's own model gives."""
+    out = workspace / "peft-forward"
+    backend = load_backend(tiny_causal_lm, device="cpu")
+    config = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, prompt_tuning_init="RANDOM")
+    wrapped = peft.get_peft_model(backend.model, config)
+    with torch.no_grad():
+        wrapped.prompt_encoder["default"].embedding.weight.mul_(0.05)
+    wrapped.save_pretrained(out)
+    from transformers import AutoModelForCausalLM
+
+    theirs = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_causal_lm), out).eval()
+    ours = load_backend(tiny_causal_lm, device="cpu")
+    from autoprompt_search.adapters import apply_adapter
+
+    apply_adapter(ours, out, "prompt_tuning")
+    prompt = PromptScorer(ours).render(Template.parse("{text} It was {mask}"), [{"text": TINY_CORPUS[0]}])
+    with torch.no_grad():
+        expected = theirs(input_ids=torch.tensor([list(prompt[0].before)])).logits[0, -1]
+        got = ours.forward_slot_logits(ours.assemble(prompt))[0]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_exported_peft_form_is_accepted_by_peft_as_it_is(causal_run: Path, tiny_causal_lm: Path, tmp_path: Path) -> None:
+    """best.json's exports.peft names the tokenizer portably (a hub id, resolved here from a Hugging
+    Face cache laid out as the hub leaves it), and PEFT builds the prompt-tuning model from it unchanged."""
+    from autoprompt_search.export import peft_form
+    from autoprompt_search.prompt_file import read
+
+    file = read(causal_run / BEST)
+    form = peft_form(file.members[0].spec, type(file.model)("tiny-org/tiny-causal", "causal", file.model.weights_sha256),
+                     load_backend(tiny_causal_lm, device="cpu").tokenizer)
+    snapshot = tmp_path / "hub" / "models--tiny-org--tiny-causal" / "snapshots" / "0"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_causal_lm / name, snapshot / name)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0")
+    (tmp_path / "form.json").write_text(json.dumps(form))
+    # A fresh process: the hub's cache folder is read when huggingface_hub is first imported.
+    check = f"""
+import json, torch, peft
+from transformers import AutoModelForCausalLM, AutoTokenizer
+form = json.load(open({str(tmp_path / "form.json")!r}))
+config = peft.PromptTuningConfig(**{{key: value for key, value in form.items() if key != "note"}})
+model = peft.get_peft_model(AutoModelForCausalLM.from_pretrained({str(tiny_causal_lm)!r}), config)
+ids = AutoTokenizer.from_pretrained({str(tiny_causal_lm)!r})(form["prompt_tuning_init_text"])["input_ids"]
+torch.testing.assert_close(model.prompt_encoder["default"].embedding.weight, model.get_input_embeddings()(torch.tensor(ids)))
+print("accepted", len(ids))
+"""
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["accepted", str(form["num_virtual_tokens"])]
+
+
+# -- every method, its files and its figures ------------------------------------------------------
+@pytest.mark.parametrize("method", ["full", "lora", "soft", "head"])
+@pytest.mark.parametrize("kind", ["causal", "masked"])
+def test_method_outputs_load_and_reproduce_the_figures(method: str, kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    run = request.getfixturevalue(f"{kind}_run")
+    out = tmp_path / "out"
+    result = train(run, method, out=out, log=quiet, **FAST)
+    recorded = json.loads((out / TRAINING).read_text())
+    assert recorded["scores"] == result.scores and recorded["best_epoch"] == result.best_epoch
+    assert [row["epoch"] for row in recorded["curve"]] == [0, 1, 2] and not (out / "checkpoint").exists()
+    assert recorded["source"]["calibration_dropped"] in ("none", "prior")
+
+    predictor = load(out, device="cpu")
+    with open(out / PREDICTIONS, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    texts = [row["text"] for row in rows]
+    probabilities = predictor.predict_proba(texts)
+    saved = np.array([[float(row[f"trained_p_{label}"]) for label in predictor.classes_] for row in rows])
+    np.testing.assert_allclose(probabilities, saved, rtol=1e-5, atol=1e-6)
+    gold = [row["gold"] for row in rows]
+    assert predictor.score(texts, gold) == pytest.approx(result.scores["test"]["accuracy"], abs=0)
+
+    model_folder = json.loads((out / BEST.replace("best", "prompt")).read_text())["model"] if method != "head" else None
+    if method in ("full", "head"):
+        from transformers import AutoConfig
+
+        assert (out / "model" / "model.safetensors").is_file() and AutoConfig.from_pretrained(out / "model")
+    else:
+        config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+        assert str(Path.home()) not in json.dumps(config), "the adapter config must not name this machine's folders"
+        assert model_folder["adapter"]["method"] == {"lora": "lora", "soft": "prompt_tuning"}[method]
+        base = load_backend(json.loads((run / "manifest.json").read_text())["model"]["path"], device="cpu").model
+        opened = peft.PeftModel.from_pretrained(base, out / "adapter")  # the standard PEFT loader opens it as it is
+        assert opened.peft_config["default"].peft_type.value == {"lora": "LORA", "soft": "PROMPT_TUNING"}[method]
+
+
+def test_full_fine_tuning_learns_the_train_split(causal_run: Path, tmp_path: Path) -> None:
+    result = train(causal_run, "full", out=tmp_path / "out", epochs=6, learning_rate=3e-3, batch_size=4, log=quiet)
+    losses = [row["train_loss"] for row in result.curve[1:]]
+    assert losses[-1] < losses[0]
+    assert result.scores["train"]["accuracy"] >= 0.75
+
+
+def test_soft_prompt_inits(causal_run: Path, tmp_path: Path) -> None:
+    """The text init starts from the prompt's words (PEFT's TEXT init), random and manual differ."""
+    starts = {}
+    for init in ("text", "random", "manual"):
+        out = tmp_path / init
+        train(causal_run, "soft", out=out, init=init, epochs=1, learning_rate=1e-9, batch_size=4, log=quiet)
+        recorded = json.loads((out / TRAINING).read_text())
+        starts[init] = recorded["saved"]
+    assert starts["text"]["init_text"] and starts["random"]["init_text"] is None
+    assert starts["text"]["virtual_tokens"] == starts["random"]["virtual_tokens"]
+
+
+# -- determinism and resuming ------------------------------------------------------------------------
+def test_killed_run_resumes_to_the_same_result(masked_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {**FAST, "epochs": 3}
+    whole = train(masked_run, "full", out=tmp_path / "whole", log=quiet, **options)
+    original_write = checkpoint_module.Checkpoint.write
+
+    def write_then_die(self, state, *args, **kwargs):
+        original_write(self, state, *args, **kwargs)
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module.Checkpoint, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(masked_run, "full", out=tmp_path / "killed", log=quiet, **options)
+    monkeypatch.setattr(checkpoint_module.Checkpoint, "write", original_write)
+    assert not (tmp_path / "killed" / TRAINING).exists()
+    with pytest.raises(UserError, match="resume"):
+        train(masked_run, "full", out=tmp_path / "killed", log=quiet, **options)
+    with pytest.raises(UserError, match="other settings"):
+        train(masked_run, "full", out=tmp_path / "killed", resume=True, log=quiet, **{**options, "learning_rate": 2e-3})
+    resumed = train(masked_run, "full", out=tmp_path / "killed", resume=True, log=quiet, **options)
+    assert resumed.curve == [{**row, "seconds": resumed.curve[i]["seconds"]} for i, row in enumerate(whole.curve)]
+    assert resumed.scores == whole.scores
+    weights = [tmp_path / name / "model" / "model.safetensors" for name in ("killed", "whole")]
+    assert weights[0].read_bytes() == weights[1].read_bytes()
+
+
+# -- user mistakes ----------------------------------------------------------------------------------
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"learning_rate": 0.0}, "learning_rate must be"),
+    ({"learning_rate": float("nan")}, "learning_rate must be"),
+    ({"learning_rate": 5.0}, "learning_rate must be"),
+    ({"epochs": 0}, "epochs must be"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"method": "adapters"}, "unknown method"),
+    ({"start": "worst"}, "unknown start"),
+])
+def test_bad_options_are_refused_before_anything_is_written(causal_run: Path, tmp_path: Path, options: dict, message: str) -> None:
+    method = options.pop("method", "full")
+    with pytest.raises(UserError, match=message):
+        train(causal_run, method, out=tmp_path / "out", log=quiet, **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_sources_are_refused(causal_run: Path, workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="is not a run folder"):
+        train(workspace, "full", out=out, log=quiet)
+    loose = tmp_path / "loose.json"
+    shutil.copy(causal_run / BEST, loose)
+    with pytest.raises(UserError, match="does not sit in its run folder"):
+        train(loose, "full", out=out, log=quiet)
+    moved = _copy_run(causal_run, tmp_path)  # the model the prompt was found on is gone
+    document = json.loads((moved / BEST).read_text())
+    document["model"].update(name=str(tmp_path / "gone"), path=str(tmp_path / "gone"))
+    (moved / BEST).write_text(json.dumps(document))
+    with pytest.raises(UserError, match="model the prompt was found on is not available"):
+        train(moved, "full", out=out, log=quiet)
+    assert not out.exists()
+
+
+def test_changed_data_is_refused(causal_run: Path, tmp_path: Path) -> None:
+    run = _copy_run(causal_run, tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    data = tmp_path / "changed.csv"
+    rows = (Path(manifest["space"]["source"]).parent / "tiny.csv").read_text().splitlines()
+    data.write_text("\n".join(rows[:1] + [row.replace("great", "fine") for row in rows[1:]]) + "\n")
+    manifest["space"]["dataset"]["path"] = str(data)
+    space = tmp_path / "changed.yaml"
+    space.write_text(Path(manifest["space"]["source"]).read_text().replace("path: tiny.csv", f"path: {data}"))
+    manifest["space"]["source"] = str(space)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="differs from the one the run recorded"):
+        train(run, "full", out=tmp_path / "out", log=quiet)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_mistakes(causal_run: Path, tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="exists and is not empty"):
+        train(causal_run, "full", out=taken, log=quiet)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(UserError, match="not a folder"):
+        train(causal_run, "full", out=blocked, log=quiet)
+    assert (taken / "notes.txt").read_text() == "mine" and sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
+
+
+def test_cli(causal_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(causal_run), "--out", str(tmp_path / "bad"), "--learning-rate", "-1"]) == 2
+    assert "--learning-rate must be" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["train", str(causal_run), "--method", "lora", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "ok")]) == 0
+    printed = capsys.readouterr().out
+    assert "<- kept" in printed and "test   accuracy" in printed
+    assert main(["train", str(causal_run), "--out", str(tmp_path / "ok")]) == 2
+    assert "finished training run" in capsys.readouterr().err
