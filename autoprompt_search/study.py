@@ -3,6 +3,8 @@ leaderboard read back from it. Scoring a trial is :mod:`search`'s job."""
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 from optuna.trial import TrialState
 
@@ -26,9 +28,13 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             from optuna.storages.journal import JournalFileBackend
 
             return JournalStorage(JournalFileBackend(url[len("journal:"):]))
-        from optuna.storages import RDBStorage, RetryFailedTrialCallback
+        from optuna.exceptions import ExperimentalWarning
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-        return RDBStorage(url, heartbeat_interval=60, grace_period=180, failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+        with warnings.catch_warnings():  # the successor of the deprecated RetryFailedTrialCallback is marked experimental
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+        return RDBStorage(url, heartbeat_interval=60, grace_period=180, heartbeat_stale_trial_callback=retry)
     except Exception as error:  # a malformed URL, a missing driver or folder, an unreachable server
         raise UserError(f"{url}: cannot open it ({type(error).__name__}: {error})", option="storage") from None
 

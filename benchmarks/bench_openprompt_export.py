@@ -1,7 +1,10 @@
 """The OpenPrompt form of a prompt file, loaded by OpenPrompt 1.0.1 itself: same predictions as ours?
 
 A search writes into ``best.json`` an ``exports.openprompt`` form (template text, label words,
-classes, verbalizer prefix, field map). This benchmark hands that form, as it is, to OpenPrompt
+classes, verbalizer prefix, field map). This benchmark takes the form the library's current export
+code writes for the file's prompt (``export.openprompt_form``, the same call the search makes;
+the JSON records whether the file holds the same form, which it does when the file was written by
+this version) and hands it, as it is, to OpenPrompt
 1.0.1 in its own virtual environment (``make openprompt-venv``), run by
 ``benchmarks/openprompt/export_worker.py``: ``ManualTemplate`` (or ``MixedTemplate``),
 ``ManualVerbalizer``, ``PromptDataLoader``, ``PromptForClassification`` on the same model folder.
@@ -85,6 +88,10 @@ def main() -> int:
     load_seconds = time.perf_counter() - began
     if predictor.spec.calibration != calibration:
         raise SystemExit(f"{prompt_path}: the predictor's calibration differs from prompt.calibration")
+    from autoprompt_search.export import openprompt_form
+
+    stored_form = form
+    form = openprompt_form(predictor.spec, predictor.scorer.backend.tokenizer)
     classes = predictor.classes_
     if classes != form["classes"]:
         raise SystemExit(f"form classes {form['classes']} differ from the prompt's {classes}")
@@ -152,6 +159,7 @@ def main() -> int:
     report = {
         "benchmark": "openprompt_export",
         "prompt_file": str(prompt_path), "prompt": document["prompt"], "openprompt_form": form,
+        "form_in_file_is_current": stored_form == form,
         "model": {"name": document["model"]["name"], "kind": backend.kind, "weights_sha256": backend.weights_hash,
                   "folder": str(backend.path)},
         "data": {"run_folder": str(run.path), "split": "test", "rows": f"every {step}th of {len(test)}, {n} in all, in order",

@@ -52,6 +52,8 @@ def test_evaluate_limit_and_masked_and_seq2seq_models(dataset, tiny_masked_lm, t
         (["--template", "{text} It was {mask}", "--verbalizer", VERBALIZER, "--label-field", "sentiment"], "sentiment"),
         (["--template", "{text} It was {mask}.", "--verbalizer", VERBALIZER], "must be last"),
         (["--template", "{text} It was {mask}", "--verbalizer", VERBALIZER, "--limit", "0"], "--limit"),
+        (["--template", "{text} It was {mask}", "--verbalizer", VERBALIZER, "--max-length", "0"], "--max-length must be at least 16"),
+        (["--template", "{text} It was {mask}", "--verbalizer", VERBALIZER, "--max-length", "-5"], "--max-length must be at least 16"),
     ],
 )
 def test_user_errors_exit_2_with_one_clear_message(dataset, tiny_causal_lm, capsys, arguments, message) -> None:
@@ -108,3 +110,17 @@ def test_evaluate_refuses_an_unwritable_out_before_scoring(dataset, tiny_causal_
     captured = capsys.readouterr()
     assert code == 2 and f"--out {target}" in captured.err and "Traceback" not in captured.err
     assert captured.out == ""  # refused before anything was scored or printed
+
+
+def test_validate_reads_the_data(tmp_path, tiny_causal_lm, capsys) -> None:
+    """validate draws the few-shot splits as a search would: sizes when they can be drawn, the search's
+    own error for an empty file."""
+    from autoprompt_search.testing import write_tiny_space
+
+    space = write_tiny_space(tmp_path, tiny_causal_lm)
+    assert main(["validate", str(space)]) == 0
+    assert "data: 8 train + 8 dev (seed 13), 25 test examples" in capsys.readouterr().out
+    (tmp_path / "tiny.csv").write_text("label,text\n", encoding="utf-8")
+    assert main(["validate", str(space)]) == 2
+    error = capsys.readouterr().err
+    assert "tiny.csv" in error and "Traceback" not in error

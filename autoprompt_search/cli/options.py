@@ -43,9 +43,12 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     from autoprompt_search.errors import UserError
+    from autoprompt_search.space_types import MIN_MAX_LENGTH
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if args.max_length is not None and args.max_length < MIN_MAX_LENGTH:  # 0 must not quietly mean "the default"
+        raise UserError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens, got {args.max_length}")
     return {"kind": args.model_kind, "device": args.device, "batch_size": args.batch_size, "max_length": args.max_length}
 
 

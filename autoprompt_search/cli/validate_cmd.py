@@ -1,4 +1,4 @@
-"""``autoprompt-search validate``: check search-space files without loading any model or data."""
+"""``autoprompt-search validate``: check search-space files, and the data they name, without loading any model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("validate", help="check search-space YAML files",
                                    description="Load each search-space file (with its includes), check every key "
-                                               "and value, and print a one-line summary per file.")
+                                               "and value, read its data and draw the first seed's few-shot splits "
+                                               "from them, and print a one-line summary per file.")
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help="search-space YAML files (search_spaces/mr.yaml) or bundled spaces' names (mr)")
     parser.set_defaults(func=run)
@@ -22,8 +23,22 @@ def run(args: argparse.Namespace) -> int:
     from autoprompt_search.spaces import load_space
 
     for file in args.files:
-        print(summary(load_space(file)))
+        space = load_space(file)
+        print(f"{summary(space)}; {data_summary(space)}")
     return 0
+
+
+def data_summary(space: SearchSpace) -> str:
+    """The data's sizes once the first seed's few-shot splits are drawn from them as a search would
+    (an empty file, a missing column or too few examples of a label are the search's own errors);
+    a registered dataset that is not fetched yet is left unread."""
+    from autoprompt_search import assets
+    from autoprompt_search.splits import make_splits
+
+    if space.dataset.registered and not assets.is_fetched(space.dataset.name):
+        return "data: not fetched yet, not read"
+    splits = make_splits(space.dataset, space.few_shot.k, space.few_shot.seeds[0])
+    return f"data: {len(splits.train)} train + {len(splits.dev)} dev (seed {splits.seed}), {len(splits.test)} test examples"
 
 
 def summary(space: SearchSpace) -> str:

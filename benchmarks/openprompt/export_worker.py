@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 import torch
-from grid_worker import gpt2_tokenizer, legacy_config  # this folder is sys.path[0] when run as a script
+from grid_worker import load_plm  # this folder is sys.path[0] when run as a script
 from openprompt import PromptDataLoader, PromptForClassification
 from openprompt.data_utils import InputExample
 from openprompt.plms import LMTokenizerWrapper
 from openprompt.prompts import ManualTemplate, ManualVerbalizer, MixedTemplate
-from transformers import AutoModelForCausalLM
 
 
 def input_example(guid: int, fields: dict[str, str], field_map: dict[str, str]) -> InputExample:
@@ -68,10 +67,7 @@ def main() -> int:
     torch.set_num_threads(job["threads"])
 
     began = time.perf_counter()
-    folder = Path(job["model_folder"])
-    tokenizer = gpt2_tokenizer(folder, Path(sys.argv[2]).parent, json.loads((folder / "tokenizer_config.json").read_text()))
-    plm = AutoModelForCausalLM.from_pretrained(folder, config=legacy_config(folder), torch_dtype=torch.float32)
-    plm.eval()
+    tokenizer, plm = load_plm(Path(job["model_folder"]), Path(sys.argv[2]).parent)
     template = build_template(form, tokenizer, plm)
     verbalizer = ManualVerbalizer(tokenizer, classes=form["classes"], label_words=form["label_words"],
                                   prefix=form["verbalizer_prefix"])

@@ -52,14 +52,18 @@ def legacy_config(folder: Path) -> AutoConfig:
     return config
 
 
+def load_plm(folder: Path, scratch: Path):
+    """The tokenizer and the model of our local folder, as transformers 4.x reads them (eval mode)."""
+    tokenizer = gpt2_tokenizer(folder, scratch, json.loads((folder / "tokenizer_config.json").read_text()))
+    plm = AutoModelForCausalLM.from_pretrained(folder, config=legacy_config(folder), torch_dtype=torch.float32)
+    return tokenizer, plm.eval()
+
+
 def main() -> int:
     job = json.loads(Path(sys.argv[1]).read_text())
     torch.set_num_threads(job["threads"])
     began = time.perf_counter()
-    folder = Path(job["model_folder"])
-    tokenizer = gpt2_tokenizer(folder, Path(sys.argv[2]).parent, json.loads((folder / "tokenizer_config.json").read_text()))
-    plm = AutoModelForCausalLM.from_pretrained(folder, config=legacy_config(folder), torch_dtype=torch.float32)
-    plm.eval()
+    tokenizer, plm = load_plm(Path(job["model_folder"]), Path(sys.argv[2]).parent)
     examples = [InputExample(guid=i, text_a=e["text"], label=e["label"]) for i, e in enumerate(job["examples"])]
     setup_seconds = time.perf_counter() - began
 
