@@ -2,7 +2,8 @@
 
 For each few-shot seed the README's search (``mr`` space, SmolLM2-135M, K=16 per class, the held-out
 test sample of ``--test-limit`` examples shared by all seeds) is run (or read back), then
-``autoprompt-search train`` runs each method on that run, one process at a time:
+``autoprompt-search train`` runs each method on every run, one process at a time, a method over all
+seeds before the next (finished outputs are read back, so an interrupted benchmark continues):
 
 - ``full``: prompt-based fine-tuning of all weights from the run's best prompt;
 - ``lora``: the same objective with LoRA adapters (PEFT);
@@ -41,9 +42,10 @@ METHODS: dict[str, list[str]] = {
     "lora": ["--method", "lora"],
     "soft_text": ["--method", "soft", "--init", "text"],
     "soft_random": ["--method", "soft", "--init", "random"],
-    "soft_manual": ["--method", "soft", "--init", "manual"],
     "head": ["--method", "head"],
+    "soft_manual": ["--method", "soft", "--init", "manual"],
 }
+DEFAULT_METHODS = ("full", "head", "lora", "soft_text", "soft_random")  # the list, headline first
 PROMPT_METHODS = ("full", "lora", "soft_text", "soft_random", "soft_manual")
 
 
@@ -77,7 +79,7 @@ def main() -> int:
     parser.add_argument("--seeds", default=",".join(map(str, BENCHMARK_SEEDS)))
     parser.add_argument("--test-limit", type=int, default=1000)
     parser.add_argument("--runs", default="results/runs/train")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated, in order, of " + ", ".join(METHODS))
     parser.add_argument("--no-manual", action="store_true", help="skip the runs started from the best manual prompt")
     parser.add_argument("--keep-models", action="store_true", help="keep the trained model folders")
     parser.add_argument("--out", default="results/benchmarks/training_mr.json")
@@ -106,13 +108,14 @@ def main() -> int:
                 for name, r in s["methods"].items()}} for seed, s in per_seed.items()},
             "machine_note": "one process at a time on the project's 2-core CPU machine", "provenance": stamp()})
 
-    for seed in seeds:
-        run = runs / f"{args.space}-seed{seed}"
-        results = search_seed(args.space, seed, run, test_limit=args.test_limit)
+    for seed in seeds:  # the searches first, then one method at a time over every seed (a method's row fills up first)
+        results = search_seed(args.space, seed, runs / f"{args.space}-seed{seed}", test_limit=args.test_limit)
         frozen = {"best_prompt": results["best"]["test"]["accuracy"], "ensemble": results["ensemble"]["test"]["accuracy"],
                   "best_manual": results["best_manual"]["test"]["accuracy"]}
         per_seed[seed] = {"frozen": frozen, "methods": {}}
-        for name in methods:
+    for name in methods:
+        for seed in seeds:
+            run = runs / f"{args.space}-seed{seed}"
             per_seed[seed]["methods"][name] = train_once(run, name, METHODS[name], runs / f"{run.name}-{name}", args.keep_models)
             write()
     if not args.no_manual:
