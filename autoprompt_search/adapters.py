@@ -62,6 +62,9 @@ def apply_adapter(backend: Backend, folder: str | Path, method: str, sha256: str
         backend.soft_prompt = embeddings.float().to(backend.device)
     else:
         peft = import_peft()
-        peft.PeftModel.from_pretrained(backend.model, str(folder))  # injects the LoRA layers into backend.model
+        try:
+            peft.PeftModel.from_pretrained(backend.model, str(folder))  # injects the LoRA layers into backend.model
+        except (ValueError, KeyError, OSError, RuntimeError) as error:  # a config or weights that do not fit the model
+            raise UserError(f"adapter folder {folder}: PEFT cannot put it on the model ({error})") from None
         backend.model.eval().requires_grad_(False)
     backend.set_weights_hash(sha256_text(f"{backend.weights_hash}+{method}:{sha256_file(folder / ADAPTER_WEIGHTS)}"))

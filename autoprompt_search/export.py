@@ -17,7 +17,7 @@ import numpy as np
 from autoprompt_search.asset_registry import MODELS
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.prompt_file import FORMAT, FORMAT_VERSION, parse_document
+from autoprompt_search.prompt_file import BASE_FORMAT_VERSION, FORMAT, FORMAT_VERSION, parse_document
 from autoprompt_search.scoring import DEFAULT_CHUNK_SIZE
 
 PEFT_TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "masked": "FEATURE_EXTRACTION"}
@@ -170,7 +170,7 @@ def write_ensemble(path: str | Path, members: Sequence[tuple[PromptSpec, float, 
 def _header(kind: str) -> dict[str, Any]:
     from autoprompt_search.version import __version__
 
-    return {"format": FORMAT, "format_version": 1, "library_version": __version__, "kind": kind}
+    return {"format": FORMAT, "format_version": BASE_FORMAT_VERSION, "library_version": __version__, "kind": kind}
 
 
 def _model_block(model: ModelInfo, batch_size: int, chunk_size: int) -> dict[str, Any]:

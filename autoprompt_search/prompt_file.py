@@ -19,7 +19,8 @@ from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 FORMAT = "autoprompt_search.prompt"
-FORMAT_VERSION = 2  # 2: model.adapter (a trained PEFT adapter); files without one are written as version 1
+FORMAT_VERSION = 2  # what this version reads; 2 added model.adapter (a trained PEFT adapter)
+BASE_FORMAT_VERSION = 1  # what a file without an adapter is written as, so older versions still read it
 DEFAULT_BATCH_SIZE = 32
 _MISSING = object()
 

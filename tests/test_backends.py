@@ -90,9 +90,16 @@ def test_masked_head_fast_path_equals_full_logits(backends) -> None:
     assert torch.allclose(fast, full, atol=1e-5)
 
 
-def test_batches_are_length_sorted_without_changing_the_result(backends) -> None:
-    backend = backends["causal"]
-    prompts = PromptScorer(backend).prepare(Template.parse(TEMPLATES["causal"]), TEXTS).prompts
+@pytest.mark.parametrize("name", ["causal", "masked"])
+@pytest.mark.parametrize("soft", [False, True])
+def test_batches_are_length_sorted_without_changing_the_result(backends, name: str, soft: bool, monkeypatch) -> None:
+    """Padded batches of mixed lengths give each row what it gets alone, with a soft prompt too."""
+    backend = backends[name]
+    if soft:
+        hidden = backend.model.get_input_embeddings().weight.shape[1]
+        monkeypatch.setattr(backend, "soft_prompt", torch.randn(3, hidden, generator=torch.Generator().manual_seed(1)) * 0.5)
+    prompts = PromptScorer(backend).prepare(Template.parse(TEMPLATES[name]), TEXTS).prompts
+    assert len({len(prompt.before) + len(prompt.after) for prompt in prompts}) > 1
     together = backend.next_token_log_probs(prompts)
     one_by_one = torch.cat([backend.next_token_log_probs([prompt]) for prompt in prompts])
     assert torch.allclose(together, one_by_one, atol=1e-5)

@@ -188,7 +188,9 @@ def test_method_outputs_load_and_reproduce_the_figures(method: str, kind: str, r
         assert (out / "model" / "model.safetensors").is_file() and AutoConfig.from_pretrained(out / "model")
     else:
         config = json.loads((out / "adapter" / "adapter_config.json").read_text())
-        assert str(Path.home()) not in json.dumps(config), "the adapter config must not name this machine's folders"
+        recorded_model = json.loads((run / "manifest.json").read_text())["model"]
+        assert config["base_model_name_or_path"] == recorded_model["name"]  # the name the search was given, not a cache folder
+        assert f"base_model: {recorded_model['name']}" in (out / "adapter" / "README.md").read_text()
         assert model_folder["adapter"]["method"] == {"lora": "lora", "soft": "prompt_tuning"}[method]
         base = load_backend(json.loads((run / "manifest.json").read_text())["model"]["path"], device="cpu").model
         opened = peft.PeftModel.from_pretrained(base, out / "adapter")  # the standard PEFT loader opens it as it is
@@ -202,22 +204,38 @@ def test_full_fine_tuning_learns_the_train_split(causal_run: Path, tmp_path: Pat
     assert result.scores["train"]["accuracy"] >= 0.75
 
 
-def test_soft_prompt_inits(causal_run: Path, tmp_path: Path) -> None:
-    """The text init starts from the prompt's words (PEFT's TEXT init), random and manual differ."""
+def test_soft_prompt_inits(causal_run: Path, tiny_causal_lm: Path, tmp_path: Path) -> None:
+    """text: the virtual tokens start as the embeddings of the prompt's own words (PEFT's TEXT init);
+    manual: of the best manual prompt's words; random: as many tokens, not those embeddings."""
+    from safetensors.torch import load_file
+
+    from autoprompt_search.adapters import ADAPTER_WEIGHTS, PROMPT_EMBEDDINGS
+
+    backend = load_backend(tiny_causal_lm, device="cpu")
+    results = json.loads((causal_run / "results.json").read_text())
+    words = {"text": " ".join(results["best"]["template"].replace("{text}", " ").replace("{mask}", " ").split()),
+             "manual": " ".join(results["best_manual"]["template"].replace("{text}", " ").replace("{mask}", " ").split())}
     starts = {}
     for init in ("text", "random", "manual"):
         out = tmp_path / init
-        train(causal_run, "soft", out=out, init=init, epochs=1, learning_rate=1e-9, batch_size=4, log=quiet)
-        recorded = json.loads((out / TRAINING).read_text())
-        starts[init] = recorded["saved"]
-    assert starts["text"]["init_text"] and starts["random"]["init_text"] is None
-    assert starts["text"]["virtual_tokens"] == starts["random"]["virtual_tokens"]
+        train(causal_run, "soft", out=out, init=init, epochs=1, learning_rate=1e-12, batch_size=4, log=quiet)
+        starts[init] = json.loads((out / TRAINING).read_text())["saved"]
+        embeddings = load_file(str(out / "adapter" / ADAPTER_WEIGHTS))[PROMPT_EMBEDDINGS]
+        if init in words:
+            assert starts[init]["init_text"] == words[init]
+            ids = torch.tensor(backend.tokenizer(words[init])["input_ids"])
+            torch.testing.assert_close(embeddings, backend.embed(ids).detach(), atol=1e-6, rtol=0)
+        else:
+            assert starts[init]["init_text"] is None and embeddings.shape[0] == len(backend.tokenizer(words["text"])["input_ids"])
 
 
 # -- determinism and resuming ------------------------------------------------------------------------
-def test_killed_run_resumes_to_the_same_result(masked_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("kind", "method"), [("masked", "full"), ("causal", "lora"), ("causal", "soft"), ("masked", "head")])
+def test_killed_run_resumes_to_the_same_result(kind: str, method: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    run = request.getfixturevalue(f"{kind}_run")
     options = {**FAST, "epochs": 3}
-    whole = train(masked_run, "full", out=tmp_path / "whole", log=quiet, **options)
+    whole = train(run, method, out=tmp_path / "whole", log=quiet, **options)
     original_write = checkpoint_module.Checkpoint.write
 
     def write_then_die(self, state, *args, **kwargs):
@@ -227,18 +245,18 @@ def test_killed_run_resumes_to_the_same_result(masked_run: Path, tmp_path: Path,
 
     monkeypatch.setattr(checkpoint_module.Checkpoint, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(masked_run, "full", out=tmp_path / "killed", log=quiet, **options)
+        train(run, method, out=tmp_path / "killed", log=quiet, **options)
     monkeypatch.setattr(checkpoint_module.Checkpoint, "write", original_write)
     assert not (tmp_path / "killed" / TRAINING).exists()
     with pytest.raises(UserError, match="resume"):
-        train(masked_run, "full", out=tmp_path / "killed", log=quiet, **options)
+        train(run, method, out=tmp_path / "killed", log=quiet, **options)
     with pytest.raises(UserError, match="other settings"):
-        train(masked_run, "full", out=tmp_path / "killed", resume=True, log=quiet, **{**options, "learning_rate": 2e-3})
-    resumed = train(masked_run, "full", out=tmp_path / "killed", resume=True, log=quiet, **options)
+        train(run, method, out=tmp_path / "killed", resume=True, log=quiet, **{**options, "learning_rate": 2e-3})
+    resumed = train(run, method, out=tmp_path / "killed", resume=True, log=quiet, **options)
     assert resumed.curve == [{**row, "seconds": resumed.curve[i]["seconds"]} for i, row in enumerate(whole.curve)]
     assert resumed.scores == whole.scores
-    weights = [tmp_path / name / "model" / "model.safetensors" for name in ("killed", "whole")]
-    assert weights[0].read_bytes() == weights[1].read_bytes()
+    saved = "adapter/adapter_model.safetensors" if method in ("lora", "soft") else "model/model.safetensors"
+    assert (tmp_path / "killed" / saved).read_bytes() == (tmp_path / "whole" / saved).read_bytes()
 
 
 # -- user mistakes ----------------------------------------------------------------------------------
@@ -256,6 +274,9 @@ def _copy_run(run: Path, tmp_path: Path) -> Path:
     ({"batch_size": 0}, "batch_size must be"),
     ({"method": "adapters"}, "unknown method"),
     ({"start": "worst"}, "unknown start"),
+    ({"seed": -1}, "seed must be"),
+    ({"seed": 2**40}, "seed must be"),
+    ({"init": "random"}, "is for soft prompts"),
 ])
 def test_bad_options_are_refused_before_anything_is_written(causal_run: Path, tmp_path: Path, options: dict, message: str) -> None:
     method = options.pop("method", "full")
@@ -307,6 +328,8 @@ def test_output_folder_mistakes(causal_run: Path, tmp_path: Path) -> None:
     blocked.write_text("")
     with pytest.raises(UserError, match="not a folder"):
         train(causal_run, "full", out=blocked, log=quiet)
+    with pytest.raises(UserError, match="holds no training checkpoint"):
+        train(causal_run, "full", out=taken, resume=True, log=quiet)
     assert (taken / "notes.txt").read_text() == "mine" and sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
 
 

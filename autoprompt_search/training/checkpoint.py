@@ -8,6 +8,7 @@ any moment leaves the previous epoch's checkpoint whole, and older files are rem
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,15 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     partial = path.with_name(path.name + ".partial")
     save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(partial))
     os.replace(partial, path)
+
+
+def link(source: Path, target: Path) -> None:
+    """``target`` as a second name of ``source`` (files are never changed once written), or a copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, target)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -99,7 +109,7 @@ class Checkpoint:
         save_tensors(self.folder / files["optimizer"], tensors)
         if best_changed or "best" not in previous:
             files["best"] = f"best-{state.epoch}.safetensors"
-            save_tensors(self.folder / files["best"], parameters)
+            link(self.folder / files["parameters"], self.folder / files["best"])
         else:
             files["best"] = previous["best"]
         state.files = files

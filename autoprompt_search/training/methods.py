@@ -113,7 +113,10 @@ class PeftPromptMethod(PromptMethod):
         super().__init__(backend, spec)
         peft = import_peft()
         self.model_info = model
-        self.peft_model = peft.get_peft_model(backend.model, config)  # LoRA: injected into backend.model's layers
+        try:
+            self.peft_model = peft.get_peft_model(backend.model, config)  # LoRA: injected into backend.model's layers
+        except (ValueError, KeyError, OSError) as error:  # e.g. no default LoRA target layers for this architecture
+            raise UserError(f"PEFT cannot put a {self.name} adapter on the model {model.name} ({error})", option="method") from None
 
     def parameters(self) -> dict[str, torch.nn.Parameter]:
         return {name: p for name, p in self.peft_model.named_parameters() if p.requires_grad}
@@ -121,6 +124,7 @@ class PeftPromptMethod(PromptMethod):
     def save(self, folder: Path) -> dict[str, Any]:
         config = self.peft_model.peft_config["default"]
         config.base_model_name_or_path = portable_tokenizer_name(self.model_info)  # never this machine's cache folder
+        self.backend.model.config._name_or_path = config.base_model_name_or_path  # what PEFT's model card names
         if getattr(config, "tokenizer_name_or_path", None):
             config.tokenizer_name_or_path = portable_tokenizer_name(self.model_info)
         target = folder / ADAPTER_FOLDER
@@ -158,8 +162,9 @@ class SoftPromptTuning(PeftPromptMethod):
         form = peft_form(spec, model)
         own = form["prompt_tuning_init_text"]
         init_text = {"text": own, "random": None, "manual": manual and peft_form(manual, model)["prompt_tuning_init_text"]}[init]
-        if not (init_text or own):
-            raise UserError("the prompt has no words of its own to start or size the soft prompt", option="init")
+        if not (init_text or own) or (init != "random" and not init_text):
+            raise UserError(f"the {'manual' if init == 'manual' else 'trained'} prompt has no words of its own to start the soft "
+                            "prompt from; use init random", option="init")
         count = len(backend.tokenizer(init_text or own)["input_ids"])  # PEFT's TEXT init uses the text's tokens exactly once
         config = peft.PromptTuningConfig(
             task_type=form["task_type"], num_virtual_tokens=count,
@@ -187,9 +192,12 @@ class HeadFineTuning(Method):
         if backend.tokenizer.pad_token is None:  # batches are padded; the pad token is saved with the tokenizer
             backend.tokenizer.pad_token = backend.tokenizer.convert_ids_to_tokens(backend.pad_id)
         torch.manual_seed(seed)  # the new head's initial weights
-        model = AutoModelForSequenceClassification.from_pretrained(
-            backend.path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)},
-            pad_token_id=backend.pad_id, use_safetensors=True, dtype=torch.float32)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                backend.path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)},
+                pad_token_id=backend.pad_id, use_safetensors=True, dtype=torch.float32)
+        except (ValueError, KeyError, OSError) as error:  # an architecture without a sequence-classification class
+            raise UserError(f"model {backend.path}: transformers has no classification head for it ({error})", option="method") from None
         self.predictor = HeadPredictor(model.to(backend.device), backend.tokenizer, labels, fields, max_length=backend.max_length,
                                        batch_size=backend.batch_size)
         self.tokenizer = backend.tokenizer

@@ -18,11 +18,11 @@ import math
 import resource
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -35,7 +35,7 @@ from autoprompt_search.prompt import ModelInfo
 from autoprompt_search.provenance import stamp
 from autoprompt_search.run_folder import RunFolder
 from autoprompt_search.scoring import PromptScore, evaluate_scores
-from autoprompt_search.training.checkpoint import Checkpoint
+from autoprompt_search.training.checkpoint import STATE, Checkpoint
 from autoprompt_search.training.loop import FitConfig, LabelledExamples, fit
 from autoprompt_search.training.methods import (
     DEFAULT_LEARNING_RATES,
@@ -53,7 +53,6 @@ TRAINING = "training.json"
 CHECKPOINT = "checkpoint"
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 8
-SCORE_CHUNK = 256  # examples per progress update when the outputs are scored
 
 
 @dataclass(frozen=True)
@@ -68,9 +67,13 @@ class TrainResult:
     timings: dict[str, float]
 
 
-def check_options(method: str, epochs: int, learning_rate: float, batch_size: int) -> None:
+def check_options(method: str, epochs: int, learning_rate: float, batch_size: int, seed: int | None, init: str) -> None:
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", option="method")
+    if init != "text" and method != "soft":
+        raise UserError(f"init {init!r} is for soft prompts (method soft), not method {method}", option="init")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise UserError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}", option="seed")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise UserError(f"epochs must be a whole number of at least 1, got {epochs!r}", option="epochs")
     if not isinstance(learning_rate, (int, float)) or not math.isfinite(learning_rate) or not 0 < learning_rate <= 1:
@@ -87,28 +90,35 @@ def check_output(out: Path, resume: bool) -> None:
         raise UserError(f"{out}: {reason}", option="out")
     if (out / TRAINING).is_file():
         raise UserError(f"{out}: holds a finished training run; choose another output folder", option="out")
-    if out.is_dir() and any(out.iterdir()) and not resume:
+    started = out.is_dir() and any(out.iterdir())
+    if started and not resume:
         raise UserError(f"output folder {out} exists and is not empty: resume it, or choose another output folder",
                         alternatives=("resume", "out"))
+    if started and not (out / CHECKPOINT / STATE).is_file():
+        raise UserError(f"output folder {out} holds no training checkpoint to resume; choose another output folder", option="out")
 
 
 def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: int = DEFAULT_EPOCHS,
           learning_rate: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, seed: int | None = None, start: str = "best",
           init: str = "text", resume: bool = False, device: str = "auto", eval_batch_size: int = 32, records: Any = None,
-          log: Callable[[str], None] = print) -> TrainResult:
+          space: Any = None, log: Callable[[str], None] = print) -> TrainResult:
     """Train the prompt of ``source`` (a run folder or a prompt file inside one) with ``method`` on the
     run's few-shot train split, keep the epoch best on dev, write the outputs under ``out`` and score
-    them, loaded back from the files, on train, dev and the run's held-out test split."""
+    them, loaded back from the files, on train, dev and the run's held-out test split. A run whose
+    examples were given in memory needs them again (``records``), one whose space was built in Python
+    needs it again (``space``)."""
     began = time.perf_counter()
     learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
-    check_options(method, epochs, learning_rate, batch_size)
+    check_options(method, epochs, learning_rate, batch_size, seed, init)
     out = Path(out)
     check_output(out, resume)
-    src = read_source(source, start, records=records)
+    src = read_source(source, start, records=records, space=space)
     backend = _load_model(src, device, eval_batch_size)
     seed = src.splits.seed if seed is None else seed
     torch.manual_seed(seed)
     trainer = _method(method, backend, src, seed=seed, init=init)
+    if method == "head":  # the head model is a copy of its own: the language model is not needed any more
+        backend = None
     identity = {"method": method, "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
                 "init": init if method == "soft" else None, "source": src.described, "model": src.model.weights_sha256,
                 "splits": src.splits.describe()["splits"]}
@@ -189,11 +199,10 @@ def _write_and_score(out: Path, src: TrainSource, saved: dict[str, Any], word_id
     for name, split in (("train", src.splits.train), ("dev", src.splits.dev), ("test", src.splits.test)):
         examples = _labelled(split)
         with tqdm(total=len(examples), desc=f"score {name}", unit="example", leave=False) as bar:
-            parts = []
-            for start in range(0, len(examples), SCORE_CHUNK):
-                parts.append(predictor.predict_proba(examples.fields[start : start + SCORE_CHUNK]))
-                bar.update(len(parts[-1]))
-        scored[name] = evaluate_scores(torch.log(torch.from_numpy(np.concatenate(parts))), examples.gold)
+            reporting = predictor.scorer.reporting(bar.update) if hasattr(predictor, "scorer") else nullcontext()
+            with reporting:  # one call, as a user makes it: the same batches, so the same figures
+                probabilities = predictor.predict_proba(examples.fields)
+        scored[name] = evaluate_scores(torch.log(torch.from_numpy(probabilities)), examples.gold)
         scores[name] = scored[name].summary()
     write(scores)
     return scores, scored["test"]

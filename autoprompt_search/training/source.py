@@ -32,7 +32,7 @@ class TrainSource:
     frozen_scores: dict[str, Any]  # the frozen source prompt's and ensemble's test scores, as the search reported them
 
 
-def read_source(source: str | Path, start: str = "best", *, records: Any = None) -> TrainSource:
+def read_source(source: str | Path, start: str = "best", *, records: Any = None, space: Any = None) -> TrainSource:
     """A run folder (its ``best.json``, or its best manual prompt with ``start="manual"``) or a
     prompt/ensemble JSON inside a run folder (an ensemble gives its member of largest weight)."""
     path = Path(source)
@@ -61,9 +61,9 @@ def read_source(source: str | Path, start: str = "best", *, records: Any = None)
     else:
         member = max(file.members, key=lambda m: m.weight)
         spec = member.spec
-        frozen = (file.document.get("scores") if file.kind == "single" else (member_scores(file, member) or {})).get("test", {})
+        frozen = ((file.document.get("scores") if file.kind == "single" else member_scores(file, member)) or {}).get("test", {})
         described = {"start": "best" if file.kind == "single" else f"ensemble member of largest weight ({member.where})"}
-    splits = folder.splits(records)
+    splits = folder.splits(records, space)
     return TrainSource(replace(spec, calibration=Calibration()),
                        {**described, "path": str(path.resolve()), "prompt_file": str(prompt_path), "template": spec.template.source,
                         "verbalizer": spec.verbalizer, "calibration_dropped": spec.calibration.method},
