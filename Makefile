@@ -6,7 +6,7 @@ CLI := $(VENV)/bin/autoprompt-search
 SPACE ?= search_spaces/mr.yaml
 SEED ?= 13
 
-.PHONY: setup assets main lint test test-unit bench bench-quality bench-openprompt openprompt-venv clean
+.PHONY: setup assets main lint test test-unit bench bench-quality bench-training bench-openprompt openprompt-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ bench: assets
 	$(MAKE) bench-openprompt
 	$(MAKE) bench-openprompt-export
 	$(MAKE) bench-quality
+	$(MAKE) bench-training
 
 # Every figure of the README's quality table, from scratch (hours on a 2-core CPU; runs already
 # complete under results/runs/quality are read back, so an interrupted run continues).
@@ -51,6 +52,11 @@ bench-quality: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_trigger_templates.py --space search_spaces/mr_fluent.yaml
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_selection.py --datasets mr,mr_fluent,mr_gradient --out results/benchmarks/selection_mr_spaces.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_demonstrations.py --sets 2
+
+# Every training method from the MR runs' prompts, 5 seeds (about 2.5 hours on a 2-core CPU; finished
+# outputs under results/runs/train are read back, so an interrupted run continues).
+bench-training: assets
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py
 
 # OpenPrompt 1.0.1 in its own environment, for the speed comparison (see benchmarks/openprompt/requirements.txt).
 OPENPROMPT_VENV := .venv-openprompt
