@@ -112,8 +112,9 @@ class PromptScorer:
     def word_log_probs(self, prompts: Sequence[RenderedPrompt], words: Sequence[WordIds]) -> torch.Tensor:
         """``[n, len(words)]`` log-probability of each whole word at the slot (chain rule over its tokens)."""
         result = torch.zeros((len(prompts), len(words)), dtype=torch.float64)
+        queries = word_queries(self.backend, words)  # the same for every chunk
         for start, chunk in self.chunks(prompts):
-            for query, columns, tokens in word_queries(self.backend, words):
+            for query, columns, tokens in queries:
                 distribution = self.slot_log_probs(chunk, query)
                 values = torch.from_numpy(np.asarray(distribution[:, tokens], dtype=np.float64))
                 result[start : start + len(chunk)].index_add_(1, columns, values)
