@@ -11,7 +11,7 @@ SEED ?= 13
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,train]'
+	$(PY) -m pip install --quiet -e '.[test,train,distributed]'
 	touch $@
 
 setup: $(VENV)/.installed

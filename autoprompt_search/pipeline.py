@@ -200,7 +200,25 @@ class _SearchJob:
         progress.close()
         self.timings["search_seconds"] = time.perf_counter() - began
         self.timings["search_forward_seconds"] = self.backend.forward_seconds - forward_before
-        return self.finish(study, search)
+        if self.storage is None:
+            return self.finish(study, search)
+        return self.finish_shared(study, search)
+
+    def finish_shared(self, study, search) -> SearchResult:
+        """Every worker of a shared study finishes it the same way: once no other worker is still
+        scoring a trial, from the whole study, again if trials finished while it was finishing. The
+        outputs depend only on the finished trials, so every worker writes the same files."""
+        from autoprompt_search.study import finished_trial_numbers, wait_for_running_trials
+
+        while True:
+            waited = wait_for_running_trials(study)
+            if waited:
+                self.log(f"waited {waited:.0f} s for the other workers' running trials")
+            finished = finished_trial_numbers(study)
+            result = self.finish(study, search)
+            if finished_trial_numbers(study) == finished:
+                return result
+            self.log("other workers finished trials meanwhile: finishing again with them")
 
     def run_rounds(self, study, search, planned: int | None, progress) -> None:
         """The trials, with one more word-generation round after every ``generators.rounds.trials``
@@ -217,7 +235,7 @@ class _SearchJob:
             left = None if timeout is None else timeout - (time.perf_counter() - began)
             if left is not None and left <= 0:
                 return
-            search.run(study, target, left, [progress])
+            search.run(study, target, left, [progress], shared=self.storage is not None)
             out_of_time = timeout is not None and time.perf_counter() - began >= timeout
             if boundary is None or out_of_time or (planned is not None and finished_trials(study) >= planned):
                 return

@@ -45,7 +45,7 @@ ENSEMBLE = "ensemble.json"
 REPORT = "report.html"
 DEFAULT_STORAGE = "sqlite (study.db in this folder)"  # how the manifest names the run folder's own storage
 TRIAL_COLUMNS = ("number", "state", "value", "accuracy", "macro_f1", "mean_margin", "calibration", "manual",
-                 "template", "verbalizer", "seconds", "repeat_of")
+                 "template", "verbalizer", "seconds", "repeat_of", "retry_of")
 
 
 class RunFolder:
@@ -158,7 +158,7 @@ class RunFolder:
             writer.writerow([trial.number, trial.state.name, "" if trial.value is None else trial.value, attrs.get("accuracy", ""),
                              attrs.get("macro_f1", ""), attrs.get("mean_margin", ""), trial.params.get("calibration", ""),
                              bool(attrs.get("manual", False)), attrs.get("template_text", ""),
-                             json.dumps(attrs.get("verbalizer", "")), seconds, attrs.get("repeat_of", "")])
+                             json.dumps(attrs.get("verbalizer", "")), seconds, attrs.get("repeat_of", ""), attrs.get("retry_of", "")])
         return atomic_write_text(self.file(TRIALS), buffer.getvalue())
 
     def write_predictions(self, test: Dataset, gold: Sequence[int], scored: Mapping[str, Any]) -> Path:

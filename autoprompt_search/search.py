@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprompt_search.calibration import Calibration
@@ -29,7 +30,7 @@ from autoprompt_search.candidates.pools import Pools, word_param
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
 from autoprompt_search.scoring import PreparedPrompts, PromptScorer, evaluate_scores
-from autoprompt_search.study import ENQUEUED_MARKS, enqueued, finished_trials
+from autoprompt_search.study import ENQUEUED_MARKS, count_finished, enqueued, heartbeat, retry_dead_trials, running_trials
 from autoprompt_search.verbalizers import Verbalizer
 
 
@@ -135,7 +136,8 @@ class PromptSearch:
 
     # -- the study ---------------------------------------------------------------------------
     def run(self, study: optuna.Study, planned: int | None, timeout: float | None,
-            callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (), max_repeats: int = 200) -> None:
+            callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (), max_repeats: int = 200,
+            shared: bool = False) -> None:
         """Run until the study holds ``planned`` finished distinct prompts (or ``timeout``); the
         count is the study's, so several workers on one storage share the budget.
 
@@ -145,41 +147,88 @@ class PromptSearch:
 
         Ctrl-C stops the search at the next safe point (before a trial, or between the dev chunks
         of one), never inside a write to the storage; a second Ctrl-C stops it at once.
+
+        On a ``shared`` storage, other workers' finished trials count as seen, a prompt another
+        worker is scoring right now is waited for rather than scored twice, and the trials of
+        workers that died are retried (:func:`study.retry_dead_trials`).
         """
         with _interrupt_between_steps():
-            self._run(study, planned, timeout, callbacks, max_repeats)
+            self._run(study, planned, timeout, callbacks, max_repeats, shared)
 
-    def _run(self, study, planned, timeout, callbacks, max_repeats) -> None:
-        seen = {self.pools.choice_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    def _run(self, study, planned, timeout, callbacks, max_repeats, shared) -> None:
+        seen: dict[str, FrozenTrial] = {}  # a scored trial per prompt
         began, repeats = time.perf_counter(), 0
-        while (planned is None or finished_trials(study) < planned) and repeats < max_repeats:
+        while True:
+            trials = study.get_trials(deepcopy=False)  # one read of the storage per trial
+            if shared:
+                retry_dead_trials(study, trials)
+            seen.update((self.pools.choice_key(t.params), t) for t in trials
+                        if t.state == TrialState.COMPLETE and "repeat_of" not in t.user_attrs)
+            if (planned is not None and count_finished(trials) >= planned) or repeats >= max_repeats:
+                break
             _stop_if_interrupted()
             if timeout is not None and time.perf_counter() - began > timeout:
                 break
             trial = study.ask()
-            params = self.suggest(trial)
-            if self.pools.choice_key(params) in seen and not enqueued(trial):
-                earlier = seen[self.pools.choice_key(params)]
-                for name, value in earlier.user_attrs.items():
-                    trial.set_user_attr(name, value)
-                trial.set_user_attr("repeat_of", earlier.number)
-                frozen = study.tell(trial, earlier.value)
-                repeats += 1
-                continue
-            repeats = 0
             try:
-                value = self.objective_function(trial)
-            except optuna.TrialPruned:
-                frozen = study.tell(trial, state=TrialState.PRUNED)
-            except (KeyboardInterrupt, UserError):
-                study.tell(trial, state=TrialState.FAIL)
-                study.enqueue_trial(params, user_attrs={k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_MARKS})
-                raise
-            else:
-                frozen = study.tell(trial, value)
-                seen[self.pools.choice_key(params)] = frozen
+                with heartbeat(study, trial):
+                    frozen, repeated = self._settle(study, trial, seen, shared)
+            except UpdateFinishedTrialError:  # its worker was taken for dead and the trial retried elsewhere
+                continue
+            repeats = repeats + 1 if repeated else 0
             for callback in callbacks:
                 callback(study, frozen)
+
+    def _settle(self, study: optuna.Study, trial: optuna.Trial, seen: dict[str, FrozenTrial], shared: bool) -> tuple[FrozenTrial, bool]:
+        """Score one asked trial, or answer it from an earlier trial of the same prompt; returns the
+        finished trial and whether it was such a repeat."""
+        params = self.suggest(trial)
+        key = self.pools.choice_key(params)
+        if shared and not enqueued(trial) and key not in seen:
+            twin = _wait_for_twin(study, trial, self.pools.choice_key, params)
+            if twin is not None:
+                seen[key] = twin
+        if key in seen and not enqueued(trial):
+            earlier = seen[key]
+            for name, value in earlier.user_attrs.items():
+                trial.set_user_attr(name, value)
+            trial.set_user_attr("repeat_of", earlier.number)
+            return study.tell(trial, earlier.value), True
+        try:
+            value = self.objective_function(trial)
+        except optuna.TrialPruned:
+            return study.tell(trial, state=TrialState.PRUNED), False
+        except (KeyboardInterrupt, UserError):
+            study.tell(trial, state=TrialState.FAIL)
+            study.enqueue_trial(params, user_attrs={k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_MARKS})
+            raise
+        frozen = study.tell(trial, value)
+        seen[key] = frozen
+        return frozen, False
+
+
+def _wait_for_twin(study: optuna.Study, trial: optuna.Trial, choice_key: Callable[[dict], str], params: dict[str, Any],
+                   poll: float = 1.0) -> FrozenTrial | None:
+    """Wait while another worker scores the same prompt; its trial once complete (None when it
+    ends otherwise: pruned, or failed with its worker)."""
+    def key_of(other: FrozenTrial) -> str | None:
+        try:
+            return choice_key(other.params)
+        except (KeyError, IndexError):  # still drawing its parameters
+            return None
+
+    key = choice_key(params)
+    while True:
+        twins = [t.number for t in running_trials(study) if t.number != trial.number and key_of(t) == key]
+        if not twins:
+            return None
+        _stop_if_interrupted()
+        time.sleep(poll)
+        retry_dead_trials(study)
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for twin in done:
+            if twin.number in twins:
+                return twin
 
 
 _interrupted = threading.Event()

@@ -1,40 +1,55 @@
-"""The Optuna study of a search: its storage, sampler and pruner, the enqueued baselines, and the
-leaderboard read back from it. Scoring a trial is :mod:`search`'s job."""
+"""The Optuna study of a search: its storage, sampler and pruner, the enqueued baselines, the
+liveness of the workers that share it, and the leaderboard read back from it. Scoring a trial is
+:mod:`search`'s job.
+
+Workers record who runs each trial and beat a heartbeat into it. Optuna's own heartbeat exists
+only for RDB storages and only inside ``Study.optimize`` (the search drives its study with
+ask/tell), so the project keeps its own, the same for the journal file and every RDB: a trial whose
+worker is gone (its process no longer exists on this host, or its heartbeat is older than
+:data:`STALE_SECONDS` elsewhere) is failed and enqueued again, by whichever worker sees it first.
+"""
 
 from __future__ import annotations
 
-import warnings
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import optuna
-from optuna.trial import TrialState
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
 
 from autoprompt_search.calibration import Calibration
 from autoprompt_search.candidates.pools import Pools
 from autoprompt_search.errors import UserError
-from autoprompt_search.optuna_internals import TrialSeededTPESampler, mark_failed
+from autoprompt_search.optuna_internals import TrialSeededTPESampler, mark_failed, set_trial_system_attr
 from autoprompt_search.ranking import TrialResult, ranking_key
 from autoprompt_search.templates import Template
 
 STUDY_NAME = "autoprompt_search"
 ENQUEUED_MARKS = ("manual", "proposal")  # user attributes of the trials enqueued before the sampler's
+WORKER_ATTR, HEARTBEAT_ATTR = "worker", "heartbeat"  # trial system attributes: who runs it, when it last beat
+HEARTBEAT_SECONDS = 15.0
+STALE_SECONDS = 120.0  # a heartbeat this old means the worker died (for workers on other hosts; same-host ones are checked directly)
+MAX_RETRIES = 2  # on a shared storage, a parameter set whose workers keep dying is given up after this many retries
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """A journal file (``journal:PATH``) for several local processes, or an RDB URL with
-    heartbeats, so that trials of a worker that died are failed and retried once."""
+    """A journal file (``journal:PATH``) for several local processes, or an RDB URL (SQLite,
+    PostgreSQL with the ``[distributed]`` extra, ...) for several machines."""
     try:
         if url.startswith("journal:"):
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
 
             return JournalStorage(JournalFileBackend(url[len("journal:"):]))
-        from optuna.exceptions import ExperimentalWarning
-        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+        from optuna.storages import RDBStorage
 
-        with warnings.catch_warnings():  # the successor of the deprecated RetryFailedTrialCallback is marked experimental
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
-        return RDBStorage(url, heartbeat_interval=60, grace_period=180, heartbeat_stale_trial_callback=retry)
+        return RDBStorage(url)
     except Exception as error:  # a malformed URL, a missing driver or folder, an unreachable server
         raise UserError(f"{url}: cannot open it ({type(error).__name__}: {error})", option="storage") from None
 
@@ -61,7 +76,9 @@ def open_study(storage: str | optuna.storages.BaseStorage, *, seed: int, pruner:
     and enqueued again. A shared storage may hold other workers' running trials: those are left
     alone (an RDB storage fails them itself once their heartbeat stops).
     """
-    sampler = TrialSeededTPESampler(seed, multivariate=True, n_startup_trials=10)
+    # Workers sharing a study draw apart: their trial numbers seed them (and TPE's constant liar,
+    # on by default, counts the trials still running as poor ones rather than proposing them again).
+    sampler = TrialSeededTPESampler(seed, multivariate=True, n_startup_trials=10, shared=not exclusive)
     try:
         names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
         if STUDY_NAME in names and not resume:
@@ -74,18 +91,105 @@ def open_study(storage: str | optuna.storages.BaseStorage, *, seed: int, pruner:
     except Exception as error:  # whatever the storage backend raises for a bad URL or an unreachable database
         raise UserError(f"cannot open the Optuna storage ({type(error).__name__}: {error})", option="storage") from None
     if STUDY_NAME in names:
-        if exclusive:
-            _requeue_interrupted(study)
-        else:
-            optuna.storages.fail_stale_trials(study)
+        retry_dead_trials(study, every_running_is_dead=exclusive)
     return study, STUDY_NAME not in names
 
 
-def _requeue_interrupted(study: optuna.Study) -> None:
-    """Trials left RUNNING by a killed process are marked failed and enqueued again."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        mark_failed(study, trial)
-        study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}), user_attrs=dict(trial.user_attrs))
+def worker_identity(pid: int | None = None) -> dict[str, Any]:
+    """This process as the trials it runs record it (the start time tells a reused pid apart)."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid)}
+
+
+def _process_start(pid: int) -> str | None:
+    try:  # field 22 of /proc/PID/stat, after the parenthesised command name (which may hold spaces)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_alive(worker: dict[str, Any] | None) -> bool | None:
+    """Whether a trial's worker still runs: known only for workers on this host (None otherwise)."""
+    if not worker or worker.get("host") != socket.gethostname() or not isinstance(worker.get("pid"), int):
+        return None
+    started = _process_start(worker["pid"])
+    if started is None and not Path("/proc/self/stat").exists():
+        return None  # no /proc to ask
+    return started is not None and started == worker.get("started")
+
+
+@contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """Record this process as the trial's worker and beat while the trial runs."""
+    set_trial_system_attr(study, trial, WORKER_ATTR, worker_identity())
+    set_trial_system_attr(study, trial, HEARTBEAT_ATTR, time.time())
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                set_trial_system_attr(study, trial, HEARTBEAT_ATTR, time.time())
+            except Exception:  # the trial was finished meanwhile (or failed by another worker): nothing left to beat for
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def retry_dead_trials(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None, *, every_running_is_dead: bool = False,
+                      stale_after: float = STALE_SECONDS) -> int:
+    """Fail the RUNNING trials whose worker is gone and enqueue their parameters again; returns how
+    many were retried. With the run folder's own storage nothing else can be running (a trial left
+    RUNNING was cut off by a killed process) and a trial is retried however often it was cut off;
+    on a shared storage a parameter set is retried at most :data:`MAX_RETRIES` times. ``trials``:
+    the study's trials as just read, to spare the storage another read."""
+    retried = 0
+    for trial in running_trials(study) if trials is None else [t for t in trials if t.state == TrialState.RUNNING]:
+        if not (every_running_is_dead or _worker_gone(trial, stale_after)):
+            continue
+        try:
+            mark_failed(study, trial)
+        except UpdateFinishedTrialError:  # finished meanwhile, or another worker failed it first
+            continue
+        retries = int(trial.user_attrs.get("retries", 0))
+        if every_running_is_dead or retries < MAX_RETRIES:
+            attrs = {k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_MARKS}
+            study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}),
+                                user_attrs={**attrs, "retry_of": trial.number, "retries": retries + 1})
+            retried += 1
+    return retried
+
+
+def _worker_gone(trial: FrozenTrial, stale_after: float) -> bool:
+    alive = worker_alive(trial.system_attrs.get(WORKER_ATTR))
+    if alive is not None:
+        return not alive
+    started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+    return time.time() - float(trial.system_attrs.get(HEARTBEAT_ATTR, started)) > stale_after
+
+
+def running_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def wait_for_running_trials(study: optuna.Study, poll: float = 2.0) -> float:
+    """Wait until no trial of the study is running (those of dead workers are failed and
+    retried meanwhile); returns the seconds waited."""
+    began = time.perf_counter()
+    while running_trials(study):
+        retry_dead_trials(study)
+        if running_trials(study):
+            time.sleep(poll)
+    return time.perf_counter() - began
+
+
+def finished_trial_numbers(study: optuna.Study) -> frozenset[int]:
+    return frozenset(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def enqueue_manual(study: optuna.Study, pools: Pools) -> None:
@@ -97,9 +201,12 @@ def enqueue_manual(study: optuna.Study, pools: Pools) -> None:
 
 
 def finished_trials(study: optuna.Study) -> int:
-    return sum(
-        1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)) if "repeat_of" not in t.user_attrs
-    )
+    """Finished trials that count towards the budget (a repeat of an earlier prompt does not)."""
+    return count_finished(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def count_finished(trials: Sequence[FrozenTrial]) -> int:
+    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "repeat_of" not in t.user_attrs)
 
 
 def leaderboard(study: optuna.Study) -> list[TrialResult]:

@@ -107,3 +107,32 @@ def browser_view(tmp_path_factory: pytest.TempPathFactory):
         return json.loads(html.unescape(found.group(1)))
 
     return view
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL server for the session (:mod:`autoprompt_search.postgres_cluster`).
+
+    Skipped where it cannot start, unless AUTOPROMPT_SEARCH_REQUIRE_POSTGRES=1 (CI sets it): there
+    the tests fail instead, so CI never passes without running them.
+    """
+    from autoprompt_search.postgres_cluster import PostgresUnavailable, PrivatePostgres
+
+    try:
+        server = PrivatePostgres().start()
+    except PostgresUnavailable as error:
+        if os.environ.get("AUTOPROMPT_SEARCH_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"AUTOPROMPT_SEARCH_REQUIRE_POSTGRES=1 but the PostgreSQL server did not start: {error}")
+        pytest.skip(f"no PostgreSQL server here: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's server, for one test."""
+    import re
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower() + f"_{os.getpid()}_{id(request) % 100000}"
+    return postgres_server.create_database(name)
+
