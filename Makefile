@@ -40,6 +40,7 @@ bench: assets
 		--out results/benchmarks/generators_mr_splade.json
 	$(MAKE) bench-openprompt
 	$(MAKE) bench-openprompt-export
+	$(MAKE) bench-reliability
 	$(MAKE) bench-quality
 	$(MAKE) bench-training
 
@@ -74,6 +75,12 @@ bench-openprompt: assets openprompt-venv
 
 # The OpenPrompt form a search exports (best.json's exports.openprompt), loaded by OpenPrompt 1.0.1 as it is, against
 # our predictions on the run's first 200 test examples. The run is made (or finished) first if its best.json is missing.
+# Workers on one study in PostgreSQL and in a journal file, and one process, killed with SIGKILL at
+# random and resumed: trials lost, scored twice, retried (a tiny model; minutes on a 2-core CPU).
+.PHONY: bench-reliability
+bench-reliability: setup
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) benchmarks/bench_reliability.py
+
 .PHONY: bench-openprompt-export
 OPENPROMPT_EXPORT_RUN := results/runs/train/mr-seed13
 bench-openprompt-export: assets openprompt-venv

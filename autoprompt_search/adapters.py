@@ -18,6 +18,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PROMPT_EMBEDDINGS = "prompt_embeddings"  # PEFT's key for a prompt-tuning adapter's virtual tokens
 PEFT_TYPES = {"lora": "LORA", "prompt_tuning": "PROMPT_TUNING"}
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}  # weights torch.load would unpickle: never read
 TRAIN_EXTRA = "pip install 'autoprompt-search[train]'"
 
 
@@ -32,10 +33,16 @@ def import_peft():
 
 def check_adapter_folder(folder: Path, method: str, sha256: str | None = None) -> None:
     """A user error naming what is wrong with an adapter folder (missing files, another method, other weights)."""
+    if not folder.is_dir():
+        raise UserError(f"adapter folder {folder}: no such folder")
+    if not (folder / ADAPTER_WEIGHTS).is_file() and (pickled := sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)):
+        raise UserError(f"adapter folder {folder}: it has only pickled weights ({', '.join(pickled)}): for safety only "
+                        f"{ADAPTER_WEIGHTS} is loaded; save the adapter with safetensors (PEFT's default)")
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (folder / name).is_file():
             raise UserError(f"adapter folder {folder}: {name} is missing")
-    peft_type = read_json(folder / ADAPTER_CONFIG, "PEFT adapter config").get("peft_type")
+    config = read_json(folder / ADAPTER_CONFIG, "PEFT adapter config")
+    peft_type = config.get("peft_type") if isinstance(config, dict) else None
     if peft_type != PEFT_TYPES[method]:
         raise UserError(f"{folder / ADAPTER_CONFIG}: peft_type: expected {PEFT_TYPES[method]!r} for a {method} adapter, got {peft_type!r}")
     if sha256 is not None and sha256_file(folder / ADAPTER_WEIGHTS) != sha256:
@@ -63,7 +70,9 @@ def apply_adapter(backend: Backend, folder: str | Path, method: str, sha256: str
     else:
         peft = import_peft()
         try:
-            peft.PeftModel.from_pretrained(backend.model, str(folder))  # injects the LoRA layers into backend.model
+            # Injects the LoRA layers into backend.model. PEFT reads adapter_model.safetensors when it is there
+            # (checked above, with its hash), and never the pickled adapter_model.bin beside it.
+            peft.PeftModel.from_pretrained(backend.model, str(folder))
         except (ValueError, KeyError, OSError, RuntimeError) as error:  # a config or weights that do not fit the model
             raise UserError(f"adapter folder {folder}: PEFT cannot put it on the model ({error})") from None
         backend.model.eval().requires_grad_(False)

@@ -399,28 +399,67 @@ def load_backend(
     from autoprompt_search.assets import resolve_model
 
     transformers_logging.disable_progress_bar()
+    device = checked_device(device)
     path = resolve_model(str(model))
+    # Code in a model folder is never run: trust_remote_code=False (never None, with which transformers asks on
+    # the terminal whether to run it), so a config or tokenizer whose auto_map names its own classes gets
+    # transformers' built-in ones, or is refused; and weights are read from safetensors only.
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as error:
-        raise UserError(f"model folder {path}: cannot read its config.json ({error})") from None
+        raise UserError(f"model folder {path}: cannot read its config.json ({_custom_code(path) or error})") from None
     kind = kind or detect_kind(config)
     if kind not in _BACKENDS:
         raise UserError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
     backend_class, auto_class = _BACKENDS[kind]
+    mapping = getattr(auto_class, "_model_mapping", None)  # the config classes the auto class loads
+    if mapping is not None and type(config) not in mapping:  # refused here, not by a page-long transformers error
+        fits = [name for name, (_, auto) in _BACKENDS.items() if type(config) in getattr(auto, "_model_mapping", ())]
+        why = _custom_code(path) or (f"it loads as {' or '.join(fits)}" if fits else "it is not a masked, causal or seq2seq language model")
+        raise UserError(f"model folder {path}: its model type {config.model_type!r} cannot be loaded as a {kind} language model; {why}")
     from safetensors import SafetensorError
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        loaded = auto_class.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        loaded = auto_class.from_pretrained(path, dtype=torch.float32, use_safetensors=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, SafetensorError) as error:
-        raise UserError(f"model folder {path}: cannot load it as a {kind} language model ({error})") from None
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"{device}: no CUDA device is available on this machine", option="device")
+        raise UserError(f"model folder {path}: cannot load it as a {kind} language model ({_custom_code(path) or error})") from None
     limit = _position_limit(config, tokenizer)
     max_length = min(max_length or DEFAULT_MAX_LENGTH, limit) if limit else (max_length or DEFAULT_MAX_LENGTH)
     return backend_class(loaded, tokenizer, path=path, device=device, batch_size=batch_size, max_length=max_length)
+
+
+def checked_device(device: str) -> str:
+    """``device`` checked against this machine (``auto``: the first CUDA device if there is one, else the CPU)."""
+    resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    try:
+        parsed = torch.device(resolved)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"{device!r} is not a device (cpu, cuda, cuda:N, mps or auto)", option="device")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{device}: no CUDA device is available on this machine", option="device")
+        if parsed.index is not None and parsed.index >= count:
+            raise UserError(f"{device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}", option="device")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{device}: no MPS device is available on this machine", option="device")
+    return resolved
+
+
+def _custom_code(path: Path) -> str | None:
+    """Why a folder needs code of its own to load, when its config or tokenizer config names such code (``auto_map``)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            auto_map = json.loads((path / name).read_text(encoding="utf-8")).get("auto_map")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if auto_map:
+            return (f"{name} names code of its own (auto_map) for classes transformers does not have built in; "
+                    "autoprompt_search never runs code from a model folder")
+    return None
 
 
 def _position_limit(config, tokenizer: PreTrainedTokenizerBase) -> int | None:

@@ -6,7 +6,8 @@ are in ``asset_registry.DATASETS``.
 Splits. None of these has an official split, so ``split_train_test`` derives one:
 each example's text fields are normalised (lower-cased, whitespace collapsed, joined by a
 tab); exact duplicates are dropped (first kept; a text seen with two different labels is
-dropped entirely); an example goes to ``test`` iff
+dropped entirely from a registered dataset, and refused, naming both lines, in the user's file or
+records); an example goes to ``test`` iff
 ``int(sha256(normalised)[:8], 16) / 2**32 < test_fraction``, else to ``train_pool``.
 The assignment depends only on the text, not on row order, and a text can never land in
 both splits. Test fractions are ``DEFAULT_TEST_FRACTION`` (0.2 for user files); mr's 0.5
@@ -18,6 +19,7 @@ drawn from ``train_pool`` with the seeds in ``LMBFF_SEEDS``; the test set stays 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TEST_FRACTION = {name: asset.test_fraction for name, asset in DATASETS.items()}
 DEFAULT_FILE_TEST_FRACTION = 0.2
 LMBFF_SEEDS = (13, 21, 42, 87, 100)
+MAX_SEED = 2**32 - 1  # the largest seed numpy's and Optuna's samplers take
 SPLITS = ("train_pool", "test", "all")
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
@@ -45,6 +48,8 @@ FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
 def _read_text(path: Path) -> str:
     raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise UserError(f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -55,13 +60,16 @@ def _read_text(path: Path) -> str:
 def _csv_records(path: Path, text: str, delimiter: str) -> tuple[list[str], Iterator[tuple[int, dict]]]:
     """The header and (line number, row) pairs of a CSV/TSV file; checks column counts."""
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSVs quote nothing
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    # strict: a quote never closed, or text after a closing quote, is an error rather than a row read differently
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     try:
         header = [h.strip() for h in next(reader, [])]
     except csv.Error as exc:
         raise UserError(f"{path}: line 1: malformed header ({exc})") from None
     if not any(header):
         raise UserError(f"{path}: empty file (expected a header row)")
+    if repeated := [name for index, name in enumerate(header) if name and name in header[:index]]:
+        raise UserError(f"{path}: line 1: the header names the column {repeated[0]!r} twice")
 
     def rows() -> Iterator[tuple[int, dict]]:
         line = reader.line_num + 1
@@ -74,7 +82,8 @@ def _csv_records(path: Path, text: str, delimiter: str) -> tuple[list[str], Iter
                     yield line, dict(zip(header, row))
                 line = reader.line_num + 1
         except csv.Error as exc:
-            raise UserError(f"{path}: line {line}: malformed CSV ({exc})") from None
+            unclosed = "; a quoted field starts on this line and is never closed" if "end of data" in str(exc) else ""
+            raise UserError(f"{path}: line {line}: malformed CSV ({exc}){unclosed}") from None
 
     return header, rows()
 
@@ -139,6 +148,7 @@ def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text"
     labels = [str(y) for y in labels] if labels is not None else None
     examples: list[Example] = []
     skipped: list[int] = []
+    first: dict[str, tuple[Any, str]] = {}  # normalised text -> (number, label) where it was first seen
     numbered = (item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int) else (number, item)
                 for number, item in enumerate(records, start=1))
     for number, record in numbered:
@@ -157,7 +167,12 @@ def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text"
             raise UserError(f"{origin}: {where} {number}: empty label in field {label_field!r}")
         if labels is not None and label not in labels:
             raise UserError(f"{origin}: {where} {number}: label {label!r} is not one of {', '.join(labels)}")
-        examples.append(Example(values, label))
+        example = Example(values, label)
+        number_before, label_before = first.setdefault(example_key(example, text_fields), (number, label))
+        if label_before != label:  # split_train_test would drop both silently
+            raise UserError(f"{origin}: {where} {number}: the same text as {where} {number_before} with another label "
+                            f"({label!r} here, {label_before!r} there); give each text one label")
+        examples.append(example)
 
     if skipped:
         log.warning("%s: skipped %d rows with empty text (%s %s)", origin, len(skipped), where,
@@ -207,7 +222,7 @@ def load_dataset(spec: str, **file_kwargs: Any) -> Dataset:
 def split_train_test(dataset: Dataset, test_fraction: float) -> tuple[Dataset, Dataset]:
     """(train_pool, test) by a hash of the normalised text, after de-duplication."""
     if not 0.0 < test_fraction < 1.0:
-        raise UserError(f"test fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+        raise UserError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}", option="test_fraction")
     unique = deduplicate(dataset)
     train, test = [], []
     for i, ex in enumerate(unique.examples):
@@ -234,10 +249,11 @@ def split_dataset(
     return train if split == "train_pool" else test
 
 
-def few_shot(pool: Dataset, k: int, seed: int) -> tuple[Dataset, Dataset]:
+def few_shot(pool: Dataset, k: int, seed: int, origin: str | None = None) -> tuple[Dataset, Dataset]:
     """(train, dev) with exactly ``k`` examples per class each, disjoint, drawn with ``seed``.
 
     Within each split the examples come in a seeded shuffled order (not grouped by class).
+    ``origin`` (the data file or dataset name) starts the error when a label has too few examples.
     """
     if k < 1:
         raise UserError(f"K must be at least 1, got {k}")
@@ -247,7 +263,8 @@ def few_shot(pool: Dataset, k: int, seed: int) -> tuple[Dataset, Dataset]:
     for label in pool.labels:
         indices = [i for i, ex in enumerate(pool.examples) if ex.label == label]
         if len(indices) < 2 * k:
-            raise UserError(f"label {label!r} has {len(indices)} examples in {pool.name}; K={k} needs {2 * k} (K for train and K for dev)")
+            raise UserError(f"{origin or pool.name}: label {label!r} has {len(indices)} examples in the train pool; "
+                            f"K={k} (few_shot.k) needs {2 * k} (K for train and K for dev)")
         chosen = rng.permutation(indices)[: 2 * k]
         train.extend(int(i) for i in chosen[:k])
         dev.extend(int(i) for i in chosen[k:])

@@ -191,18 +191,16 @@ class _SearchJob:
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
         try:
             self.run_rounds(study, search, planned, progress)
-        except KeyboardInterrupt:
+            progress.close()
+            self.timings["search_seconds"] = time.perf_counter() - began
+            self.timings["search_forward_seconds"] = self.backend.forward_seconds - forward_before
+            return self.finish(study, search) if self.storage is None else self.finish_shared(study, search)
+        except KeyboardInterrupt:  # in the trials or while finishing: every finished trial is in the study
             progress.close()
             self.write_manifest("interrupted")
             self.log(f"interrupted: {finished_trials(study)} finished trials are saved in {self.folder.path}; "
                      "continue by resuming (--resume)")
             raise
-        progress.close()
-        self.timings["search_seconds"] = time.perf_counter() - began
-        self.timings["search_forward_seconds"] = self.backend.forward_seconds - forward_before
-        if self.storage is None:
-            return self.finish(study, search)
-        return self.finish_shared(study, search)
 
     def finish_shared(self, study, search) -> SearchResult:
         """Every worker of a shared study finishes it the same way: once no other worker is still

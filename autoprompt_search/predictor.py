@@ -3,6 +3,8 @@ returns a predictor whose probabilities equal the search's bit for bit."""
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from functools import cached_property
 from pathlib import Path
@@ -11,12 +13,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from autoprompt_search.adapters import apply_adapter
+from autoprompt_search.adapters import apply_adapter, check_adapter_folder
 from autoprompt_search.backends import Backend, load_backend
 from autoprompt_search.cache import SlotCache, default_cache_dir
 from autoprompt_search.ensemble import combine_probabilities
 from autoprompt_search.errors import UserError
-from autoprompt_search.prompt import PromptSpec
+from autoprompt_search.prompt import ModelInfo, PromptSpec
 from autoprompt_search.prompt_file import PromptFile, read
 from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.templates import RenderedPrompt, Template
@@ -26,6 +28,7 @@ Texts = Iterable[str | Mapping[str, str]]
 TRAINED_PROMPT = "prompt.json"  # in a train output folder: the prompt with its trained model or adapter
 TRAINED_CLASSIFIER = "classifier.json"  # in a train output folder: a model with a classification head
 CLASSIFIER_FORMAT = "autoprompt_search.classifier"
+CLASSIFIER_FORMAT_VERSION = 1  # what this version reads; the files written so far carry no version (1)
 
 
 # -- predictors ----------------------------------------------------------------------------------
@@ -154,26 +157,47 @@ class HeadPredictor(_Classifier):
 
     @classmethod
     def load(cls, folder: Path, *, device: str = "auto") -> "HeadPredictor":
+        """The classifier of a ``train --method head`` output folder: its ``model.path`` must lie inside
+        the folder, and the model's weights must be the recorded ones before anything else is read."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from autoprompt_search.assets import model_weights_hash
-        from autoprompt_search.fileio import read_json
+        from autoprompt_search.prompt_file import _get, read_document
 
-        origin = folder / TRAINED_CLASSIFIER
-        document = read_json(origin, "classifier file")
-        if document.get("format") != CLASSIFIER_FORMAT:
-            raise UserError(f"{origin}: format: expected {CLASSIFIER_FORMAT!r}, got {document.get('format')!r}")
+        path = folder / TRAINED_CLASSIFIER
+        origin = str(path)
+        document = read_document(path, "classifier file")
+        if not isinstance(document, dict):
+            raise UserError(f"{origin}: expected a JSON object at the top level")
+        _get(document, "format", "", "str", origin, choices=(CLASSIFIER_FORMAT,))
+        version = _get(document, "format_version", "", "positive int", origin, 1)
+        if version > CLASSIFIER_FORMAT_VERSION:
+            raise UserError(f"{origin}: format_version: the file has version {version}, but this autoprompt_search reads "
+                            f"up to version {CLASSIFIER_FORMAT_VERSION}; upgrade autoprompt_search")
+        labels = _get(document, "labels", "", "strings", origin)
+        fields = _get(document, "fields", "", "strings", origin)
+        if not labels or len(set(labels)) != len(labels):
+            raise UserError(f"{origin}: labels: expected distinct label names, got {labels}")
+        if not fields:
+            raise UserError(f"{origin}: fields: expected at least one field name")
+        max_length = _get(document, "max_length", "", "count", origin)
+        batch_size = _get(document, "batch_size", "", "count", origin, 32)
+        block = _get(document, "model", "", "mapping", origin)
+        recorded = _get(block, "weights_sha256", "model", "str", origin)
+        model_folder = confined_folder(path, _get(block, "path", "model", "str", origin), origin, "model.path")
         try:
-            model_folder, labels, fields = folder / document["model"]["path"], document["labels"], document["fields"]
-            recorded, max_length = document["model"]["weights_sha256"], int(document["max_length"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise UserError(f"{origin}: missing or malformed field {error}") from None
-        if not model_folder.is_dir() or model_weights_hash(model_folder) != recorded:
-            raise UserError(f"{model_folder}: missing, or its weights differ from the ones {origin} recorded")
+            model_folder = _checked_model_folder(str(model_folder), "model.path")
+        except UserError as error:
+            raise UserError(f"{origin}: {error}") from None
+        if _weights_hash(model_folder) != recorded:
+            raise UserError(f"{origin}: model.weights_sha256: the weights in {model_folder} differ from the ones the file recorded")
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        model = AutoModelForSequenceClassification.from_pretrained(model_folder, use_safetensors=True, dtype=torch.float32)
-        predictor = cls(model.to(device).eval(), AutoTokenizer.from_pretrained(model_folder), labels, fields, max_length=max_length,
-                        batch_size=int(document.get("batch_size", 32)))
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(model_folder, use_safetensors=True, trust_remote_code=False,
+                                                                       dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(model_folder, trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as error:
+            raise UserError(f"{origin}: model.path: cannot load {model_folder} as a classifier ({error})") from None
+        predictor = cls(model.to(device).eval(), tokenizer, labels, fields, max_length=max_length, batch_size=batch_size)
         predictor.document = document
         return predictor
 
@@ -209,9 +233,13 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
     """Load a prompt file as a predictor on its model; the output folder of ``autoprompt-search train``
     gives its trained prompt (with the trained model or adapter) or its classification-head model.
 
-    The model is ``model`` if given (a name, a folder, or a loaded backend used as it is), else
-    the file's ``model.path`` if that folder exists, else ``model.name``. A model or tokenizer
-    that differs from the search's is refused unless ``strict=False`` (then a warning).
+    The model is ``model`` if given (a name, a folder, or a loaded backend used as it is), else the
+    one the file names (see :func:`recorded_model`). A model or tokenizer that differs from the
+    search's is refused unless ``strict=False`` (then a warning); a model the file names is checked
+    against its recorded weights hash before transformers opens anything in its folder.
+
+    Nothing in a file is run: folders are opened without remote code and with safetensors weights only,
+    and a relative ``model.path`` or ``model.adapter.path`` must lie inside the file's folder.
     """
     path = Path(path)
     if path.is_dir():  # the output folder of `autoprompt-search train`
@@ -222,32 +250,47 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
                             "(such as best.json) or the output folder of autoprompt-search train")
         path = path / TRAINED_PROMPT
     origin, file = str(path), read(path)
-    adapter = file.model.adapter
+    adapter, adapter_folder = file.model.adapter, None
     if isinstance(model, Backend) and adapter is not None:
         raise UserError(f"{origin}: the prompt comes with a trained adapter, which load() puts on a model it loads itself; "
                         "pass the base model's name or folder instead of a loaded backend")
+    if adapter is not None:  # checked (inside the file's folder, safetensors, its hash) before any model is loaded
+        adapter_folder = confined_folder(path, adapter.path, origin, "model.adapter.path")
+        check_adapter_folder(adapter_folder, adapter.method, adapter.sha256)
+    checked: set[str] = set()
     if isinstance(model, Backend):
         backend, source = model, str(model.path or "the given backend")
+    elif model is not None:  # the caller's own choice: loaded as given, then compared with the file
+        source = str(model)
+        backend = load_backend(source, kind=file.model.kind, device=device, batch_size=file.batch_size,
+                               max_length=file.model.max_length)
     else:
-        recorded = Path(file.model.path) if file.model.path else None
-        if recorded is not None and not recorded.is_absolute():  # trained outputs name their model folder relative to the file
-            recorded = path.parent / recorded
-        found = str(recorded) if recorded is not None and recorded.is_dir() else file.model.name
-        source = str(model) if model is not None else found
+        location, field = recorded_model(path, file.model, origin)
         try:
-            backend = load_backend(source, kind=file.model.kind, device=device, batch_size=file.batch_size,
+            folder = _checked_model_folder(location, field)
+        except UserError as error:
+            raise UserError(f"{origin}: model: cannot load the prompt's model ({error}); pass model=... to give its folder") from None
+        source = str(folder)
+        actual = _weights_hash(folder)  # before transformers opens anything in the folder
+        if actual != file.model.weights_sha256:
+            _mismatch(_other_model(origin, "weights_sha256", file.model.weights_sha256, actual, source), strict)
+        checked.add("weights_sha256")
+        try:
+            backend = load_backend(folder, kind=file.model.kind, device=device, batch_size=file.batch_size,
                                    max_length=file.model.max_length)
         except UserError as error:
-            if model is not None:
-                raise
             raise UserError(f"{origin}: model: cannot load the prompt's model ({error}); pass model=... to give its folder") from None
     for key, expected, actual in (("kind", file.model.kind, backend.kind),
                                   ("weights_sha256", file.model.weights_sha256, backend.weights_hash)):
-        if expected != actual:
-            _mismatch(f"{origin}: model.{key}: the prompt was found on another model ({key} {expected!r} in the file, "
-                      f"{actual!r} for {source}); its scores do not carry over", strict)
-    if adapter is not None:
-        apply_adapter(backend, path.parent / adapter.path, adapter.method, adapter.sha256)
+        if key not in checked and expected != actual:
+            _mismatch(_other_model(origin, key, expected, actual, source), strict)
+    if adapter_folder is not None:
+        apply_adapter(backend, adapter_folder, adapter.method, adapter.sha256)
+    vocabulary = backend.model.get_input_embeddings().weight.shape[0]
+    for member in file.members:
+        if outside := [token for token in member.spec.trigger_ids if token >= vocabulary]:
+            raise UserError(f"{origin}: {member.where}.trigger_ids: token id {outside[0]} is outside the model's vocabulary "
+                            f"of {vocabulary} tokens")
     scorer = PromptScorer(backend, SlotCache(default_cache_dir()) if cache else SlotCache(), chunk_size=file.chunk_size)
     predictors = []
     for member in file.members:
@@ -261,6 +304,84 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
     result = predictors[0] if file.kind == "single" else EnsemblePredictor(predictors, [m.weight for m in file.members])
     result.file = file
     return result
+
+
+def recorded_model(path: Path, model: ModelInfo, origin: str) -> tuple[str, str]:
+    """Where the model of the prompt file ``path`` is, by the file alone, and the field that says so:
+
+    - a relative ``model.path`` (a trained model beside the file): inside the file's folder, else refused;
+    - a registered ``model.name``: the asset registry's folder (an absolute ``model.path`` is that
+      folder on the machine the file came from, and is not read);
+    - an absolute ``model.path``, if that folder exists, else an absolute ``model.name``: the folder the
+      search ran on (load() then opens it only if its weights hash is the recorded one);
+    - nothing else: a relative or ``~`` name would be read from wherever the caller happens to be.
+    """
+    from autoprompt_search.asset_registry import MODELS
+
+    if model.path and not Path(model.path).is_absolute():
+        folder = confined_folder(path, model.path, origin, "model.path")
+        if folder.is_dir():
+            return str(folder), "model.path"
+    if model.name in MODELS:
+        return model.name, "model.name"
+    if model.path and Path(model.path).is_absolute() and Path(model.path).is_dir():
+        return model.path, "model.path"
+    if Path(model.name).is_absolute():
+        return model.name, "model.name"
+    where = f"model.path {model.path!r} is no folder here, and " if model.path else ""
+    raise UserError(f"{origin}: model: cannot load the prompt's model ({where}model.name {model.name!r} is neither a registered "
+                    f"model ({', '.join(MODELS)}) nor an absolute folder); pass model=... to give its folder")
+
+
+def confined_folder(path: Path, value: str, origin: str, field: str) -> Path:
+    """The folder ``value`` names relative to the folder of the file ``path``; a user error naming the
+    file and the field when it is absolute, or when it or a link at or below it leads out of that folder."""
+    root = path.parent.resolve()
+    try:
+        if Path(value).is_absolute():
+            raise UserError(f"{origin}: {field}: {value!r} is an absolute path; a file names the folders that come with it "
+                            "relative to its own folder")
+        folder = (root / value).resolve()
+    except (OSError, ValueError, RuntimeError) as error:  # a NUL byte, a link loop
+        raise UserError(f"{origin}: {field}: {value!r} is not a usable path ({error})") from None
+    if not folder.is_relative_to(root):
+        raise UserError(f"{origin}: {field}: {value!r} leads to {folder}, outside the file's folder {root}; "
+                        "only folders inside it are followed")
+    if folder.is_dir():
+        for parent, folders, files in os.walk(folder):  # links are not followed, but checked
+            for name in (*folders, *files):
+                entry = Path(parent) / name
+                try:
+                    mode, target = entry.lstat().st_mode, entry.resolve()
+                except (OSError, RuntimeError) as error:  # gone meanwhile, a link loop
+                    raise UserError(f"{origin}: {field}: {entry} cannot be read ({error})") from None
+                if stat.S_ISLNK(mode) and not target.is_relative_to(root):
+                    raise UserError(f"{origin}: {field}: {entry} is a link to {target}, outside the file's folder {root}")
+                if not (stat.S_ISLNK(mode) or stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    raise UserError(f"{origin}: {field}: {entry} is not a regular file")
+    return folder
+
+
+def _checked_model_folder(location: str, field: str) -> Path:
+    """The folder of a registered name or a folder path, with config, safetensors weights (pickled
+    weights alone are refused) and a tokenizer; a user error naming the field otherwise."""
+    from autoprompt_search.assets import resolve_model
+
+    try:
+        return resolve_model(location)
+    except UserError as error:
+        raise UserError(f"{field}: {error}") from None
+
+
+def _weights_hash(folder: Path) -> str:
+    from autoprompt_search.assets import model_weights_hash
+
+    return model_weights_hash(folder)
+
+
+def _other_model(origin: str, key: str, expected: str, actual: str, source: str) -> str:
+    return (f"{origin}: model.{key}: the prompt was found on another model ({key} {expected!r} in the file, "
+            f"{actual!r} for {source}); its scores do not carry over")
 
 
 def _mismatch(message: str, strict: bool) -> None:

@@ -22,6 +22,8 @@ FORMAT = "autoprompt_search.prompt"
 FORMAT_VERSION = 2  # what this version reads; 2 added model.adapter (a trained PEFT adapter)
 BASE_FORMAT_VERSION = 1  # what a file without an adapter is written as, so older versions still read it
 DEFAULT_BATCH_SIZE = 32
+MAX_COUNT = 2**31 - 1  # the largest batch size, chunk size, length or token id a file may give
+MAX_FILE_BYTES = 64 << 20  # prompt files are kilobytes; a larger one is not read
 _MISSING = object()
 
 
@@ -59,18 +61,28 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return _is_int(value) or isinstance(value, float)
+    """A finite number (JSON's NaN, Infinity and 1e999 are refused), an integer within a float's exact range."""
+    return (_is_int(value) and abs(value) <= 2**53) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_count(value: Any) -> bool:
+    return _is_int(value) and 0 < value <= MAX_COUNT
+
+
+def _is_token_id(value: Any) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_COUNT
 
 
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "str": (_is_str, "a string"),
     "positive int": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "number": (_is_number, "a number"),
+    "count": (_is_count, f"a positive integer up to {MAX_COUNT}"),
+    "number": (_is_number, "a finite number"),
     "mapping": (lambda v: isinstance(v, dict), "a mapping"),
     "list": (lambda v: isinstance(v, list), "a list"),
     "strings": (_list_of(_is_str), "a list of strings"),
-    "ints": (_list_of(_is_int), "a list of integers"),
-    "numbers": (_list_of(_is_number), "a list of numbers"),
+    "token id list": (_list_of(_is_token_id), f"a list of token ids (integers from 0 to {MAX_COUNT})"),
+    "numbers": (_list_of(_is_number), "a list of finite numbers"),
     "words": (lambda v: isinstance(v, dict) and all(map(_list_of(_is_str), v.values())), "a mapping from label to words"),
     "token ids": (lambda v: isinstance(v, dict) and all(map(_list_of(_list_of(_is_int)), v.values())),
                   "a mapping from label to lists of token ids"),
@@ -100,7 +112,24 @@ def _describe(value: Any) -> str:
 
 def read(path: str | Path) -> PromptFile:
     """Read and check a prompt file without loading its model."""
-    return parse_document(read_json(path, "prompt file (such as best.json)"), str(path))
+    return parse_document(read_document(path, "prompt file (such as best.json)"), str(path))
+
+
+def read_document(path: str | Path, what: str) -> Any:
+    """A JSON file's value; whatever is wrong with it (too large, malformed, nested too deeply, an
+    integer too long to read) is a user error naming the file."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        size = 0  # read_json says what is wrong with it
+    if size > MAX_FILE_BYTES:
+        raise UserError(f"{path}: {size} bytes, too large for a {what} (at most {MAX_FILE_BYTES})")
+    try:
+        return read_json(path, what)
+    except RecursionError:
+        raise UserError(f"{path}: not a {what}: its JSON is nested too deeply") from None
+    except ValueError as error:  # json's own errors are handled by read_json; this is an integer of thousands of digits
+        raise UserError(f"{path}: not a {what}: {error}") from None
 
 
 def parse_document(document: Any, origin: str) -> PromptFile:
@@ -119,7 +148,7 @@ def parse_document(document: Any, origin: str) -> PromptFile:
                       kind=_get(block, "kind", "model", "str", origin, choices=MODEL_KINDS),
                       weights_sha256=_get(block, "weights_sha256", "model", "str", origin),
                       path=_get(block, "path", "model", "str", origin, ""),
-                      max_length=_get(block, "max_length", "model", "positive int", origin, DEFAULT_MAX_LENGTH),
+                      max_length=_get(block, "max_length", "model", "count", origin, DEFAULT_MAX_LENGTH),
                       adapter=_parse_adapter(block, origin))
     if kind == "single":
         members = [_parse_member(document, "", origin, weighted=False)]
@@ -138,8 +167,8 @@ def parse_document(document: Any, origin: str) -> PromptFile:
             if member.spec.labels != members[0].spec.labels:
                 raise UserError(f"{origin}: {member.where}.labels: {list(member.spec.labels)} differ from "
                                 f"{members[0].where}.labels {list(members[0].spec.labels)}")
-    return PromptFile(kind, model, _get(block, "batch_size", "model", "positive int", origin, DEFAULT_BATCH_SIZE),
-                      _get(block, "chunk_size", "model", "positive int", origin, DEFAULT_CHUNK_SIZE),
+    return PromptFile(kind, model, _get(block, "batch_size", "model", "count", origin, DEFAULT_BATCH_SIZE),
+                      _get(block, "chunk_size", "model", "count", origin, DEFAULT_CHUNK_SIZE),
                       tuple(members), document)
 
 
@@ -177,7 +206,7 @@ def _parse_spec(data: dict, where: str, origin: str) -> PromptSpec:
     bias = _get(calibration, "bias", f"{where}.calibration", "numbers", origin, [])
     if method != "none" and len(bias) != len(labels):
         raise UserError(f"{origin}: {where}.calibration.bias: expected {len(labels)} numbers (one per label), got {len(bias)}")
-    trigger_ids = _get(data, "trigger_ids", where, "ints", origin, [])
+    trigger_ids = _get(data, "trigger_ids", where, "token id list", origin, [])
     parsed = Template.parse(template, fields=fields, origin=f"{origin}: {where}.template")
     if parsed.n_triggers != len(trigger_ids):
         raise UserError(f"{origin}: {where}.trigger_ids: the template has {parsed.n_triggers} trigger slots [T] "

@@ -77,13 +77,13 @@ class PromptScorer:
         renderer = TemplateRenderer(template, self.backend.tokenizer, trigger_ids=trigger_ids)
         return renderer.render(texts, self.backend.max_prompt_tokens(MAX_WORD_TOKENS))
 
-    def word_ids(self, template: Template, verbalizer: Verbalizer) -> tuple[tuple[WordIds, ...], ...]:
-        ids = verbalizer.token_ids(self.backend.tokenizer, leading_space=template.whitespace_before_slot())
+    def word_ids(self, template: Template, verbalizer: Verbalizer, origin: str = "verbalizer") -> tuple[tuple[WordIds, ...], ...]:
+        ids = verbalizer.token_ids(self.backend.tokenizer, leading_space=template.whitespace_before_slot(), origin=origin)
         for label, words in zip(verbalizer.labels, ids):
             for word in words:
                 if len(word) > MAX_WORD_TOKENS:
                     raise UserError(
-                        f"verbalizer: a word of label {label!r} is {len(word)} tokens long; at most {MAX_WORD_TOKENS} are supported"
+                        f"{origin}: a word of label {label!r} is {len(word)} tokens long; at most {MAX_WORD_TOKENS} are supported"
                     )
         return ids
 

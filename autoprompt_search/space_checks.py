@@ -21,11 +21,13 @@ def need_bool(key: str, value: Any) -> None:
         raise Invalid(key, f"must be true or false, got {value!r}")
 
 
-def need_int(key: str, value: Any, minimum: int) -> None:
+def need_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid(key, f"must be an integer, got {value!r}")
     if value < minimum:
         raise Invalid(key, f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise Invalid(key, f"must be at most {maximum}, got {value}")
 
 
 def need_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:

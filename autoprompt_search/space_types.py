@@ -113,7 +113,7 @@ class FewShot:
         if not self.seeds:
             raise Invalid("few_shot.seeds", "must list at least one seed")
         for i, seed in enumerate(self.seeds):
-            need_int(f"few_shot.seeds[{i}]", seed, 0)
+            need_int(f"few_shot.seeds[{i}]", seed, 0, data.MAX_SEED)
         if len(set(self.seeds)) != len(self.seeds):
             raise Invalid("few_shot.seeds", f"must not repeat a seed, got {list(self.seeds)}")
 

@@ -45,10 +45,12 @@ def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
     """Train and dev of K examples per label drawn from the train pool with ``seed``; the test split
     (a sample of ``test_limit``, the same for every seed, when given). ``dataset`` is a space's
     :class:`~autoprompt_search.space_types.DatasetSpec`."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= data.MAX_SEED:
+        raise UserError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}", option="seed")
     if test_limit is not None and test_limit < 1:
         raise UserError(f"the test limit must be at least 1, got {test_limit}", option="test_limit")
     pool, test = dataset.load_split("train_pool"), dataset.load_split("test")
     if test_limit:  # the same sample for every few-shot seed: comparable runs and shared cache entries
         test = data.sample(test, test_limit, test_sample_seed)
-    train, dev = data.few_shot(pool, k, seed)
+    train, dev = data.few_shot(pool, k, seed, origin=dataset.spec)
     return RunSplits(train, dev, test, k, seed, test_limit or None, test_sample_seed if test_limit else None)

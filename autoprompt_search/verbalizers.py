@@ -68,11 +68,13 @@ class Verbalizer:
     def to_dict(self) -> dict[str, list[str]]:
         return {label: list(words) for label, words in zip(self.labels, self.words)}
 
-    def token_ids(self, tokenizer: PreTrainedTokenizerBase, *, leading_space: bool | str) -> tuple[tuple[WordIds, ...], ...]:
+    def token_ids(self, tokenizer: PreTrainedTokenizerBase, *, leading_space: bool | str,
+                  origin: str = "verbalizer") -> tuple[tuple[WordIds, ...], ...]:
         """Each label's words as token-id tuples, as they are tokenized at the slot.
 
         ``leading_space`` is the whitespace before the slot (True means one space): a word after
         a newline is the newline's token(s) followed by the word, scored as one continuation.
+        ``origin`` names the verbalizer in errors (a space file's ``verbalizers.seeds[0]``, ...).
         """
         flat = [word for words in self.words for word in words]
         prefix = " " if leading_space is True else (leading_space or "")
@@ -86,9 +88,9 @@ class Verbalizer:
                 ids = tuple(encoded[position])
                 position += 1
                 if not ids:
-                    raise UserError(f"verbalizer: word {word!r} of label {label!r} gives no tokens with this model's tokenizer")
+                    raise UserError(f"{origin}: word {word!r} of label {label!r} gives no tokens with this model's tokenizer")
                 if unk is not None and unk in ids:
-                    raise UserError(f"verbalizer: word {word!r} of label {label!r} is unknown to this model's tokenizer")
+                    raise UserError(f"{origin}: word {word!r} of label {label!r} is unknown to this model's tokenizer")
                 label_ids.append(ids)
             result.append(tuple(label_ids))
         return tuple(result)

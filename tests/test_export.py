@@ -420,7 +420,7 @@ def test_writes_are_atomic(tmp_path, prompt_file, backend, model_info, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match=r"best\.json: cannot write it \(disk full\)"):  # the file named, no traceback
         export.write_prompt(prompt_file, spec, model_info, scores={}, **kwargs)
     monkeypatch.undo()
     assert prompt_file.read_bytes() == before

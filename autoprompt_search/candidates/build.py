@@ -36,8 +36,8 @@ def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: 
     n_seeds = len({normalize_template(t.source) for t in space.templates.seeds})
     seeds = [Verbalizer.parse(verbalizer.to_dict(), labels) for verbalizer in space.verbalizers.seeds]
     for template in templates[:n_seeds]:
-        for verbalizer in seeds:
-            scorer.word_ids(template, verbalizer)  # a seed word the tokenizer cannot spell fails here, early
+        for i, verbalizer in enumerate(seeds):  # a seed word the tokenizer cannot spell fails here, early
+            scorer.word_ids(template, verbalizer, origin=f"{space.origin}: verbalizers.seeds[{i}]")
     options = _seed_options(space, seeds, labels)
     enabled = {name: space.generators.configs[name] for name in space.generators.enabled}
     for name, config in enabled.items():  # a bad setting fails now, not after the other generators

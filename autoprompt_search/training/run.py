@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from autoprompt_search.backends import Backend, load_backend
+from autoprompt_search.backends import Backend, checked_device, load_backend
 from autoprompt_search.errors import UserError
 from autoprompt_search.export import write_prompt
 from autoprompt_search.fileio import atomic_write_json, unwritable_reason
@@ -110,6 +110,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     began = time.perf_counter()
     learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
     check_options(method, epochs, learning_rate, batch_size, seed, init)
+    checked_device(device)  # before any work, and not taken for a missing model by _load_model
     out = Path(out)
     check_output(out, resume)
     src = read_source(source, start, records=records, space=space)
