@@ -265,15 +265,8 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
         backend = load_backend(source, kind=file.model.kind, device=device, batch_size=file.batch_size,
                                max_length=file.model.max_length)
     else:
-        location, field = recorded_model(path, file.model, origin)
-        try:
-            folder = _checked_model_folder(location, field)
-        except UserError as error:
-            raise UserError(f"{origin}: model: cannot load the prompt's model ({error}); pass model=... to give its folder") from None
+        folder = verified_model_folder(path, file.model, origin, strict=strict)
         source = str(folder)
-        actual = _weights_hash(folder)  # before transformers opens anything in the folder
-        if actual != file.model.weights_sha256:
-            _mismatch(_other_model(origin, "weights_sha256", file.model.weights_sha256, actual, source), strict)
         checked.add("weights_sha256")
         try:
             backend = load_backend(folder, kind=file.model.kind, device=device, batch_size=file.batch_size,
@@ -304,6 +297,20 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
     result = predictors[0] if file.kind == "single" else EnsemblePredictor(predictors, [m.weight for m in file.members])
     result.file = file
     return result
+
+
+def verified_model_folder(path: Path, model: ModelInfo, origin: str, *, strict: bool = True) -> Path:
+    """The folder of the prompt file's model, found by the file alone (:func:`recorded_model`), its
+    weights hash checked against the file's before transformers opens anything in it."""
+    location, field = recorded_model(path, model, origin)
+    try:
+        folder = _checked_model_folder(location, field)
+    except UserError as error:
+        raise UserError(f"{origin}: model: cannot load the prompt's model ({error}); pass model=... to give its folder") from None
+    actual = _weights_hash(folder)
+    if actual != model.weights_sha256:
+        _mismatch(_other_model(origin, "weights_sha256", model.weights_sha256, actual, str(folder)), strict)
+    return folder
 
 
 def recorded_model(path: Path, model: ModelInfo, origin: str) -> tuple[str, str]:

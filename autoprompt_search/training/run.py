@@ -149,15 +149,15 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
 
 
 def _load_model(src: TrainSource, device: str, batch_size: int) -> Backend:
-    model = src.model
-    where = model.path if model.path and Path(model.path).is_dir() else model.name
+    """The model the prompt was found on, located and hash-checked as :func:`load` does it."""
+    from autoprompt_search.predictor import verified_model_folder
+
+    model, prompt_file = src.model, src.described["prompt_file"]
     try:
-        backend = load_backend(where, kind=model.kind, device=device, batch_size=batch_size, max_length=model.max_length)
+        folder = verified_model_folder(Path(prompt_file), model, prompt_file)
+        return load_backend(folder, kind=model.kind, device=device, batch_size=batch_size, max_length=model.max_length)
     except UserError as error:
-        raise UserError(f"{src.described['prompt_file']}: model: the model the prompt was found on is not available ({error})") from None
-    if backend.weights_hash != model.weights_sha256:
-        raise UserError(f"{src.described['prompt_file']}: model: the weights of {where} differ from the ones the search used")
-    return backend
+        raise UserError(f"{prompt_file}: model: the model the prompt was found on is not available ({error})") from None
 
 
 def _method(method: str, backend: Backend, src: TrainSource, *, seed: int, init: str) -> Method:
