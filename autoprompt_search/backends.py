@@ -42,6 +42,7 @@ ModelKind = Literal["masked", "causal", "seq2seq"]
 MODEL_KINDS: tuple[str, ...] = ("masked", "causal", "seq2seq")
 DEFAULT_MAX_LENGTH = 256
 SHARED_PREFIX_TOKENS = 32  # causal prompts sharing at least this many leading tokens run them once per batch
+TEMPLATE_SHARED_TOKENS = 4  # templates share an example's opening when it averages at least this many tokens
 SENTINEL = "<extra_id_0>"
 
 
@@ -223,6 +224,12 @@ class Backend(ABC):
         with self.counted(0, passes=0):  # the copy that waits for the device's last batch
             return output.cpu()
 
+    def templates_next_token_log_probs(self, prompt_sets: Sequence[Sequence[RenderedPrompt]],
+                                       query: SlotQuery = SlotQuery()) -> list[torch.Tensor]:
+        """:meth:`next_token_log_probs` of several templates rendered on the same examples
+        (``prompt_sets[t][i]``: template ``t`` on example ``i``); a causal model shares their openings."""
+        return [self.next_token_log_probs(prompts, query) for prompts in prompt_sets]
+
     @contextmanager
     def counted(self, rows: int, passes: int = 1) -> Iterator[None]:
         """Count one pass of the model over ``rows`` sequences, and its seconds, in the totals."""
@@ -330,6 +337,42 @@ class CausalBackend(Backend):
         output = self.model(input_ids=ids, attention_mask=attention, position_ids=positions_of(mask, start=opened), cache=cache,
                             use_cache=True, logits_to_keep=1)
         return output.logits[:, -1]
+
+
+    @torch.inference_mode()
+    def templates_next_token_log_probs(self, prompt_sets: Sequence[Sequence[RenderedPrompt]],
+                                       query: SlotQuery = SlotQuery()) -> list[torch.Tensor]:
+        """Templates that open alike on an example (``{text} ...`` templates open with the example's
+        own tokens) run that opening once: its keys and values are computed once per example, and
+        each template continues from them with the rest of its prompt."""
+        query = self.normalize(query)
+        sequences = [[[*self.specials.prefix, *p.before, *query.prefix] for p in prompts] for prompts in prompt_sets]
+        examples = len(prompt_sets[0]) if prompt_sets else 0
+        shared = [min(_common_prefix_length([rows[i] for rows in sequences]), min(len(rows[i]) for rows in sequences) - 1)
+                  for i in range(examples)]
+        if len(prompt_sets) < 2 or not examples or self.soft_prompt is not None or sum(shared) < TEMPLATE_SHARED_TOKENS * examples:
+            return super().templates_next_token_log_probs(prompt_sets, query)
+        from transformers import DynamicCache
+
+        order = sorted(range(examples), key=lambda i: max(len(rows[i]) for rows in sequences))
+        outputs = [torch.empty((examples, self.vocab_size), dtype=torch.float32, device=self.device) for _ in prompt_sets]
+        for start in range(0, examples, self.batch_size):
+            batch = order[start : start + self.batch_size]
+            index = torch.tensor(batch, device=self.device)
+            opened = torch.tensor([shared[i] for i in batch], device=self.device)
+            ids, mask = self._pad([sequences[0][i][: shared[i]] for i in batch], left=True)
+            with self.counted(0):
+                layers = [(layer.keys, layer.values) for layer in self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions_of(mask), use_cache=True, logits_to_keep=1).cache.layers]
+            for rows, output in zip(sequences, outputs):
+                rest, rest_mask = self._pad([rows[i][shared[i]:] for i in batch], left=True)
+                with self.counted(len(batch)):
+                    logits = self.model(input_ids=rest, attention_mask=torch.cat([mask, rest_mask], dim=1),
+                                        position_ids=positions_of(rest_mask, start=opened), use_cache=True, logits_to_keep=1,
+                                        cache=DynamicCache(ddp_cache_data=layers, config=self.model.config)).logits[:, -1]
+                    output[index] = torch.log_softmax(logits.float(), dim=-1)
+        with self.counted(0, passes=0):
+            return [output.cpu() for output in outputs]
 
 
 class Seq2SeqBackend(Backend):

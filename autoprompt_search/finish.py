@@ -25,20 +25,20 @@ from autoprompt_search.verbalizers import Verbalizer
 
 def score_on_split(scorer: PromptScorer, results: Sequence[TrialResult], dataset, gold: Sequence[int],
                    log: Callable[[str], None]) -> list[PromptScore]:
-    """Prompts on a split, one template at a time: all the verbalizers and calibrations of a
-    template are read from one pass of the model over the split."""
+    """Prompts on a split, in one pass of the model over it: all the verbalizers and calibrations
+    of a template are read from its distributions, and the templates' distributions of an example
+    are computed together (a causal model runs the opening they share once)."""
     by_template: dict[Template, list[int]] = {}
     for index, result in enumerate(results):
         by_template.setdefault(result.template, []).append(index)
-    scores: dict[int, PromptScore] = {}
-    for number, (template, indices) in enumerate(by_template.items(), 1):
-        log(f"test: template {number}/{len(by_template)} ({len(indices)} prompts) on {len(dataset)} examples")
-        prepared = scorer.prepare(template, [e.fields for e in dataset.examples])
-        variants = [(Verbalizer.parse(results[i].verbalizer, dataset.labels), results[i].calibration) for i in indices]
-        # Examples per second and time left, chunk by chunk (a template's test pass can take minutes).
-        with tqdm(total=len(dataset), desc=f"test {number}/{len(by_template)}", unit="example", leave=False) as bar:
-            with scorer.reporting(bar.update):
-                scores.update(zip(indices, scorer.score_variants(prepared, variants, gold)))
+    log(f"test: {len(by_template)} templates ({len(results)} prompts) on {len(dataset)} examples")
+    texts = [e.fields for e in dataset.examples]
+    items = [(scorer.prepare(template, texts), [(Verbalizer.parse(results[i].verbalizer, dataset.labels), results[i].calibration)
+                                                for i in indices]) for template, indices in by_template.items()]
+    # Examples per second and time left, chunk by chunk (the test pass can take minutes).
+    with tqdm(total=len(dataset), desc="test", unit="example", leave=False) as bar, scorer.reporting(bar.update):
+        scored = scorer.score_templates(items, gold)
+    scores = {i: score for indices, template_scores in zip(by_template.values(), scored) for i, score in zip(indices, template_scores)}
     return [scores[i] for i in range(len(results))]
 
 

@@ -90,14 +90,21 @@ class PromptScorer:
     # -- log-probabilities -----------------------------------------------------------------
     def slot_log_probs(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> np.ndarray:
         """The slot distribution of one chunk of prompts, from the cache or one batched pass."""
+        return self.templates_slot_log_probs([prompts], query)[0]
+
+    def templates_slot_log_probs(self, chunks: Sequence[Sequence[RenderedPrompt]], query: SlotQuery = SlotQuery()) -> list[np.ndarray]:
+        """:meth:`slot_log_probs` of one chunk of examples under several templates; the ones the cache
+        lacks are computed together (:meth:`Backend.templates_next_token_log_probs`)."""
         query = self.backend.normalize(query)
-        key = SlotCache.key(self.backend.fingerprint, query, prompts)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        computed = self.backend.next_token_log_probs(prompts, query).numpy()
-        self.cache.put(key, computed)
-        return computed
+        keys = [SlotCache.key(self.backend.fingerprint, query, chunk) for chunk in chunks]
+        found = [self.cache.get(key) for key in keys]
+        missing = [t for t, value in enumerate(found) if value is None]
+        if missing:
+            computed = self.backend.templates_next_token_log_probs([chunks[t] for t in missing], query)
+            for t, values in zip(missing, computed):
+                found[t] = values.numpy()
+                self.cache.put(keys[t], found[t])
+        return found
 
     def cached(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> bool:
         """Whether every chunk's slot distribution is already in the cache (reading them costs no pass)."""
@@ -111,16 +118,29 @@ class PromptScorer:
 
     def word_log_probs(self, prompts: Sequence[RenderedPrompt], words: Sequence[WordIds]) -> torch.Tensor:
         """``[n, len(words)]`` log-probability of each whole word at the slot (chain rule over its tokens)."""
-        result = torch.zeros((len(prompts), len(words)), dtype=torch.float64)
-        queries = word_queries(self.backend, words)  # the same for every chunk
-        for start, chunk in self.chunks(prompts):
-            for query, columns, tokens in queries:
-                distribution = self.slot_log_probs(chunk, query)
-                values = torch.from_numpy(np.asarray(distribution[:, tokens], dtype=np.float64))
-                result[start : start + len(chunk)].index_add_(1, columns, values)
+        return self.templates_word_log_probs([prompts], [words])[0]
+
+    def templates_word_log_probs(self, prompt_sets: Sequence[Sequence[RenderedPrompt]],
+                                 word_sets: Sequence[Sequence[WordIds]]) -> list[torch.Tensor]:
+        """:meth:`word_log_probs` of several templates on the same examples (``prompt_sets[t][i]``:
+        template ``t`` on example ``i``, with the words ``word_sets[t]``), chunk by chunk: a chunk's
+        distributions of all templates for one query are computed together."""
+        results = [torch.zeros((len(prompts), len(words)), dtype=torch.float64) for prompts, words in zip(prompt_sets, word_sets)]
+        by_query: dict[SlotQuery, list[tuple[int, torch.Tensor, np.ndarray]]] = {}
+        for t, words in enumerate(word_sets):  # the same for every chunk
+            for query, columns, tokens in word_queries(self.backend, words):
+                by_query.setdefault(query, []).append((t, columns, tokens))
+        queries = sorted(by_query.items(), key=lambda item: (len(item[0].prefix), item[0].prefix))  # each word's tokens add up in order
+        for start, first in self.chunks(prompt_sets[0] if prompt_sets else []):
+            end = start + len(first)
+            for query, users in queries:
+                chunks = [prompt_sets[t][start:end] for t, _, _ in users]
+                for (t, columns, tokens), distribution in zip(users, self.templates_slot_log_probs(chunks, query)):
+                    values = torch.from_numpy(np.asarray(distribution[:, tokens], dtype=np.float64))
+                    results[t][start:end].index_add_(1, columns, values)
             if self.progress is not None:
-                self.progress(len(chunk))
-        return result
+                self.progress(len(first))
+        return results
 
     def class_scores(self, prompts: Sequence[RenderedPrompt], word_ids: tuple[tuple[WordIds, ...], ...]) -> torch.Tensor:
         """Raw class log-scores ``[n, classes]``: log of the mean probability of each label's words."""
@@ -131,8 +151,15 @@ class PromptScorer:
     ) -> list[torch.Tensor]:
         """The raw class log-scores of several verbalizers on the same prompts, read in one pass over
         the chunks: no verbalizer has to recompute a distribution that the cache evicted meanwhile."""
-        words = distinct_words(word_id_sets)
-        return class_scores_of_words(self.word_log_probs(prompts, words), words, word_id_sets)
+        return self.templates_variant_class_scores([prompts], [word_id_sets])[0]
+
+    def templates_variant_class_scores(self, prompt_sets: Sequence[Sequence[RenderedPrompt]],
+                                       word_id_set_lists: Sequence[Sequence[tuple[tuple[WordIds, ...], ...]]]) -> list[list[torch.Tensor]]:
+        """:meth:`variant_class_scores` of several templates on the same examples, their distributions
+        computed together (:meth:`templates_word_log_probs`)."""
+        words = [distinct_words(word_id_sets) for word_id_sets in word_id_set_lists]
+        log_probs = self.templates_word_log_probs(prompt_sets, words)
+        return [class_scores_of_words(*args) for args in zip(log_probs, words, word_id_set_lists)]
 
     # -- calibration and scoring --------------------------------------------------------------
     def prepare(
@@ -187,16 +214,31 @@ class PromptScorer:
     ) -> list[PromptScore]:
         """Score several (verbalizer, calibration) pairs on one template's prepared examples, with
         one pass of the model over them whatever the cache holds."""
-        word_id_sets = [self.word_ids(prepared.template, verbalizer) for verbalizer, _ in variants]
-        scores = []
-        for (_, calibration), word_ids, raw in zip(variants, word_id_sets, self.variant_class_scores(prepared.prompts, word_id_sets)):
-            if not isinstance(calibration, Calibration):
-                if calibration == "prior" and unlabelled is None:
-                    calibration = Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
-                else:
-                    calibration = self.fit_calibration(calibration, prepared, word_ids, unlabelled)
-            scores.append(evaluate_scores(calibration.apply(raw), gold, calibration))
-        return scores
+        return self.score_templates([(prepared, variants)], gold, unlabelled=unlabelled)[0]
+
+    def score_templates(
+        self,
+        items: Sequence[tuple["PreparedPrompts", Sequence[tuple[Verbalizer, str | Calibration]]]],
+        gold: Sequence[int],
+        *,
+        unlabelled: "PreparedPrompts | None" = None,
+    ) -> list[list[PromptScore]]:
+        """:meth:`score_variants` of several templates prepared on the same examples, in one pass
+        over the examples that computes all the templates' distributions together."""
+        word_id_sets = [[self.word_ids(prepared.template, verbalizer) for verbalizer, _ in variants] for prepared, variants in items]
+        raws = self.templates_variant_class_scores([prepared.prompts for prepared, _ in items], word_id_sets)
+        results = []
+        for (prepared, variants), template_word_ids, template_raws in zip(items, word_id_sets, raws):
+            scores = []
+            for (_, calibration), word_ids, raw in zip(variants, template_word_ids, template_raws):
+                if not isinstance(calibration, Calibration):
+                    if calibration == "prior" and unlabelled is None:
+                        calibration = Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
+                    else:
+                        calibration = self.fit_calibration(calibration, prepared, word_ids, unlabelled)
+                scores.append(evaluate_scores(calibration.apply(raw), gold, calibration))
+            results.append(scores)
+        return results
 
 
 def distinct_words(word_id_sets: Sequence[tuple[tuple[WordIds, ...], ...]]) -> list[WordIds]:

@@ -160,7 +160,10 @@ def shared_workers(space: Path, out: Path, storage: str, workers: int, kills: in
         pool[pool.index(victim)] = Worker(space, out, "--storage", storage, "--resume")
     for worker in pool:
         exit_codes.append(worker.finish())
-    return {"workers": workers, "kills": len(events), "kills_mid_trial": sum(e["cut_off_trial"] is not None for e in events),
+    failed = {t.number for t in load(storage).get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    for event in events:  # the trial seen running may have finished in the moment before the kill landed
+        event["cut_off"] = event["cut_off_trial"] in failed
+    return {"workers": workers, "kills": len(events), "kills_that_cut_off_a_trial": sum(e["cut_off"] for e in events),
             "kill_events": events, "worker_exit_codes": exit_codes, "wall_seconds": round(time.perf_counter() - began, 1),
             **audit(storage, out, snapshots)}
 
@@ -168,8 +171,8 @@ def shared_workers(space: Path, out: Path, storage: str, workers: int, kills: in
 PHASES = {  # where a kill lands: the marker the process has printed when the delay starts, and the delay
     "candidates": (None, (0.5, 4.0)),
     "trials": ("trials to run", (0.2, 3.0)),
-    "test": ("test: template", (0.0, 0.4)),
-    "outputs": ("test 3/3", (0.0, 0.3)),
+    "test": ("test: ", (0.0, 0.3)),
+    "outputs": ("test: ", (0.3, 1.2)),
 }
 
 
@@ -179,7 +182,7 @@ def phase_of(worker: Worker, out: Path) -> str:
         return "finished before the kill"
     if worker.saw("report:") or (out / "best.json").exists():
         return "outputs"
-    if worker.saw("test: template"):
+    if worker.saw("test: "):
         return "test"
     if worker.saw("trials to run"):
         return "trials"

@@ -129,6 +129,27 @@ def test_a_long_shared_opening_is_run_once_with_the_same_log_probs(backends, nam
         assert backend.sequences_processed > sequences_before
 
 
+@pytest.mark.parametrize("name", ["causal", "causal_sp", "masked", "seq2seq"])
+def test_templates_opening_alike_share_it_with_the_same_log_probs(backends, name: str) -> None:
+    """Templates that open with the example's text run it once per example (causal models) and give
+    each template what it gets alone; other kinds score the templates one by one."""
+    backend = backends[name]
+    ending = "." if name != "causal" and name != "causal_sp" else ""
+    templates = [f"{{text}} All in all it was {{mask}}{ending}", f"{{text}}\nIn short, a {{mask}}{ending}", f"{{text}} {{mask}}{ending}"]
+    texts = TEXTS + [{"text": "a long and winding story that never quite finds its feet, but the cast is fine"}]
+    prompt_sets = [PromptScorer(backend).prepare(Template.parse(text), texts).prompts for text in templates]
+    for query in (SlotQuery(), SlotQuery(width=2, prefix=(7,))):
+        passes = backend.forward_passes
+        together = backend.templates_next_token_log_probs(prompt_sets, query)
+        passes = backend.forward_passes - passes
+        alone = [backend.next_token_log_probs(prompts, query) for prompts in prompt_sets]
+        for shared, single in zip(together, alone):
+            assert torch.allclose(shared, single, atol=1e-4), (shared - single).abs().max()
+        batches = -(-len(texts) // backend.batch_size)
+        expected = batches * (1 + len(templates)) if backend.kind == "causal" else batches * len(templates)
+        assert passes == expected  # causal: one pass over the openings, then one per template
+
+
 def test_autoregressive_kinds_ignore_the_slot_width(backends) -> None:
     assert backends["causal"].normalize(SlotQuery(width=3, prefix=(5,))) == SlotQuery(width=1, prefix=(5,))
     assert backends["masked"].normalize(SlotQuery(width=3)) == SlotQuery(width=3)

@@ -150,3 +150,29 @@ def test_progress_is_reported_once_per_chunk_and_only_inside_the_block(backend) 
     assert reported == chunks and sum(reported) == len(TEXTS) and len(chunks) > 1
     scorer.score(prepared, _verbalizer("bad", "good"), GOLD)
     assert sum(reported) == len(TEXTS) and scorer.progress is None
+
+
+def test_templates_scored_together_score_as_they_do_alone(backend) -> None:
+    """The test pass scores every template in one pass over the examples (a causal model shares
+    their opening): each prompt's scores are the ones it gets alone, and the cache holds the same entries."""
+    from autoprompt_search.testing import MULTI_TOKEN_WORDS
+
+    multi = Verbalizer.parse({"negative": [MULTI_TOKEN_WORDS[0]], "positive": ["good", MULTI_TOKEN_WORDS[1]]}, LABELS)
+    templates = [TEMPLATE, Template.parse("{text}\nIn short, it was {mask}"), Template.parse("{text} {mask}")]
+    variants = [(_verbalizer("bad", "good"), "prior"), (multi, "none"), (_verbalizer("terrible", "great"), "contextual")]
+    together_scorer = PromptScorer(backend, SlotCache(), chunk_size=5)
+    items = [(together_scorer.prepare(template, TEXTS), variants) for template in templates]
+    reported: list[int] = []
+    with together_scorer.reporting(reported.append):
+        together = together_scorer.score_templates(items, GOLD)
+    assert reported[:3] == [5, 5, 2]  # the examples' chunks, once for all templates (then the content-free inputs of contextual)
+    alone_scorer = PromptScorer(backend, SlotCache(), chunk_size=5)
+    for template, scores in zip(templates, together):
+        alone = alone_scorer.score_variants(alone_scorer.prepare(template, TEXTS), variants, GOLD)
+        for shared, single in zip(scores, alone):
+            assert shared.predictions.tolist() == single.predictions.tolist()
+            assert np.allclose(shared.log_scores, single.log_scores, atol=1e-4)
+    passes = backend.forward_passes
+    for template in templates:  # what the joint pass cached serves the template alone
+        together_scorer.score_variants(together_scorer.prepare(template, TEXTS), variants[:2], GOLD)
+    assert backend.forward_passes == passes
