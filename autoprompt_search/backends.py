@@ -43,6 +43,7 @@ MODEL_KINDS: tuple[str, ...] = ("masked", "causal", "seq2seq")
 DEFAULT_MAX_LENGTH = 256
 SHARED_PREFIX_TOKENS = 32  # causal prompts sharing at least this many leading tokens run them once per batch
 TEMPLATE_SHARED_TOKENS = 4  # templates share an example's opening when it averages at least this many tokens
+OPENING_KEY_TOKENS = 2  # templates are grouped by their first tokens on every example before their common opening is sought
 SENTINEL = "<extra_id_0>"
 
 
@@ -342,20 +343,36 @@ class CausalBackend(Backend):
     @torch.inference_mode()
     def templates_next_token_log_probs(self, prompt_sets: Sequence[Sequence[RenderedPrompt]],
                                        query: SlotQuery = SlotQuery()) -> list[torch.Tensor]:
-        """Templates that open alike on an example (``{text} ...`` templates open with the example's
-        own tokens) run that opening once: its keys and values are computed once per example, and
-        each template continues from them with the rest of its prompt."""
+        """Templates that open alike on every example (``{text} ...`` templates open with the
+        example's own tokens, ``Review: {text} ...`` ones with those after ``Review:``) run that
+        opening once: its keys and values are computed once per example, and each template of the
+        group continues from them with the rest of its prompt."""
         query = self.normalize(query)
-        sequences = [[[*self.specials.prefix, *p.before, *query.prefix] for p in prompts] for prompts in prompt_sets]
-        examples = len(prompt_sets[0]) if prompt_sets else 0
-        shared = [min(_common_prefix_length([rows[i] for rows in sequences]), min(len(rows[i]) for rows in sequences) - 1)
-                  for i in range(examples)]
-        if len(prompt_sets) < 2 or not examples or self.soft_prompt is not None or sum(shared) < TEMPLATE_SHARED_TOKENS * examples:
+        if self.soft_prompt is not None or len(prompt_sets) < 2 or not prompt_sets[0]:
             return super().templates_next_token_log_probs(prompt_sets, query)
+        sequences = [[[*self.specials.prefix, *p.before, *query.prefix] for p in prompts] for prompts in prompt_sets]
+        groups: dict[tuple, list[int]] = {}
+        for t, rows in enumerate(sequences):
+            groups.setdefault(tuple(tuple(row[:OPENING_KEY_TOKENS]) for row in rows), []).append(t)
+        outputs: list[torch.Tensor | None] = [None] * len(prompt_sets)
+        for members in groups.values():
+            together = self._continue_shared_openings([sequences[t] for t in members]) if len(members) > 1 else None
+            for t, output in zip(members, together or [self.next_token_log_probs(prompt_sets[t], query) for t in members]):
+                outputs[t] = output
+        return outputs
+
+    def _continue_shared_openings(self, sequences: list[list[list[int]]]) -> list[torch.Tensor] | None:
+        """Log-probabilities after each template's sequences (``sequences[t][i]``), the opening they
+        share on each example run once; None when they share too little for it to pay."""
         from transformers import DynamicCache
 
+        examples = len(sequences[0])
+        shared = [min(_common_prefix_length([rows[i] for rows in sequences]), min(len(rows[i]) for rows in sequences) - 1)
+                  for i in range(examples)]
+        if sum(shared) < TEMPLATE_SHARED_TOKENS * examples:
+            return None
         order = sorted(range(examples), key=lambda i: max(len(rows[i]) for rows in sequences))
-        outputs = [torch.empty((examples, self.vocab_size), dtype=torch.float32, device=self.device) for _ in prompt_sets]
+        outputs = [torch.empty((examples, self.vocab_size), dtype=torch.float32, device=self.device) for _ in sequences]
         for start in range(0, examples, self.batch_size):
             batch = order[start : start + self.batch_size]
             index = torch.tensor(batch, device=self.device)

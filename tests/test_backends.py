@@ -135,7 +135,9 @@ def test_templates_opening_alike_share_it_with_the_same_log_probs(backends, name
     each template what it gets alone; other kinds score the templates one by one."""
     backend = backends[name]
     ending = "." if name != "causal" and name != "causal_sp" else ""
-    templates = [f"{{text}} All in all it was {{mask}}{ending}", f"{{text}}\nIn short, a {{mask}}{ending}", f"{{text}} {{mask}}{ending}"]
+    templates = [f"{{text}} All in all it was {{mask}}{ending}", f"Review: {{text}} It was {{mask}}{ending}",
+                 f"{{text}}\nIn short, a {{mask}}{ending}", f"Review: {{text}}\nSo: {{mask}}{ending}", f"{{text}} {{mask}}{ending}",
+                 f"Alone: {{text}} {{mask}}{ending}"]
     texts = TEXTS + [{"text": "a long and winding story that never quite finds its feet, but the cast is fine"}]
     prompt_sets = [PromptScorer(backend).prepare(Template.parse(text), texts).prompts for text in templates]
     for query in (SlotQuery(), SlotQuery(width=2, prefix=(7,))):
@@ -146,8 +148,10 @@ def test_templates_opening_alike_share_it_with_the_same_log_probs(backends, name
         for shared, single in zip(together, alone):
             assert torch.allclose(shared, single, atol=1e-4), (shared - single).abs().max()
         batches = -(-len(texts) // backend.batch_size)
-        expected = batches * (1 + len(templates)) if backend.kind == "causal" else batches * len(templates)
-        assert passes == expected  # causal: one pass over the openings, then one per template
+        # causal: per group of templates opening alike ({text}, Review: {text}), one pass over the
+        # openings, then one per template; the template that opens alone runs alone
+        expected = batches * (2 + len(templates)) if backend.kind == "causal" else batches * len(templates)
+        assert passes == expected
 
 
 def test_autoregressive_kinds_ignore_the_slot_width(backends) -> None:
