@@ -20,6 +20,7 @@ from typing import Any
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_text
 from autoprompt_search.run_folder import PREDICTIONS, REPORT, RESULTS, TRIAL_COLUMNS, TRIALS, RunFolder
+from autoprompt_search.templates import outline
 
 SECTIONS = ("summary", "leaderboard", "history", "ensemble", "confusion", "manifest")
 LEADERBOARD_ROWS = 20
@@ -133,7 +134,7 @@ def _summary(run: RunFiles) -> str:
         "<table><tr><th></th><th>train+dev accuracy</th><th>dev accuracy</th><th>test accuracy</th><th>test macro-F1</th></tr>"
         + "".join(rows)
         + "</table>\n<p>Best prompt: "
-        + _prompt(best["template"], best["verbalizer"], best["calibration"])
+        + _prompt(best["template"], best["verbalizer"], best["calibration"], _demonstrations(run))
         + "</p>\n<table>"
         + "".join(f"<tr><th>{_e(key)}</th><td>{_e(str(value))}</td></tr>" for key, value in facts)
         + "</table>"
@@ -150,7 +151,7 @@ def _leaderboard(run: RunFiles) -> str:
         numbers = "".join(f'<td class="num">{_number(trial[key]):.4f}</td>' for key in ("value", "accuracy", "macro_f1", "mean_margin"))
         body.append(
             f'<tr{" class=manual" if manual else ""}><td class="num">{rank}</td><td class="num">{_e(trial["number"])}</td>{numbers}'
-            f"<td>{_e(trial['calibration'])}</td><td>{_prompt(trial['template'], _words(trial['verbalizer']), None)}"
+            f"<td>{_e(trial['calibration'])}</td><td>{_prompt(trial['template'], _words(trial['verbalizer']), None, _demonstrations(run))}"
             f"{' (manual)' if manual else ''}</td></tr>"
         )
     states: dict[str, int] = {}
@@ -191,9 +192,10 @@ def _history(run: RunFiles) -> str:
 def _ensemble(run: RunFiles) -> str:
     ensemble = run.results["ensemble"]
     members, weights = ensemble["members"], ensemble["weights"]
+    shown = [_short(outline(m["template"], _demonstrations(run))) for m in members]
     names = [
-        _plot_text(f"#{m['trial']} {_short(m['template'])} [{'/'.join(w[0] for w in m['verbalizer'].values())}, {m['calibration']}]")
-        for m in members
+        _plot_text(f"#{m['trial']} {name} [{'/'.join(w[0] for w in m['verbalizer'].values())}, {m['calibration']}]")
+        for m, name in zip(members, shown)
     ]
     figure = _new_figure(8, 0.5 + 0.4 * len(members))
     axes = figure.subplots()
@@ -204,7 +206,7 @@ def _ensemble(run: RunFiles) -> str:
     figure.tight_layout()
     rows = "".join(
         f'<tr><td class="num">{weight:.3f}</td><td class="num">{m["test"]["accuracy"]:.4f}</td>'
-        f"<td>{_prompt(m['template'], m['verbalizer'], m['calibration'])}</td></tr>"
+        f"<td>{_prompt(m['template'], m['verbalizer'], m['calibration'], _demonstrations(run))}</td></tr>"
         for m, weight in zip(members, weights)
     )
     return (
@@ -254,9 +256,17 @@ def _image(figure, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def _prompt(template: str, verbalizer: dict[str, list[str]], calibration: str | None) -> str:
+def _demonstrations(run: RunFiles) -> Any:
+    """The demonstration generator's record, which outlines its templates (:func:`templates.outline`)."""
+    return (run.manifest.get("pools") or {}).get("demonstrations")
+
+
+def _prompt(template: str, verbalizer: dict[str, list[str]], calibration: str | None, demonstrations: Any = None) -> str:
+    """A prompt as a table shows it; a template with demonstrations by its outline, its full text on hover."""
     words = "; ".join(f"{label} → {', '.join(words)}" for label, words in verbalizer.items())
-    return f"<code>{_e(template)}</code> [{_e(words)}]" + (f" ({_e(calibration)})" if calibration else "")
+    shown = outline(template, demonstrations)
+    code = f"<code>{_e(shown)}</code>" if shown == template else f'<code title="{_e(template)}">{_e(shown)}</code>'
+    return f"{code} [{_e(words)}]" + (f" ({_e(calibration)})" if calibration else "")
 
 
 def _number(text: str) -> float:

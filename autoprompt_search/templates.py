@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -261,3 +261,17 @@ def _truncate_longest_first(lengths: list[int], budget: int) -> list[int]:
         floor = others[0] if others else 0
         lengths[longest] -= max(1, min(excess, lengths[longest] - floor))
     return lengths
+
+
+def outline(source: str, demonstrations: Mapping[str, Any] | None) -> str:
+    """How a leaderboard shows a template: one with demonstrations by its structure,
+    ``[2 demonstrations, set 1] {text} In summary, this film is {mask}`` (``demonstrations``: the
+    demonstration generator's record, which names each such template's base and set), any other
+    template as it is."""
+    if isinstance(demonstrations, Mapping):
+        for template, base in zip(demonstrations.get("templates") or (), demonstrations.get("bases") or ()):
+            if template == source and isinstance(base, Mapping):
+                shown = base.get("shown")
+                return f"[{shown} demonstration{'' if shown == 1 else 's'}, set {base.get('set')}] {base.get('base')}"
+    return source
+

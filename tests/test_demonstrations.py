@@ -162,3 +162,32 @@ def test_bad_demonstration_settings_give_one_clear_error(tmp_path, tiny_causal_l
     assert main(["validate", str(space)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_leaderboard_and_report_outline_demonstration_templates(tmp_path, tiny_causal_lm, isolated_cache, capsys) -> None:
+    """A template with demonstrations is shown by its structure, not by its first demonstration's text."""
+    from autoprompt_search.templates import outline
+
+    space = _tiny(tmp_path, tiny_causal_lm)
+    out = tmp_path / "run"
+    assert main(["search", str(space), "--out", str(out), "--batch-size", "8", "--trials", "3"]) == 0
+    printed = capsys.readouterr().out
+    _, loaded_train, _ = _splits(space)
+    record = json.loads((out / "pools.json").read_text())["origins"]["demonstrations"]
+    assert len(record["bases"]) == len(record["templates"]) == 4
+    for source, base in zip(record["templates"], record["bases"]):
+        assert outline(source, record) == f"[2 demonstrations, set {base['set']}] {base['base']}"
+        assert source.endswith(base["base"])
+    assert {base["set"] for base in record["bases"]} == {1, 2}
+    assert outline("{text} It was {mask}", record) == "{text} It was {mask}"  # not a demonstration template
+    board = json.loads((out / "results.json").read_text())
+    shown = [t for t in record["templates"] if t in {m["template"] for m in board["ensemble"]["members"]} | {board["best"]["template"]}]
+    report = (out / "report.html").read_text()
+    assert "[2 demonstrations, set " in report
+    for source in shown:  # the full text stays at hand: on hover in the report, in the files
+        assert f"[2 demonstrations, set {record['bases'][record['templates'].index(source)]['set']}]" in report
+    leaderboard = printed[printed.index("Leaderboard"):]
+    demonstration_rows = [line for line in leaderboard.splitlines() if "[2 demonstrations, set" in line]
+    assert demonstration_rows
+    shown_texts = [loaded_train.examples[entry["train_row"]].fields["text"] for rows in record["sets"] for entry in rows]
+    assert not any(text[:20] in line for line in demonstration_rows for text in shown_texts)

@@ -66,7 +66,7 @@ def demonstration_templates(generator, scorer: PromptScorer, bases: Sequence[tup
     def eligible(row: int) -> bool:  # short enough, and no text that the template language would read as a slot
         return lengths[row] <= budget and not any(TRIGGER in value for value in train.examples[row].fields.values())
 
-    record: dict[str, Any] = {"per_class": generator.per_class, "sets": [], "templates": [], "shown_train_rows": []}
+    record: dict[str, Any] = {"per_class": generator.per_class, "sets": [], "templates": [], "bases": [], "shown_train_rows": []}
     chosen = choose_sets(train, generator.per_class, generator.sets, seed, eligible)
     if chosen is None:
         record["skipped"] = (f"fewer than {generator.per_class * generator.sets} train examples of some label are at most "
@@ -76,11 +76,12 @@ def demonstration_templates(generator, scorer: PromptScorer, bases: Sequence[tup
     found = []
     for template, verbalizer in bases:
         first_words = [words[0] for words in verbalizer.words]
-        for rows in chosen:
+        for number, rows in enumerate(chosen, 1):
             shown = [demonstration(template, train.examples[row].fields, first_words[labels.index(train.examples[row].label)])
                      for row in rows]
             found.append((Template.parse(generator.separator.join([*shown, template.source]), fields=train.fields), verbalizer))
             record["templates"].append(found[-1][0].source)
+            record["bases"].append({"base": template.source, "set": number, "shown": len(rows)})  # for outline()
     record["sets"] = [[{"train_row": row, "label": train.examples[row].label} for row in rows] for rows in chosen]
     record["shown_train_rows"] = sorted(row for rows in chosen for row in rows)
     log(f"demonstrations: {len(found)} templates, {generator.per_class} example(s) per label shown in each of "

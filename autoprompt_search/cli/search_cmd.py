@@ -41,14 +41,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_leaderboard(result: SearchResult, rows: int = 10) -> None:
+    from autoprompt_search.templates import outline
+
     space, splits = result.space, result.splits
     scored = result.best["train_dev"]["n"]
     print(f"\nLeaderboard ({space.name}, {space.model}, seed {splits.seed}; dev n={len(splits.dev)}, test n={len(splits.test)})")
     print(f"{'#':>3} {'trial':>5} {'score':>6} {'dev':>6} {'margin':>7} {'cal':<10} {'verbalizer':<34} template   "
           f"(score: {space.objective} on train+dev, n={scored})")
+    demonstrations = (result.folder.manifest().get("pools") or {}).get("demonstrations")  # to outline their templates
     for rank, trial in enumerate(result.leaderboard[:rows], 1):
         verbalizer = ", ".join("/".join(words) for words in trial.verbalizer.values())
-        template = trial.template.source.replace("\n", "\\n")
+        template = outline(trial.template.source, demonstrations).replace("\n", "\\n")
         print(f"{rank:>3} {trial.number:>5} {trial.objective:>6.3f} {trial.dev_accuracy:>6.3f} {trial.mean_margin:>7.3f} "
               f"{trial.calibration.method:<10} {verbalizer[:34]:<34} {template[:70]}{' (manual)' if trial.manual else ''}")
     print()
