@@ -42,6 +42,7 @@ bench: assets
 	$(MAKE) bench-openprompt-export
 	$(MAKE) bench-reliability
 	$(MAKE) bench-quality
+	$(MAKE) bench-baselines
 	$(MAKE) bench-training
 
 # Every figure of the README's quality table, from scratch (hours on a 2-core CPU; runs already
@@ -75,6 +76,12 @@ bench-openprompt: assets openprompt-venv
 
 # The OpenPrompt form a search exports (best.json's exports.openprompt), loaded by OpenPrompt 1.0.1 as it is, against
 # our predictions on the run's first 200 test examples. The run is made (or finished) first if its best.json is missing.
+# A linear probe on the slot's hidden state and TF-IDF + logistic regression on the quality
+# benchmark's few-shot splits, five datasets, five seeds (about 15 minutes on a 2-core CPU).
+.PHONY: bench-baselines
+bench-baselines: assets
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_baselines.py
+
 # Workers on one study in PostgreSQL and in a journal file, and one process, killed with SIGKILL at
 # random and resumed: trials lost, scored twice, retried (a tiny model; minutes on a 2-core CPU).
 .PHONY: bench-reliability
