@@ -209,8 +209,9 @@ class PromptSearch:
 
 def _wait_for_twin(study: optuna.Study, trial: optuna.Trial, choice_key: Callable[[dict], str], params: dict[str, Any],
                    poll: float = 1.0) -> FrozenTrial | None:
-    """Wait while another worker scores the same prompt; its trial once complete (None when it
-    ends otherwise: pruned, or failed with its worker)."""
+    """Wait while another worker scores the same prompt in an earlier trial (the earliest of
+    several such trials is scored; the later ones wait for it); that trial once complete (None
+    when it ends otherwise: pruned, or failed with its worker)."""
     def key_of(other: FrozenTrial) -> str | None:
         try:
             return choice_key(other.params)
@@ -219,7 +220,7 @@ def _wait_for_twin(study: optuna.Study, trial: optuna.Trial, choice_key: Callabl
 
     key = choice_key(params)
     while True:
-        twins = [t.number for t in running_trials(study) if t.number != trial.number and key_of(t) == key]
+        twins = [t.number for t in running_trials(study) if t.number < trial.number and key_of(t) == key]
         if not twins:
             return None
         _stop_if_interrupted()

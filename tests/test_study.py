@@ -182,3 +182,20 @@ def test_workers_killed_mid_trial_lose_nothing_and_agree_on_the_result(backend, 
     best = json.loads((out / "best.json").read_text())["prompt"]
     top = leaderboard(study)[0]
     assert best["template"] == top.template.source and best["verbalizer"] == top.verbalizer
+
+
+def test_of_two_workers_asking_the_same_prompt_the_later_waits_for_the_earlier(tmp_path) -> None:
+    import threading
+
+    from autoprompt_search.search import _wait_for_twin
+
+    study = _journal_study(tmp_path)
+    for _ in range(2):
+        study.enqueue_trial({"x": 1})
+    earlier, later = study.ask(DISTRIBUTIONS), study.ask(DISTRIBUTIONS)
+    assert earlier.params == later.params
+    key = lambda params: json.dumps(params)  # noqa: E731
+    assert _wait_for_twin(study, earlier, key, earlier.params, poll=0.05) is None  # no earlier twin: it scores the prompt
+    threading.Timer(0.3, lambda: study.tell(earlier, 0.5)).start()
+    twin = _wait_for_twin(study, later, key, later.params, poll=0.05)
+    assert twin is not None and twin.number == earlier.number and twin.value == 0.5
