@@ -33,6 +33,8 @@ from autoprompt_search.scoring import PreparedPrompts, PromptScorer, evaluate_sc
 from autoprompt_search.study import ENQUEUED_MARKS, count_finished, enqueued, heartbeat, retry_dead_trials, running_trials
 from autoprompt_search.verbalizers import Verbalizer
 
+DRAWING_POLL_SECONDS = 0.05  # an earlier trial drawing its parameters is done within moments
+
 
 class PromptSearch:
     """Scores trials of one study: one frozen model, one few-shot split, frozen pools.
@@ -209,27 +211,28 @@ class PromptSearch:
 
 def _wait_for_twin(study: optuna.Study, trial: optuna.Trial, choice_key: Callable[[dict], str], params: dict[str, Any],
                    poll: float = 1.0) -> FrozenTrial | None:
-    """Wait while another worker scores the same prompt in an earlier trial (the earliest of
-    several such trials is scored; the later ones wait for it); that trial once complete (None
-    when it ends otherwise: pruned, or failed with its worker)."""
+    """Wait while another worker scores the same prompt in an earlier trial (of several trials of
+    one prompt the earliest is scored, the later ones wait for it); that trial once complete (None
+    when there is none, or it ended otherwise: pruned, or failed with its worker). An earlier trial
+    still drawing its parameters is waited for too: it may turn out to be the same prompt."""
     def key_of(other: FrozenTrial) -> str | None:
         try:
             return choice_key(other.params)
         except (KeyError, IndexError):  # still drawing its parameters
             return None
 
-    key = choice_key(params)
+    key, twins = choice_key(params), set()
     while True:
-        twins = [t.number for t in running_trials(study) if t.number < trial.number and key_of(t) == key]
-        if not twins:
-            return None
+        earlier = {t.number: key_of(t) for t in running_trials(study) if t.number < trial.number}
+        running_twins = {number for number, other in earlier.items() if other == key}
+        twins |= running_twins
+        if not running_twins and None not in earlier.values():
+            break
         _stop_if_interrupted()
-        time.sleep(poll)
+        time.sleep(poll if running_twins else DRAWING_POLL_SECONDS)
         retry_dead_trials(study)
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        for twin in done:
-            if twin.number in twins:
-                return twin
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number in twins]
+    return done[0] if done else None
 
 
 _interrupted = threading.Event()

@@ -199,3 +199,20 @@ def test_of_two_workers_asking_the_same_prompt_the_later_waits_for_the_earlier(t
     threading.Timer(0.3, lambda: study.tell(earlier, 0.5)).start()
     twin = _wait_for_twin(study, later, key, later.params, poll=0.05)
     assert twin is not None and twin.number == earlier.number and twin.value == 0.5
+
+
+def test_a_worker_waits_for_an_earlier_trial_still_drawing_its_prompt(tmp_path) -> None:
+    """The earlier trial may draw the same prompt a moment later: the later one waits to see."""
+    import threading
+
+    from autoprompt_search.search import _wait_for_twin
+
+    study = _journal_study(tmp_path)
+    for _ in range(2):
+        study.enqueue_trial({"x": 2})
+    drawing = study.ask()  # asked, its parameter not drawn yet
+    later = study.ask(DISTRIBUTIONS)
+    threading.Timer(0.2, lambda: drawing.suggest_categorical("x", [0, 1, 2, 3])).start()
+    threading.Timer(0.4, lambda: study.tell(drawing, 0.5)).start()
+    twin = _wait_for_twin(study, later, lambda params: json.dumps([params["x"]]), later.params, poll=0.05)  # KeyError while drawing
+    assert twin is not None and twin.number == drawing.number
