@@ -97,14 +97,25 @@ def _json_records(path: Path, text: str, jsonl: bool) -> Iterable[tuple[int, Any
                     yield number, json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}: invalid JSON on line {number}, column {exc.colno}: {exc.msg}") from None
+                except (ValueError, RecursionError) as exc:
+                    raise UserError(f"{path}: invalid JSON on line {number}: {_json_problem(exc)}") from None
         return
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: invalid JSON on line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: invalid JSON: {_json_problem(exc)}") from None
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a JSON list of objects, found {type(data).__name__}")
     yield from enumerate(data, start=1)
+
+
+def _json_problem(exc: Exception) -> str:
+    """What json.loads refused beyond a syntax error: a number too long to read, or nesting too deep."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"a number too long to read ({exc})"
 
 
 def load_file(path: str | Path, *, text_fields: Sequence[str] = ("text",), label_field: str = "label",
@@ -193,8 +204,15 @@ def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text"
 def _as_string(value: Any, origin: str, where: str, number: int, field: str) -> str:
     if value is None:
         return ""
-    if isinstance(value, (str, int, float, bool)):
-        return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UserError(f"{origin}: {where} {number}: field {field!r} holds a lone surrogate {value[exc.start]!r}, "
+                            "which is not a character") from None
+        return value
+    if isinstance(value, (int, float, bool)):
+        return str(value)
     raise UserError(f"{origin}: {where} {number}: field {field!r} must be a string, found {type(value).__name__}")
 
 

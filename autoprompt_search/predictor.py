@@ -265,8 +265,11 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
         backend = load_backend(source, kind=file.model.kind, device=device, batch_size=file.batch_size,
                                max_length=file.model.max_length)
     else:
-        folder = verified_model_folder(path, file.model, origin, strict=strict)
+        folder = recorded_model_folder(path, file.model, origin)
         source = str(folder)
+        actual = _weights_hash(folder)  # before transformers opens anything in the folder
+        if actual != file.model.weights_sha256:
+            _mismatch(_other_model(origin, "weights_sha256", file.model.weights_sha256, actual, source), strict)
         checked.add("weights_sha256")
         try:
             backend = load_backend(folder, kind=file.model.kind, device=device, batch_size=file.batch_size,
@@ -299,18 +302,14 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
     return result
 
 
-def verified_model_folder(path: Path, model: ModelInfo, origin: str, *, strict: bool = True) -> Path:
-    """The folder of the prompt file's model, found by the file alone (:func:`recorded_model`), its
-    weights hash checked against the file's before transformers opens anything in it."""
+def recorded_model_folder(path: Path, model: ModelInfo, origin: str) -> Path:
+    """The folder of the prompt file's model, found by the file alone (:func:`recorded_model`) and
+    checked to be a usable model folder; its weights are not opened (nor compared: see :func:`load`)."""
     location, field = recorded_model(path, model, origin)
     try:
-        folder = _checked_model_folder(location, field)
+        return _checked_model_folder(location, field)
     except UserError as error:
         raise UserError(f"{origin}: model: cannot load the prompt's model ({error}); pass model=... to give its folder") from None
-    actual = _weights_hash(folder)
-    if actual != model.weights_sha256:
-        _mismatch(_other_model(origin, "weights_sha256", model.weights_sha256, actual, str(folder)), strict)
-    return folder
 
 
 def recorded_model(path: Path, model: ModelInfo, origin: str) -> tuple[str, str]:

@@ -89,16 +89,71 @@ def _read_yaml(path: Path, included_by: str = "") -> dict[str, Any]:
         line = text.splitlines()[mark.line] if mark is not None and mark.line < len(text.splitlines()) else ""
         hint = " (YAML reads an unquoted {...} as a mapping: put templates in quotes)" if "{" + SLOT + "}" in line else ""
         raise UserError(f"{path}: {at}invalid YAML: {problem}{hint}") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid YAML: nested too deeply") from None
+    except (ValueError, LookupError, AttributeError, TypeError) as error:  # PyYAML's constructors: !!int abc, 2020-13-45, ...
+        raise UserError(f"{path}: invalid YAML: a value cannot be read ({type(error).__name__}: {error})") from None
     if data is None:
         raise UserError(f"{path}: the file is empty")
-    _check_duplicates(yaml.compose(text, Loader=yaml.SafeLoader), path)
+    _check_values(data, str(path))
+    _check_duplicates(yaml.compose(text, Loader=yaml.SafeLoader), path, set())
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys (dataset, templates, verbalizers, ...), found a {type(data).__name__}")
     return data
 
 
-def _check_duplicates(node: yaml.Node | None, path: Path) -> None:
+MAX_NODES = 100_000  # values in a space, aliases expanded: more is an alias bomb
+MAX_INT = 2**63  # larger integers cannot be a count, and some cannot even be printed
+
+
+def _check_values(data: Any, origin: str) -> None:
+    """Refuse what would break later: a cycle of aliases, an alias bomb, a huge integer, text that is not UTF-8."""
+    sizes: dict[int, int] = {}  # id -> nodes with aliases expanded, so each shared value is walked once
+    active: set[int] = set()
+
+    def walk(value: Any, key: str) -> int:
+        if isinstance(value, bool):
+            return 1
+        if isinstance(value, int):
+            if abs(value) > MAX_INT:
+                raise UserError(f"{origin}: {key or 'the file'}: the integer is too large (beyond ±2**63)")
+            return 1
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise UserError(f"{origin}: {key or 'the file'}: the text holds a lone surrogate {value[error.start]!r}, "
+                                "which is not a character (write the character itself, not its \\u escape)") from None
+            return 1
+        if not isinstance(value, (dict, list)):
+            return 1
+        if id(value) in active:
+            raise UserError(f"{origin}: {key or 'the file'}: the value contains itself (an alias inside its own anchor)")
+        if id(value) not in sizes:
+            active.add(id(value))
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            size = 1
+            for name, item in items:
+                if isinstance(value, list):
+                    here = f"{key}[{name}]"
+                else:
+                    walk(name, key)  # a key is checked as a value
+                    here = f"{key}.{name}" if key else str(name)
+                size += walk(item, here)
+                if size > MAX_NODES:
+                    raise UserError(f"{origin}: {key or 'the file'}: more than {MAX_NODES:,} values once its aliases are expanded")
+            active.discard(id(value))
+            sizes[id(value)] = size
+        return sizes[id(value)]
+
+    walk(data, "")
+
+
+def _check_duplicates(node: yaml.Node | None, path: Path, seen: set[int]) -> None:
     """safe_load keeps the last of two equal keys silently; a repeated section would lose data."""
+    if id(node) in seen:  # an alias: checked where its anchor is
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         first: dict[str, int] = {}
         for key, value in node.value:
@@ -108,10 +163,10 @@ def _check_duplicates(node: yaml.Node | None, path: Path) -> None:
                         f"{path}: line {key.start_mark.line + 1}: duplicate key {key.value!r} (first at line {first[key.value]})"
                     )
                 first[key.value] = key.start_mark.line + 1
-            _check_duplicates(value, path)
+            _check_duplicates(value, path, seen)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _check_duplicates(item, path)
+            _check_duplicates(item, path, seen)
 
 
 def _check_keys(data: Mapping[Any, Any], schema: Mapping[str, Any], file: Path, prefix: str = "") -> None:
@@ -142,7 +197,11 @@ def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict[s
     for name in includes:
         target = path.parent / name
         seen = [p.resolve() for p in (*chain, path)]
-        if target.resolve() in seen:
+        try:
+            resolved = target.resolve()
+        except (OSError, ValueError, RuntimeError) as error:  # a NUL, a lone surrogate, a name too long, ~nosuchuser
+            raise UserError(f"{path}: include: {name!r} is not a usable file name ({error})") from None
+        if resolved in seen:
             cycle = " -> ".join(str(p) for p in (*chain[seen.index(target.resolve()) :], path, target))
             raise UserError(f"{path}: include: include cycle: {cycle}")
         layers += _layers(target, (*chain, path))
@@ -156,13 +215,19 @@ class _Origins:
         self.top = top
         self.by_key: dict[tuple[str, ...], Path] = {}
 
-    def mark(self, keys: tuple[str, ...], value: Any, file: Path) -> None:
-        for old in [k for k in self.by_key if k[: len(keys)] == keys]:
-            del self.by_key[old]
+    def mark(self, keys: tuple[str, ...], value: Any, file: Path, replaced: Any = None) -> None:
+        """``file`` set ``keys`` to ``value``, replacing ``replaced``: the keys under that are forgotten."""
+        self._forget(keys, replaced)
         self.by_key[keys] = file
         if isinstance(value, Mapping):
             for key, item in value.items():
                 self.mark((*keys, str(key)), item, file)
+
+    def _forget(self, keys: tuple[str, ...], replaced: Any) -> None:
+        if isinstance(replaced, Mapping):
+            for key, item in replaced.items():
+                self.by_key.pop((*keys, str(key)), None)
+                self._forget((*keys, str(key)), item)
 
     def file(self, key: str) -> Path:
         keys = tuple(re.sub(r"\[\d+\]", "", key).split("."))
@@ -180,8 +245,8 @@ def _merge(base: dict[str, Any], layer: Mapping[str, Any], file: Path, origins: 
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = _merge(merged[key], value, file, origins, here)
         else:
+            origins.mark(here, value, file, merged.get(key))
             merged[key] = copy.deepcopy(value)
-            origins.mark(here, value, file)
     return merged
 
 
@@ -199,11 +264,14 @@ def bundled_spaces() -> list[str]:
 def _space_file(given: str | Path) -> Path:
     """The file to load: ``given`` if it is a file, else the bundled space a bare name (``mr``, ``mr.yaml``) names."""
     path = Path(given)
-    if path.is_file() or path.name != str(given):  # an existing file always wins; a path with a folder is never a name
-        return path
     name = path.name.removesuffix(".yaml")
-    if (BUNDLED_DIR / f"{name}.yaml").is_file():  # base.yaml too, for an include
-        return BUNDLED_DIR / f"{name}.yaml"
+    try:
+        if path.is_file() or path.name != str(given):  # an existing file always wins; a path with a folder is never a name
+            return path
+        if (BUNDLED_DIR / f"{name}.yaml").is_file():  # base.yaml too, for an include
+            return BUNDLED_DIR / f"{name}.yaml"
+    except OSError as error:  # a name too long
+        raise UserError(f"{given}: not a usable file name ({error.strerror})") from None
     raise UserError(f"{given}: no such file, nor a bundled search space (bundled: {', '.join(bundled_spaces())})")
 
 
@@ -228,11 +296,15 @@ def space_from_mapping(mapping: Mapping[str, Any], *, name: str = "space", recor
     ``labels``) and the dataset's ``name``."""
     top = Path.cwd() / f"<{name}>"
     data = copy.deepcopy(dict(mapping))
+    _check_values(data, str(top))
     _check_keys(data, schema(), top)
     includes = data.pop("include", None) or []
+    includes = [includes] if isinstance(includes, str) else includes
+    if not isinstance(includes, list) or not all(isinstance(i, str) and i.strip() for i in includes):
+        raise UserError(f"{top}: include: must be a file name or a list of file names")
     origins = _Origins(top)
     raw: dict[str, Any] = {}
-    for include in [includes] if isinstance(includes, str) else includes:
+    for include in includes:
         for file, layer in _layers(_space_file(include)):
             raw = _merge(raw, layer, file, origins)
     raw = _merge(raw, data, top, origins)
@@ -397,9 +469,13 @@ def _dataset(value: Any, origins: _Origins) -> DatasetSpec:
     given = options.pop("path")
     if not isinstance(given, str) or not given.strip():
         raise Invalid("dataset.path", f"must be a file path, got {given!r}")
-    file = Path(given).expanduser()
-    file = Path(os.path.normpath((file if file.is_absolute() else origins.file("dataset.path").parent / file).absolute()))
-    if not file.is_file():
+    try:
+        file = Path(given).expanduser()
+        file = Path(os.path.normpath((file if file.is_absolute() else origins.file("dataset.path").parent / file).absolute()))
+        found = file.is_file()
+    except (OSError, RuntimeError) as error:  # ~nosuchuser, a name too long
+        raise Invalid("dataset.path", f"{given!r}: not a usable file path ({error})") from None
+    if not found:
         raise Invalid("dataset.path", f"{given!r}: no such file (looked for {file})")
     if file.suffix.lower() not in FILE_SUFFIXES:
         raise Invalid("dataset.path", f"{given!r}: unknown extension; use {', '.join(FILE_SUFFIXES)}")
@@ -411,8 +487,12 @@ def _model(value: Any, origins: _Origins) -> str:
         raise Invalid("model", f"must be a registered model ({', '.join(MODELS)}) or a model folder, got {value!r}")
     if value in MODELS:
         return value
-    folder = Path(value).expanduser()
-    folder = folder if folder.is_absolute() else origins.file("model").parent / folder
-    if not folder.is_dir():
+    try:
+        folder = Path(value).expanduser()
+        folder = folder if folder.is_absolute() else origins.file("model").parent / folder
+        found = folder.is_dir()
+    except (OSError, RuntimeError) as error:  # ~nosuchuser, a name too long
+        raise Invalid("model", f"{value!r}: not a usable folder path ({error})") from None
+    if not found:
         raise Invalid("model", f"{value!r} is neither a registered model ({', '.join(MODELS)}) nor a folder (looked for {folder})")
     return str(folder.absolute())

@@ -6,9 +6,12 @@ A template is literal text with three kinds of slots:
 - ``{mask}``: the label slot, exactly one, where the verbalizer's words are scored;
 - ``[T]``: a trigger slot, filled with a searched token.
 
-``{{`` and ``}}`` are literal braces. Rendering works on token ids: each piece is tokenized as
-it sits in the prompt (see :mod:`tokenization`), and a long input is cut inside its field,
-never in the template's own words or at the slot.
+``{{`` and ``}}`` are literal braces, and ``{[}`` is a literal ``[``: a literal ``[T]`` is written
+``{[}T]`` (:func:`escape` does this), so every ``[T]`` in a template is a trigger slot.
+
+Rendering works on token ids: each piece is tokenized as it sits in the prompt (see
+:mod:`tokenization`), and a long input is cut inside its field, never in the template's own
+words or at the slot.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from autoprompt_search.tokenization import encode_in_context, encode_plain
 SLOT = "mask"
 TRIGGER = "[T]"
 SegmentKind = Literal["literal", "field", "slot", "trigger"]
-_TOKEN_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|\[T\]|[{}]")
+LITERAL_BRACKET = "{[}"  # a literal "[", to write a literal "[T]" as "{[}T]"
+_TOKEN_RE = re.compile(r"\{\{|\}\}|\{\[\}|\{([^{}]*)\}|\[T\]|[{}]")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def escape(text: str) -> str:
-    """Text as a template's literal: braces doubled."""
-    return text.replace("{", "{{").replace("}", "}}")
+    """Text as a template's literal: braces doubled, each ``[T]`` written ``{[}T]``."""
+    return text.replace("{", "{{").replace("}", "}}").replace(TRIGGER, LITERAL_BRACKET + TRIGGER[1:])
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Template:
             token = match.group(0)
             if token in ("{{", "}}"):
                 literal.append(token[0])
+            elif token == LITERAL_BRACKET:
+                literal.append("[")
             elif token in ("{", "}"):
                 raise UserError(
                     f"{origin}: unmatched '{token}' at character {match.start() + 1} of {source!r} "
@@ -144,14 +150,21 @@ class Template:
         return next(i for i, s in enumerate(self.segments) if s.kind == "slot")
 
     def with_text_before_slot(self, text: str) -> "Template":
-        """This template with ``text`` written as literal text right before the slot."""
+        """This template with ``text`` written as literal text right before the slot (joined to the
+        literal there, if any, and escaped as a whole: a "[" before the slot and "T]" make no trigger)."""
+        segments = list(self.segments)
+        index = self._slot_index()
+        if text and index and segments[index - 1].kind == "literal":
+            segments[index - 1] = Segment("literal", segments[index - 1].value + text)
+        elif text:
+            segments.insert(index, Segment("literal", text))
         written = {
             "literal": escape,
             "field": lambda name: "{" + name + "}",
             "trigger": lambda _: TRIGGER,
-            "slot": lambda _: escape(text) + "{" + SLOT + "}",
+            "slot": lambda _: "{" + SLOT + "}",
         }
-        return Template.parse("".join(written[s.kind](s.value) for s in self.segments))
+        return Template.parse("".join(written[s.kind](s.value) for s in segments))
 
     def __str__(self) -> str:
         return self.source

@@ -429,3 +429,25 @@ def test_data_with_a_single_label_is_refused(tmp_path):
     assert "every example has the label 'pos'" in message and "at least two labels" in message
     with pytest.raises(UserError, match="at least two labels"):
         data.from_records([{"text": "fine", "label": "a"}, {"text": "also fine", "label": "a"}], name="records")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("d.json", '[{"text": "a", "label": ' + "9" * 5000 + "}]", "invalid JSON: a number too long to read"),
+    ("d.jsonl", '{"text": "a", "label": ' + "9" * 5000 + "}\n", "invalid JSON on line 1: a number too long to read"),
+    ("d.json", "[" * 2000 + "]" * 2000, "invalid JSON: nested too deeply"),
+    ("d.jsonl", '{"text": "a", "label": "b"}\n' + "[" * 2000 + "]" * 2000 + "\n", "invalid JSON on line 2: nested too deeply"),
+])  # fmt: skip
+def test_json_numbers_too_long_and_nesting_too_deep(tmp_path, name, content, message):
+    path = _write(tmp_path / name, content)
+    with pytest.raises(UserError) as info:
+        data.load_file(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_lone_surrogates_in_data_are_refused(tmp_path):
+    path = _write(tmp_path / "d.jsonl", '{"text": "b", "label": "b"}\n{"text": "\\udfff", "label": "a"}\n')
+    with pytest.raises(UserError) as info:
+        data.load_file(path)
+    assert str(info.value) == f"{path}: line 2: field 'text' holds a lone surrogate '\\udfff', which is not a character"
+    with pytest.raises(UserError, match="record 1: field 'label' holds a lone surrogate"):
+        data.from_records([{"text": "x", "label": "\ud800"}])

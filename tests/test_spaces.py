@@ -13,7 +13,7 @@ from autoprompt_search import data
 from autoprompt_search.assets import DATASETS
 from autoprompt_search.cli import validate_cmd
 from autoprompt_search.errors import UserError
-from autoprompt_search.spaces import Budget, SearchSpace, load_space
+from autoprompt_search.spaces import Budget, SearchSpace, load_space, space_from_mapping
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 BUNDLED = sorted(p for p in SPACES.glob("*.yaml") if p.name != "base.yaml")
@@ -295,3 +295,76 @@ def test_generation_rounds_are_checked(tmp_path) -> None:
             load_space(path)
     path.write_text(base + "generators: {rounds: {count: 3, trials: 5}}\n")
     assert load_space(path).generators.rounds.count == 3
+
+
+@pytest.mark.parametrize("value, message", [
+    ("2020-13-45", "invalid YAML: a value cannot be read (ValueError: month must be in 1..12)"),
+    ("!!int abc", "invalid YAML: a value cannot be read (ValueError"),
+    ("!!bool maybe", "invalid YAML: a value cannot be read (KeyError: 'maybe')"),
+    ("!!timestamp x", "invalid YAML: a value cannot be read (AttributeError"),
+    ("9" * 5000, "invalid YAML: a value cannot be read (ValueError: Exceeds the limit"),
+    ("[" * 600 + "]" * 600, "invalid YAML: nested too deeply"),
+])  # fmt: skip
+def test_values_yaml_cannot_construct_are_invalid_yaml(tmp_path, value, message):
+    path = _write(tmp_path, "s.yaml", f"budget: {value}\n" + MINIMAL)
+    assert _error(path).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize("text, key", [("calibration: &a [*a]", "calibration[0]"), ("description: &m {name: *m}", "description.name")])
+def test_a_value_containing_itself_is_refused(tmp_path, text, key):
+    path = _write(tmp_path, "s.yaml", text + "\n" + MINIMAL)
+    assert _error(path) == f"{path}: {key}: the value contains itself (an alias inside its own anchor)"
+
+
+def test_an_alias_bomb_is_refused_quickly(tmp_path):
+    items = ["&l0 [x, x]"] + [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    path = _write(tmp_path, "s.yaml", "description: [" + ", ".join(items) + "]\n" + MINIMAL)
+    assert "more than 100,000 values once its aliases are expanded" in _error(path)
+    items = ["&l0 {x: 1, y: 2}"] + [f"&l{i} {{" + ", ".join(f"k{j}: *l{i - 1}" for j in range(8)) + "}" for i in range(1, 5)]
+    bomb = _write(tmp_path, "bomb.yaml", "dataset: {name: {" + ", ".join(f"a{i}: {it}" for i, it in enumerate(items)) + "}}\n"
+                  + MINIMAL.replace("dataset: mr\n", ""))
+    assert "dataset must be one of" in _error(bomb)  # under the limit: checked without rescanning every key
+
+
+@pytest.mark.parametrize("text, key", [("name: 0b" + "1" * 15000, "name"), ("budget: {trials: 0x" + "f" * 4000 + "}", "budget.trials"),
+                                       ("max_length: 0x" + "f" * 4000, "max_length")])
+def test_huge_integers_are_refused_naming_the_field(tmp_path, text, key):
+    path = _write(tmp_path, "s.yaml", text + "\n" + MINIMAL)
+    assert _error(path) == f"{path}: {key}: the integer is too large (beyond ±2**63)"
+
+
+@pytest.mark.parametrize("section, key", [("model: '~nosuchuser/m'", "model '~nosuchuser/m': not a usable folder path"),
+                                          ("model: " + "x" * 300, "model 'xxx"),
+                                          ("dataset: {path: '~nosuchuser/x.csv'}", "dataset.path '~nosuchuser/x.csv': not a usable"),
+                                          ("dataset: {path: " + "x" * 300 + ".csv}", "dataset.path 'xxx")])
+def test_unusable_paths_are_user_errors(tmp_path, section, key):
+    text = section + "\n" + (MINIMAL.replace("dataset: mr\n", "") if section.startswith("dataset") else MINIMAL)
+    path = _write(tmp_path, "s.yaml", text)
+    message = _error(path)
+    assert message.startswith(f"{path}: {key}")
+    assert "not a usable" in message
+
+
+@pytest.mark.parametrize("include, message", [('"a\\0.yaml"', "include: 'a\\x00.yaml' is not a usable file name (embedded null byte)"),
+                                              ('"\\ud800"', "include: the text holds a lone surrogate '\\ud800'")])
+def test_unusable_include_names_are_user_errors(tmp_path, include, message):
+    path = _write(tmp_path, "s.yaml", f"include: {include}\n" + MINIMAL)
+    assert _error(path).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize("include", [[47], 5, 1.5])
+def test_include_in_a_mapping_must_name_files(include):
+    with pytest.raises(UserError, match=r"<space>: include: must be a file name or a list of file names$"):
+        space_from_mapping({"include": include, "dataset": "mr"})
+
+
+def test_include_name_too_long_is_a_user_error():
+    with pytest.raises(UserError, match="not a usable file name"):
+        space_from_mapping({"include": "x" * 300, "dataset": "mr"})
+
+
+def test_text_that_is_not_unicode_is_refused(tmp_path):
+    path = _write(tmp_path, "s.yaml", MINIMAL.replace("It was", "\\ud800"))
+    assert _error(path).startswith(f"{path}: templates.seeds[0]: the text holds a lone surrogate '\\ud800', which is not a character")
+    path = _write(tmp_path, "s.yaml", MINIMAL.replace("negative", '"\\udb8e"'))
+    assert _error(path).startswith(f"{path}: verbalizers.seeds[0]: the text holds a lone surrogate")

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.templates import Template, TemplateRenderer
+from autoprompt_search.templates import Template, TemplateRenderer, escape
 
 
 def test_parse_segments_fields_and_triggers() -> None:
@@ -128,3 +128,20 @@ def test_text_is_written_right_before_the_slot() -> None:
     assert written.source == "Review: {text} [T] It was Dis{{{mask}. {{x}}"
     assert written.fields_used == ("text",) and written.n_triggers == 1
     assert not written.slot_follows_space() and template.slot_follows_space()
+
+
+def test_a_literal_trigger_marker_is_written_with_a_literal_bracket() -> None:
+    """``{[}`` is a literal "[": ``{[}T]`` is the text [T]; a plain [T] stays a trigger slot."""
+    template = Template.parse("{text} {[}T] [T] {{[T]}} {mask}")
+    assert [(s.kind, s.value) for s in template.segments] == [
+        ("field", "text"), ("literal", " [T] "), ("trigger", ""), ("literal", " {"), ("trigger", ""), ("literal", "} "), ("slot", ""),
+    ]  # fmt: skip
+    assert escape("{[T]}") == "{{{[}T]}}"
+    escaped = Template.parse("{text}" + escape("{[T]} [[T]]") + "{mask}")
+    assert [(s.kind, s.value) for s in escaped.segments] == [("field", "text"), ("literal", "{[T]} [[T]]"), ("slot", "")]
+
+
+def test_text_written_before_the_slot_never_makes_a_trigger() -> None:
+    assert [s.kind for s in Template.parse("{text}{mask}").with_text_before_slot("[T]").segments] == ["field", "literal", "slot"]
+    joined = Template.parse("{text} [{mask}").with_text_before_slot("T]")  # "[" before the slot and "T]" make no [T]
+    assert [(s.kind, s.value) for s in joined.segments] == [("field", "text"), ("literal", " [T]"), ("slot", "")]

@@ -149,15 +149,23 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
 
 
 def _load_model(src: TrainSource, device: str, batch_size: int) -> Backend:
-    """The model the prompt was found on, located and hash-checked as :func:`load` does it."""
-    from autoprompt_search.predictor import verified_model_folder
+    """The model the prompt was found on, located as :func:`load` does it, its weights hash checked
+    before anything in its folder is opened."""
+    from autoprompt_search.assets import model_weights_hash
+    from autoprompt_search.predictor import recorded_model_folder
 
     model, prompt_file = src.model, src.described["prompt_file"]
+    unavailable = f"{prompt_file}: model: the model the prompt was found on is not available"
     try:
-        folder = verified_model_folder(Path(prompt_file), model, prompt_file)
+        folder = recorded_model_folder(Path(prompt_file), model, prompt_file)
+    except UserError as error:
+        raise UserError(f"{unavailable} ({error})") from None
+    if model_weights_hash(folder) != model.weights_sha256:
+        raise UserError(f"{prompt_file}: model: the weights of {folder} differ from the ones the search used")
+    try:
         return load_backend(folder, kind=model.kind, device=device, batch_size=batch_size, max_length=model.max_length)
     except UserError as error:
-        raise UserError(f"{prompt_file}: model: the model the prompt was found on is not available ({error})") from None
+        raise UserError(f"{unavailable} ({error})") from None
 
 
 def _method(method: str, backend: Backend, src: TrainSource, *, seed: int, init: str) -> Method:
