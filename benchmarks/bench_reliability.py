@@ -76,11 +76,17 @@ class Worker:
         return code
 
 
+_opened: dict[str, optuna.Study] = {}
+
+
 def load(storage: str) -> optuna.Study | None:
-    try:
-        return optuna.load_study(study_name=STUDY_NAME, storage=open_storage(storage))
-    except Exception:  # not created yet, or (SQLite) being created
-        return None
+    """The study, opened once per storage (every read of its trials goes to the storage)."""
+    if storage not in _opened:
+        try:
+            _opened[storage] = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(storage))
+        except Exception:  # not created yet, or (SQLite) being created
+            return None
+    return _opened[storage]
 
 
 def finished_snapshot(storage: str) -> dict[int, Any]:
@@ -146,6 +152,7 @@ def shared_workers(space: Path, out: Path, storage: str, workers: int, kills: in
         alive = [w for w in pool if w.process.poll() is None]
         if not alive:
             break
+        snapshots.append(finished_snapshot(storage))  # before the kill: every trial finished by then must survive it
         victim, cut_off = rng.choice(alive), None
         deadline = time.perf_counter() + 3.0  # a worker caught scoring a trial, if one is within 3 s (the retry path is the point)
         while time.perf_counter() < deadline:
@@ -154,7 +161,6 @@ def shared_workers(space: Path, out: Path, storage: str, workers: int, kills: in
                 victim, cut_off = rng.choice(busy)
                 break
             time.sleep(0.02)
-        snapshots.append(finished_snapshot(storage))
         victim.kill()
         events.append({"at_seconds": round(time.perf_counter() - began, 1), "worker": pool.index(victim), "cut_off_trial": cut_off})
         pool[pool.index(victim)] = Worker(space, out, "--storage", storage, "--resume")
@@ -190,7 +196,7 @@ def phase_of(worker: Worker, out: Path) -> str:
 def single_process(space: Path, runs: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     reference, out = runs / "uninterrupted", runs / "killed"
     began = time.perf_counter()
-    worker = Worker(space, reference)
+    worker = Worker(space, reference, "--no-cache")  # every run computes its test pass (none reads another's)
     while not worker.saw("test: ") and worker.process.poll() is None:
         time.sleep(0.005)
     test_began = time.perf_counter()
@@ -204,7 +210,7 @@ def single_process(space: Path, runs: Path, kills: int, rng: random.Random) -> d
     storage = f"sqlite:///{out / 'study.db'}"
     snapshots, events = [], []
     for target in plan:
-        worker = Worker(space, out, "--resume")
+        worker = Worker(space, out, "--resume", "--no-cache")
         marker, (low, high) = phases[target]
         while marker is not None and not worker.saw(marker) and worker.process.poll() is None:
             time.sleep(0.005)
@@ -215,7 +221,7 @@ def single_process(space: Path, runs: Path, kills: int, rng: random.Random) -> d
             continue
         worker.kill()
         events.append({"aimed_at": target, "landed_in": phase_of(worker, out)})
-    final = Worker(space, out, "--resume")
+    final = Worker(space, out, "--resume", "--no-cache")
     code = final.finish()
     result = audit(storage, out, snapshots)
     expected = json.loads((reference / "best.json").read_text())["prompt"]
