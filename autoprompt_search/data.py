@@ -34,6 +34,7 @@ from autoprompt_search.asset_registry import DATASETS
 from autoprompt_search.corpora import REGISTERED, load_registered, split_sentences  # noqa: F401 (part of this module's API)
 from autoprompt_search.errors import UserError
 from autoprompt_search.examples import Dataset, Example, deduplicate, example_key, normalize_space  # noqa: F401
+from autoprompt_search.fileio import lone_surrogate
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +206,8 @@ def _as_string(value: Any, origin: str, where: str, number: int, field: str) -> 
     if value is None:
         return ""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise UserError(f"{origin}: {where} {number}: field {field!r} holds a lone surrogate {value[exc.start]!r}, "
-                            "which is not a character") from None
+        if (surrogate := lone_surrogate(value)) is not None:
+            raise UserError(f"{origin}: {where} {number}: field {field!r} holds a lone surrogate {surrogate!r}, which is not a character")
         return value
     if isinstance(value, (int, float, bool)):
         return str(value)

@@ -86,3 +86,14 @@ def unwritable_reason(path: str | os.PathLike) -> str | None:
     except OSError as error:
         return f"cannot write in {folder} ({error.strerror or error})"
     return None
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first character of ``text`` that UTF-8 cannot write (a lone surrogate, which a ``\\u``
+    escape in JSON or YAML can produce), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return text[error.start]
+    return None
+

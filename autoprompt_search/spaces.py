@@ -30,6 +30,7 @@ from autoprompt_search.candidates.generators import REGISTRY, GenerationRounds, 
 from autoprompt_search.candidates.template_pool import TemplateBlocks, join_fields
 from autoprompt_search.data import FILE_SUFFIXES, REGISTERED
 from autoprompt_search.errors import UserError
+from autoprompt_search.fileio import lone_surrogate
 from autoprompt_search.space_checks import Invalid
 from autoprompt_search.space_types import (
     DEFAULT_CALIBRATION,
@@ -119,11 +120,9 @@ def _check_values(data: Any, origin: str) -> None:
                 raise UserError(f"{origin}: {key or 'the file'}: the integer is too large (beyond ±2**63)")
             return 1
         if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as error:
-                raise UserError(f"{origin}: {key or 'the file'}: the text holds a lone surrogate {value[error.start]!r}, "
-                                "which is not a character (write the character itself, not its \\u escape)") from None
+            if (surrogate := lone_surrogate(value)) is not None:
+                raise UserError(f"{origin}: {key or 'the file'}: the text holds a lone surrogate {surrogate!r}, "
+                                "which is not a character (write the character itself, not its \\u escape)")
             return 1
         if not isinstance(value, (dict, list)):
             return 1

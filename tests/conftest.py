@@ -24,6 +24,14 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory: pytest.TempPathFactory):
+    """AUTOPROMPT_SEARCH_CACHE at an empty folder for a whole module (``pytestmark = pytest.mark.usefixtures("module_cache")``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOPROMPT_SEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def real_cache_dir() -> Path:
     """The real cache root that integration tests read fetched assets from."""

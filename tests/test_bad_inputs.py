@@ -582,12 +582,7 @@ BY_ID = {case.id: case for case in CASES}
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def _own_cache(tmp_path_factory: pytest.TempPathFactory):
-    """The asset cache (weight hashes, slot cache) outside every case folder."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOPROMPT_SEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("module_cache")  # the asset and slot caches outside the tests' folders
 
 
 @pytest.fixture(scope="module")

@@ -33,11 +33,7 @@ VERBALIZER = {"negative": ["bad", "terrible"], "positive": ["good"]}
 SEARCH = {"batch_size": 4, "chunk_size": 5}  # small, so that batching and chunking are exercised
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOPROMPT_SEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("module_cache")  # the asset and slot caches outside the tests' folders
 
 
 @pytest.fixture(scope="module")

@@ -40,11 +40,7 @@ TEXTS = TINY_CORPUS[:4]
 PACKAGE = Path(autoprompt_search.__file__).parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTOPROMPT_SEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("module_cache")  # the asset and slot caches outside the tests' folders
 
 
 @pytest.fixture(scope="module")
