@@ -164,13 +164,17 @@ def shared_workers(space: Path, out: Path, storage: str, workers: int, kills: in
         victim.kill()
         events.append({"at_seconds": round(time.perf_counter() - began, 1), "worker": pool.index(victim), "cut_off_trial": cut_off})
         pool[pool.index(victim)] = Worker(space, out, "--storage", storage, "--resume")
+    failures = []
     for worker in pool:
         exit_codes.append(worker.finish())
+        if exit_codes[-1] != 0:
+            failures.append(worker.lines[-15:])
     failed = {t.number for t in load(storage).get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     for event in events:  # the trial seen running may have finished in the moment before the kill landed
         event["cut_off"] = event["cut_off_trial"] in failed
     return {"workers": workers, "kills": len(events), "kills_that_cut_off_a_trial": sum(e["cut_off"] for e in events),
-            "kill_events": events, "worker_exit_codes": exit_codes, "wall_seconds": round(time.perf_counter() - began, 1),
+            "kill_events": events, "worker_exit_codes": exit_codes, "failed_workers_stderr": failures,
+            "wall_seconds": round(time.perf_counter() - began, 1),
             **audit(storage, out, snapshots)}
 
 
@@ -217,7 +221,8 @@ def single_process(space: Path, runs: Path, kills: int, rng: random.Random) -> d
         time.sleep(rng.uniform(low, high))
         snapshots.append(finished_snapshot(storage) if (out / "study.db").exists() else {})
         if worker.process.poll() is not None:
-            events.append({"aimed_at": target, "landed_in": "finished before the kill"})
+            events.append({"aimed_at": target, "landed_in": "finished before the kill", "exit_code": worker.finish(),
+                           "stderr": worker.lines[-3:]})
             continue
         worker.kill()
         events.append({"aimed_at": target, "landed_in": phase_of(worker, out)})
