@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from autoprompt_search.ensemble import WeightFit, combine_probabilities, fit_weights, select_members
+from autoprompt_search.estimate import CANDIDATES, Candidate, HeldOutEstimate, estimate_choices
 from autoprompt_search.export import write_ensemble, write_prompt
 from autoprompt_search.prompt import ModelInfo, PromptSpec
 from autoprompt_search.ranking import TrialResult
@@ -57,6 +58,7 @@ class FinishedSearch:
     test: dict[int, PromptScore]
     test_gold: list[int]
     ensemble_test: PromptScore
+    estimates: dict[str, HeldOutEstimate] | None
     summary: dict[str, Any]
     splits: RunSplits
     scorer: PromptScorer
@@ -77,10 +79,10 @@ class FinishedSearch:
         backend = self.scorer.backend
         common = {"dataset": dataset, "provenance": provenance, "batch_size": backend.batch_size,
                   "chunk_size": self.scorer.chunk_size, "tokenizer": backend.tokenizer}
-        write_prompt(folder.file(BEST), self.spec(self.best), model, scores=self.scores(self.best),
-                     word_token_ids=self.word_ids(self.best), **common)
+        best_scores = {**self.scores(self.best), "estimate": self.summary["best"]["estimate"]}
+        write_prompt(folder.file(BEST), self.spec(self.best), model, scores=best_scores, word_token_ids=self.word_ids(self.best), **common)
         write_ensemble(folder.file(ENSEMBLE), [(self.spec(m), w, self.scores(m)) for m, w in zip(self.members, self.fit.weights)],
-                       model, scores={"train_dev": self.summary["ensemble"]["train_dev"], "test": self.summary["ensemble"]["test"]},
+                       model, scores={key: self.summary["ensemble"][key] for key in ("train_dev", "estimate", "test")},
                        weights_fit=self.fit.to_dict(), word_token_ids=[self.word_ids(m) for m in self.members], **common)
 
     def write_predictions(self, folder: RunFolder) -> None:
@@ -113,15 +115,26 @@ def finish_search(board: list[TrialResult], search: PromptSearch, scorer: Prompt
                 "calibration": result.calibration.method, "train_dev": selection[i].summary(),
                 "dev": dev[i].summary(), "test": test_scores[i].summary()}
 
+    def estimate(choice: str) -> dict[str, Any]:
+        if estimates is None:
+            return {"accuracy": None, "why_none": "some label has fewer than 2 dev examples to hold out"}
+        return estimates[choice].to_dict()
+
+    candidates = board[:CANDIDATES]
+    estimates = estimate_choices(
+        [Candidate(r.template.source, r.verbalizer, r.calibration.method,
+                   (selection[r.number] if r.number in selection else search.evaluate(r.params)[0]).probabilities) for r in candidates],
+        search.gold, np.arange(len(search.train), len(search.gold)), objective=space.objective,
+        ensemble_size=space.ensemble.size, prompts_per_template=space.ensemble.prompts_per_template, seed=seed)
     member_keys = [m.number for m in members]
     ensemble_all = combined([selection[i].probabilities for i in member_keys], search.gold)
     ensemble_test = combined([test_scores[i].probabilities for i in member_keys], test_gold)
     ensemble_dev = combined([selection[i].probabilities[dev_rows] for i in member_keys], search.gold[dev_rows])
     summary = {
-        "best": entry(best),
+        "best": {**entry(best), "estimate": estimate("best")},
         "best_manual": entry(manual) if manual else None,
-        "ensemble": {"members": [entry(m) for m in members], "weights": list(fit.weights),
-                     "train_dev": ensemble_all.summary(), "dev": ensemble_dev.summary(), "test": ensemble_test.summary()},
+        "ensemble": {"members": [entry(m) for m in members], "weights": list(fit.weights), "train_dev": ensemble_all.summary(),
+                     "estimate": estimate("ensemble"), "dev": ensemble_dev.summary(), "test": ensemble_test.summary()},
     }
-    return FinishedSearch(chosen, best, manual, members, fit, selection, dev, test_scores, test_gold, ensemble_test, summary,
-                          splits, scorer)
+    return FinishedSearch(chosen, best, manual, members, fit, selection, dev, test_scores, test_gold, ensemble_test, estimates,
+                          summary, splits, scorer)

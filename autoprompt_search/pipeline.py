@@ -204,14 +204,18 @@ class _SearchJob:
 
     def finish_shared(self, study, search) -> SearchResult:
         """Every worker of a shared study finishes it the same way: once no other worker is still
-        scoring a trial, from the whole study, again if trials finished while it was finishing. The
-        outputs depend only on the finished trials, so every worker writes the same files."""
-        from autoprompt_search.study import finished_trial_numbers, wait_for_running_trials
+        scoring a trial and no retried trial waits (it runs those itself), from the whole study,
+        again if trials finished while it was finishing. The outputs depend only on the finished
+        trials, so every worker writes the same files."""
+        from autoprompt_search.study import finished_trial_numbers, wait_for_running_trials, waiting_trials
 
         while True:
             waited = wait_for_running_trials(study)
             if waited:
                 self.log(f"waited {waited:.0f} s for the other workers' running trials")
+            if waiting_trials(study):  # a cut-off trial retried meanwhile: scored before finishing
+                search.run(study, 0, None, shared=True)
+                continue
             finished = finished_trial_numbers(study)
             result = self.finish(study, search)
             if finished_trial_numbers(study) == finished:

@@ -105,6 +105,15 @@ img {{ max-width: 100%; }} nav {{ margin-bottom: 1em; }}
 """
 
 
+def _estimate_cell(estimate: dict[str, Any] | None) -> str:
+    """The held-out estimate with its interval; said plainly when the interval includes chance."""
+    if not estimate or estimate.get("accuracy") is None:
+        return "&ndash;"
+    low, high = estimate["interval"]
+    text = f"{estimate['accuracy']:.4f} [{low:.3f}, {high:.3f}]"
+    return text + (f"<br>includes chance ({estimate['chance']:.2f}): not shown to beat guessing" if estimate["includes_chance"] else "")
+
+
 def _summary(run: RunFiles) -> str:
     results, manifest = run.results, run.manifest
     dataset = results.get("dataset") or {}
@@ -115,7 +124,8 @@ def _summary(run: RunFiles) -> str:
         if not entry:
             continue
         cells = [entry["train_dev"]["accuracy"], entry["dev"]["accuracy"], entry["test"]["accuracy"], entry["test"]["macro_f1"]]
-        rows.append(f"<tr><td>{_e(label)}</td>" + "".join(f'<td class="num">{value:.4f}</td>' for value in cells) + "</tr>")
+        rows.append(f"<tr><td>{_e(label)}</td>" + f'<td class="num">{_estimate_cell(entry.get("estimate"))}</td>'
+                    + "".join(f'<td class="num">{value:.4f}</td>' for value in cells) + "</tr>")
     timings = results.get("timings", {})
     model = manifest.get("model") or {}
     facts = [
@@ -131,7 +141,8 @@ def _summary(run: RunFiles) -> str:
     ]
     best = results["best"]
     return (
-        "<table><tr><th></th><th>train+dev accuracy</th><th>dev accuracy</th><th>test accuracy</th><th>test macro-F1</th></tr>"
+        "<table><tr><th></th><th>held-out estimate (95% interval)</th><th>train+dev accuracy (chosen on it)</th><th>dev accuracy</th>"
+        "<th>test accuracy</th><th>test macro-F1</th></tr>"
         + "".join(rows)
         + "</table>\n<p>Best prompt: "
         + _prompt(best["template"], best["verbalizer"], best["calibration"], _demonstrations(run))

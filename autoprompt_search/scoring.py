@@ -168,6 +168,12 @@ class PromptScorer:
         """Render a template on texts once, to score any number of verbalizers on it."""
         return PreparedPrompts(template, tuple(trigger_ids or ()), self.render(template, texts, trigger_ids))
 
+    def content_free_texts(self, template: Template) -> list[dict[str, str]]:
+        """The content-free inputs (``N/A``, the empty text, the mask token), in every field the template uses."""
+        mask_text = self.backend.tokenizer.mask_token or ""
+        values = dict.fromkeys(value.format(mask_token=mask_text) for value in CONTENT_FREE_INPUTS)
+        return [{name: value for name in template.fields_used} for value in values]
+
     def fit_calibration(
         self,
         method: str,
@@ -180,11 +186,8 @@ class PromptScorer:
         if method == "none":
             return Calibration()
         if method == "contextual":
-            mask_text = self.backend.tokenizer.mask_token or ""
-            template = prepared.template
-            values = dict.fromkeys(value.format(mask_token=mask_text) for value in CONTENT_FREE_INPUTS)
-            texts = [{name: value for name in template.fields_used} for value in values]
-            raw = self.class_scores(self.render(template, texts, prepared.trigger_ids or None), word_ids)
+            texts = self.content_free_texts(prepared.template)
+            raw = self.class_scores(self.render(prepared.template, texts, prepared.trigger_ids or None), word_ids)
             content_free = torch.softmax(raw, dim=1).mean(dim=0)
             return Calibration("contextual", tuple(float(v) for v in torch.log(content_free)))
         if method == "prior":

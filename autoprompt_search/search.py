@@ -140,8 +140,9 @@ class PromptSearch:
     def run(self, study: optuna.Study, planned: int | None, timeout: float | None,
             callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (), max_repeats: int = 200,
             shared: bool = False) -> None:
-        """Run until the study holds ``planned`` finished distinct prompts (or ``timeout``); the
-        count is the study's, so several workers on one storage share the budget.
+        """Run until the study holds ``planned`` finished distinct prompts and no enqueued trial
+        waits (or until ``timeout``); the count is the study's, so several workers on one storage
+        share the budget.
 
         TPE proposes the same categorical choices again and again once it has converged; a repeat
         is answered from the earlier trial without counting towards the budget, and the search
@@ -166,7 +167,9 @@ class PromptSearch:
                 retry_dead_trials(study, trials)
             seen.update((self.pools.choice_key(t.params), t) for t in trials
                         if t.state == TrialState.COMPLETE and "repeat_of" not in t.user_attrs)
-            if (planned is not None and count_finished(trials) >= planned) or repeats >= max_repeats:
+            # enqueued trials (baselines, proposals, retries of cut-off ones) are run even past the budget
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if (planned is not None and count_finished(trials) >= planned and not waiting) or repeats >= max_repeats:
                 break
             _stop_if_interrupted()
             if timeout is not None and time.perf_counter() - began > timeout:
@@ -204,6 +207,9 @@ class PromptSearch:
             study.tell(trial, state=TrialState.FAIL)
             study.enqueue_trial(params, user_attrs={k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_MARKS})
             raise
+        except Exception:  # a bug or a resource error: failed for good, so that no other worker retries it and fails too
+            study.tell(trial, state=TrialState.FAIL)
+            raise
         frozen = study.tell(trial, value)
         seen[key] = frozen
         return frozen, False
@@ -212,9 +218,10 @@ class PromptSearch:
 def _wait_for_twin(study: optuna.Study, trial: optuna.Trial, choice_key: Callable[[dict], str], params: dict[str, Any],
                    poll: float = 1.0) -> FrozenTrial | None:
     """Wait while another worker scores the same prompt in an earlier trial (of several trials of
-    one prompt the earliest is scored, the later ones wait for it); that trial once complete (None
-    when there is none, or it ended otherwise: pruned, or failed with its worker). An earlier trial
-    still drawing its parameters is waited for too: it may turn out to be the same prompt."""
+    one prompt the earliest is scored, the later ones wait for it); then the study's completed trial
+    of that prompt, if any (None when there is none: no twin, or it ended otherwise: pruned, or
+    failed with its worker). An earlier trial still drawing its parameters is waited for too: it may
+    turn out to be the same prompt."""
     def key_of(other: FrozenTrial) -> str | None:
         try:
             return choice_key(other.params)
@@ -231,7 +238,9 @@ def _wait_for_twin(study: optuna.Study, trial: optuna.Trial, choice_key: Callabl
         _stop_if_interrupted()
         time.sleep(poll if running_twins else DRAWING_POLL_SECONDS)
         retry_dead_trials(study)
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number in twins]
+    # A twin may also have completed between this worker's last read of the study and its ask.
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "repeat_of" not in t.user_attrs and (t.number in twins or key_of(t) == key)]
     return done[0] if done else None
 
 

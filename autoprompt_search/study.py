@@ -35,7 +35,6 @@ ENQUEUED_MARKS = ("manual", "proposal")  # user attributes of the trials enqueue
 WORKER_ATTR, HEARTBEAT_ATTR = "worker", "heartbeat"  # trial system attributes: who runs it, when it last beat
 HEARTBEAT_SECONDS = 15.0
 STALE_SECONDS = 120.0  # a heartbeat this old means the worker died (for workers on other hosts; same-host ones are checked directly)
-MAX_RETRIES = 2  # on a shared storage, a parameter set whose workers keep dying is given up after this many retries
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -145,9 +144,14 @@ def retry_dead_trials(study: optuna.Study, trials: Sequence[FrozenTrial] | None 
                       stale_after: float = STALE_SECONDS) -> int:
     """Fail the RUNNING trials whose worker is gone and enqueue their parameters again; returns how
     many were retried. With the run folder's own storage nothing else can be running (a trial left
-    RUNNING was cut off by a killed process) and a trial is retried however often it was cut off;
-    on a shared storage a parameter set is retried at most :data:`MAX_RETRIES` times. ``trials``:
-    the study's trials as just read, to spare the storage another read."""
+    RUNNING was cut off by a killed process). ``trials``: the study's trials as just read, to spare
+    the storage another read.
+
+    A cut-off trial is retried however often its workers die, as Optuna's ``RetryFailedTrialCallback``
+    does by default: workers die from outside (a kill, a preempted machine), and with a limit of 2
+    the reliability benchmark lost prompts whose retries random kills had cut off three times in a
+    row. A prompt whose scoring raises an error is failed for good by its own worker
+    (:meth:`search.PromptSearch.run`), so that it does not take down every worker in turn."""
     retried = 0
     for trial in running_trials(study) if trials is None else [t for t in trials if t.state == TrialState.RUNNING]:
         if not (every_running_is_dead or _worker_gone(trial, stale_after)):
@@ -156,12 +160,11 @@ def retry_dead_trials(study: optuna.Study, trials: Sequence[FrozenTrial] | None 
             mark_failed(study, trial)
         except UpdateFinishedTrialError:  # finished meanwhile, or another worker failed it first
             continue
-        retries = int(trial.user_attrs.get("retries", 0))
-        if every_running_is_dead or retries < MAX_RETRIES:
-            attrs = {k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_MARKS}
-            study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}),
-                                user_attrs={**attrs, "retry_of": trial.number, "retries": retries + 1})
-            retried += 1
+        attrs = {k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_MARKS}
+        # an enqueued trial cut off while drawing holds only some of its fixed parameters so far
+        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+        study.enqueue_trial(params, user_attrs={**attrs, "retry_of": trial.number, "retries": int(trial.user_attrs.get("retries", 0)) + 1})
+        retried += 1
     return retried
 
 
@@ -186,6 +189,11 @@ def wait_for_running_trials(study: optuna.Study, poll: float = 2.0) -> float:
         if running_trials(study):
             time.sleep(poll)
     return time.perf_counter() - began
+
+
+def waiting_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Enqueued trials no worker has picked up yet."""
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 
 def finished_trial_numbers(study: optuna.Study) -> frozenset[int]:

@@ -12,9 +12,11 @@ process killed at chosen points and resumed.
   ensemble against an uninterrupted run with the same seed.
 
 Counted from the study afterwards: trials finished, failed (cut off by a kill), retried, lost (a
-trial finished before a kill and missing or changed after it, or a cut-off prompt never finished
-nor retried) and scored twice (two scored trials of one prompt); and whether the run folder's
-best prompt and ensemble agree with the study's leaderboard.
+trial finished before a kill and missing or changed after it, or a cut-off trial none of whose
+retries, nor any other trial of its prompt, finished), left waiting (retries no worker ran) and
+scored twice (two scored trials of one prompt); and whether the run folder's best prompt and
+ensemble agree with the study's leaderboard. The records of the trials behind a loss or a double
+scoring are kept in the JSON (``suspect_trials``) for the diagnosis.
 
 The model is the tiny random causal LM of :mod:`autoprompt_search.testing` on its tiny dataset: the
 figures are counts of trials, not accuracies, and a tiny model keeps trials short enough for many
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +112,20 @@ def audit(storage: str, out: Path, snapshots: list[dict[int, Any]]) -> dict[str,
     lost_finished = sorted({n for snapshot in snapshots for n, row in snapshot.items() if final.get(n) != row})
     failed = [t for t in trials if t.state == TrialState.FAIL]
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    retry_of = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
     done_params = [json.dumps(t.params, sort_keys=True) for t in trials if t.state in FINISHED]
-    abandoned = [t.number for t in failed if t.number not in retried and json.dumps(t.params, sort_keys=True) not in done_params]
+
+    def ends_finished(trial: optuna.trial.FrozenTrial) -> bool:  # its chain of retries ends in a finished trial
+        while trial.state == TrialState.FAIL and trial.number in retry_of:
+            trial = retry_of[trial.number]
+        return trial.state in FINISHED
+    # a cut-off trial is lost unless a retry of it (of a retry...) finished, or its prompt finished in another trial
+    abandoned = [t.number for t in failed if not ends_finished(t) and json.dumps(t.params, sort_keys=True) not in done_params]
     scored = [prompt_key(t) for t in trials if t.state == TrialState.COMPLETE and "repeat_of" not in t.user_attrs]
+    twice = {key for key in scored if scored.count(key) > 1}
+    suspects = set(abandoned) | {t.number for t in trials if t.state == TrialState.COMPLETE and prompt_key(t) in twice
+                                 and "repeat_of" not in t.user_attrs}
+    suspects |= {t.number for t in trials if t.user_attrs.get("retry_of") in suspects}
     board = leaderboard(study)
     best = json.loads((out / "best.json").read_text())["prompt"]
     ensemble = json.loads((out / "ensemble.json").read_text())
@@ -122,12 +136,25 @@ def audit(storage: str, out: Path, snapshots: list[dict[int, Any]]) -> dict[str,
         "trials_finished": count_finished(trials), "trials_repeated": sum("repeat_of" in t.user_attrs for t in trials),
         "trials_failed": len(failed), "trials_retried": len(retried),
         "trials_still_running": sum(t.state == TrialState.RUNNING for t in trials),
+        "trials_left_waiting": sum(t.state == TrialState.WAITING for t in trials),
         "lost": len(lost_finished) + len(abandoned), "lost_finished_trials": lost_finished, "abandoned_cut_off_trials": abandoned,
         "scored_twice": len(scored) - len(set(scored)),
         "best_is_the_leaderboards_top": (best["template"], best["verbalizer"]) == (board[0].template.source, board[0].verbalizer),
         "ensemble_members_in_the_leaderboard": all(m in ranked for m in members),
         "prompt": {"template": best["template"], "verbalizer": best["verbalizer"], "calibration": best["calibration"]["method"]},
+        "suspect_trials": [record(t) for t in trials if t.number in suspects],  # what it takes to diagnose a loss or a double
     }
+
+
+def record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial as the storage holds it, with its times, for the diagnosis of a loss or a double scoring."""
+    def when(moment) -> str | None:
+        return moment.isoformat() if moment else None
+    return {"number": trial.number, "state": trial.state.name, "params": trial.params,
+            "user_attrs": {k: v for k, v in trial.user_attrs.items() if k in ("retry_of", "retries", "repeat_of", "manual", "proposal")},
+            "system_attrs": {k: v for k, v in trial.system_attrs.items() if k != "fixed_params"},
+            "fixed_params": trial.system_attrs.get("fixed_params"), "started": when(trial.datetime_start),
+            "completed": when(trial.datetime_complete)}
 
 
 def running_pid_trial(storage: str, pid: int) -> int | None:
@@ -162,7 +189,8 @@ def shared_workers(space: Path, out: Path, storage: str, workers: int, kills: in
                 break
             time.sleep(0.02)
         victim.kill()
-        events.append({"at_seconds": round(time.perf_counter() - began, 1), "worker": pool.index(victim), "cut_off_trial": cut_off})
+        events.append({"at_seconds": round(time.perf_counter() - began, 1), "at": datetime.now().isoformat(), "worker": pool.index(victim),
+                       "pid": victim.process.pid, "cut_off_trial": cut_off})
         pool[pool.index(victim)] = Worker(space, out, "--storage", storage, "--resume")
     failures = []
     for worker in pool:

@@ -84,8 +84,73 @@ def test_ranking_is_deterministic_with_ties_broken_by_token_id() -> None:
 
 def test_rank_rejects_a_class_without_examples() -> None:
     log_probs, _ = _synthetic()
-    with pytest.raises(Exception, match="no training example"):
+    with pytest.raises(Exception, match="'positive' has 0 training examples"):
         rank_label_words(log_probs, np.zeros(len(log_probs), dtype=int), LABELS, WORDS, words_per_class=1)
+    with pytest.raises(Exception, match="'negative' has 1 training examples; choosing its words needs at least 2"):
+        rank_label_words(log_probs, np.array([0, 1, 1, 1, 1, 1]), LABELS, WORDS, words_per_class=1, ordering="held_out_auc")
+
+
+# -- held-out ordering and the content-free filter ---------------------------------------------------
+OUTLIER_WORDS = {0: "fluke", 1: "steady", 2: "filler", 3: "upbeat"}
+
+
+def _outlier_matrix(per_class: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """"fluke" is huge under one negative example and slightly likelier under positives otherwise;
+    "steady" is a little likelier under every negative example; "upbeat" under every positive one;
+    "filler" is likely everywhere (and under content-free inputs too)."""
+    rng = np.random.default_rng(0)
+    rows, gold = [], []
+    for index in (0, 1):
+        for i in range(per_class):
+            noise = rng.normal(0, 0.01, 4)
+            fluke = -2.0 if (index == 0 and i == 0) else (-9.0 if index == 0 else -8.8)
+            steady = -5.0 if index == 0 else -5.5
+            upbeat = -6.0 if index == 1 else -6.6
+            rows.append(np.array([fluke, steady, -1.0, upbeat]) + noise)
+            gold.append(index)
+    return np.array(rows), np.array(gold)
+
+
+def test_likelihood_ratio_is_carried_by_one_outlier_and_held_out_auc_is_not() -> None:
+    log_probs, gold = _outlier_matrix()
+    by_ratio = rank_label_words(log_probs, gold, LABELS, OUTLIER_WORDS, words_per_class=3, shortlist=4)
+    assert _words(by_ratio)["negative"][0] == "fluke"
+    held_out = rank_label_words(log_probs, gold, LABELS, OUTLIER_WORDS, words_per_class=3, shortlist=4, ordering="held_out_auc")
+    assert _words(held_out)["negative"][0] == "steady" and "fluke" not in _words(held_out)["negative"]
+    assert _words(held_out)["positive"][0] == "upbeat"
+    steady = held_out["negative"][0]
+    assert steady.held_out_auc == pytest.approx(1.0) and steady.content_free_lift is None
+    assert all(c.held_out_auc > 0.5 for candidates in held_out.values() for c in candidates)
+    again = rank_label_words(log_probs, gold, LABELS, OUTLIER_WORDS, words_per_class=3, shortlist=4, ordering="held_out_auc")
+    assert again == held_out
+
+
+def test_a_word_the_slot_prefers_without_input_is_dropped() -> None:
+    log_probs, gold = _outlier_matrix()
+    # gives "filler" a small edge under positives, so that it would be a positive word
+    log_probs[gold == 1, 2] += 0.3
+    kept = rank_label_words(log_probs, gold, LABELS, OUTLIER_WORDS, words_per_class=4, shortlist=4, ordering="held_out_auc")
+    assert "filler" in _words(kept)["positive"]
+    content_free = np.array([-9.0, -9.0, -0.5, -9.0])  # the slot wants "filler" most with no input at all
+    dropped = rank_label_words(log_probs, gold, LABELS, OUTLIER_WORDS, words_per_class=4, shortlist=4, ordering="held_out_auc",
+                               content_free=content_free)
+    assert "filler" not in _words(dropped)["positive"] and _words(dropped)["positive"][0] == "upbeat"
+    assert dropped["positive"][0].content_free_lift == pytest.approx(-6.0 + 9.0, abs=0.05)
+
+
+def test_a_word_must_be_shortlisted_on_both_halves() -> None:
+    gold = np.repeat([0, 1], 4)
+    negative = gold == 0
+    # columns: fluke, steady, plain, dull. "fluke" separates the classes but makes the negative
+    # shortlist of 3 only on the half of train that holds its one huge example.
+    log_probs = np.stack([np.where(negative, -9.0, -9.2), np.where(negative, -6.0, -6.5),
+                          np.full(8, -5.0), np.full(8, -8.0)], axis=1)
+    log_probs[0, 0] = 0.0
+    words = {0: "fluke", 1: "steady", 2: "plain", 3: "dull"}
+    result = rank_label_words(log_probs, gold, LABELS, words, words_per_class=4, shortlist=3, ordering="held_out_auc")
+    assert _words(result)["negative"] == ["steady"]  # plain and dull do not separate: AUC 0.5
+    wider = rank_label_words(log_probs, gold, LABELS, words, words_per_class=4, shortlist=4, ordering="held_out_auc")
+    assert set(_words(wider)["negative"]) == {"fluke", "steady"}
 
 
 # -- generation from the model through the cache ------------------------------------------------------
@@ -131,6 +196,17 @@ def test_generated_scores_average_probabilities_over_templates(causal_backend) -
             outside = np.log(np.exp(column[gold != index]).mean())
             assert candidate.mean_log_prob == pytest.approx(column[gold == index].mean(), abs=1e-4)
             assert candidate.log_likelihood_ratio == pytest.approx(inside - outside, abs=1e-4)
+
+
+def test_held_out_generation_reads_content_free_inputs_through_the_cache(causal_backend) -> None:
+    scorer = PromptScorer(causal_backend, chunk_size=5)
+    options = dict(words_per_class=4, shortlist=200, ordering="held_out_auc", drop_input_independent=True, seed=3)
+    result = generate_label_words(scorer, TEMPLATES, TEXTS, GOLD, LABELS, **options)
+    candidates = [c for words in result.values() for c in words]
+    assert candidates and all(c.held_out_auc > 0.5 and c.content_free_lift > 0 for c in candidates)
+    passes = causal_backend.forward_passes
+    assert generate_label_words(scorer, TEMPLATES, TEXTS, GOLD, LABELS, **options) == result
+    assert causal_backend.forward_passes == passes
 
 
 def test_generation_works_for_a_masked_model(tiny_masked_lm) -> None:

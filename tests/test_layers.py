@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("candidates", ("candidates",)),
     ("configuration", ("space_types", "spaces", "splits")),
     ("search", ("optuna_internals", "study", "search")),
-    ("ensemble", ("ensemble",)),
+    ("ensemble", ("ensemble", "estimate")),
     ("outputs", ("prompt_file", "export", "predictor", "run_folder", "report", "finish")),
     ("training", ("training",)),
     ("pipeline", ("pipeline", "analysis", "__init__")),

@@ -50,7 +50,16 @@ def test_search_writes_every_output_with_provenance(space, tmp_path, capsys) -> 
     pools = json.loads((out / "pools.json").read_text())
     assert len(rows) == len(pools["manual"]) + len(pools["proposals"]) + 6 and pools["proposals"]  # the trigger templates, tried first
     assert sum(row["manual"] == "True" for row in rows) == len(pools["manual"])
-    assert "Leaderboard" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Leaderboard" in printed and "held-out estimate" in printed
+    results = json.loads((out / "results.json").read_text())
+    for choice in (results["best"], results["ensemble"]):
+        estimate = choice["estimate"]
+        assert estimate["n"] == manifest["dataset"]["splits"]["dev"]["n"] and 0 <= estimate["interval"][0] <= estimate["accuracy"]
+        assert estimate["accuracy"] <= estimate["interval"][1] <= 1
+        assert estimate["includes_chance"] == (estimate["interval"][0] <= estimate["chance"])
+    assert json.loads((out / "best.json").read_text())["scores"]["estimate"] == results["best"]["estimate"]
+    assert json.loads((out / "ensemble.json").read_text())["scores"]["estimate"] == results["ensemble"]["estimate"]
 
 
 def test_loaded_prompt_reproduces_the_reported_test_scores(space, tmp_path) -> None:
@@ -191,6 +200,30 @@ def test_an_interrupted_search_resumes_and_loses_no_finished_trial(space, tmp_pa
     kept = {t.number: (t.value, t.params) for t in study.trials if t.number in finished}
     assert kept == finished
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_a_prompt_whose_scoring_raises_is_failed_for_good(space, tmp_path, monkeypatch) -> None:
+    """An error while scoring is the prompt's (or the code's), not a kill's: no worker retries it."""
+    from autoprompt_search.search import PromptSearch
+
+    calls = []
+    original = PromptSearch.objective_function
+
+    def third_call_raises(self, trial):
+        calls.append(trial.number)
+        if len(calls) == 3:
+            raise RuntimeError("scoring broke")
+        return original(self, trial)
+
+    monkeypatch.setattr(PromptSearch, "objective_function", third_call_raises)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="scoring broke"):
+        _run(space, out)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states[calls[2]] == optuna.trial.TrialState.FAIL
+    assert optuna.trial.TrialState.RUNNING not in states.values()
+    assert not any(t.user_attrs.get("retry_of") == calls[2] for t in study.get_trials(deepcopy=False))
 
 
 def test_leaderboard_breaks_ties_by_margin_not_by_trial_order() -> None:

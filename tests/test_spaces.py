@@ -72,7 +72,20 @@ def test_mr_space_values():
     assert space.verbalizers.seeds[0].to_dict() == {"negative": ["negative"], "positive": ["positive"]}
     assert space.calibration == ("none", "contextual", "prior") and space.objective == "accuracy"
     assert space.pruner.type == "median" and space.ensemble.size == 3
-    assert space.generators.label_words.scoring == ("mean_log_prob", "likelihood_ratio")
+    words = space.generators.label_words
+    assert words.scoring == ("mean_log_prob", "held_out_auc") and words.ordering == "held_out_auc"
+    assert words.shortlist_size == 400 and words.drop_input_independent
+
+
+def test_label_word_orderings_are_one_or_the_other(tmp_path):
+    spec = (SPACES / "mr.yaml").read_text() + "\n  label_words: {scoring: [mean_log_prob, likelihood_ratio, held_out_auc]}\n"
+    (tmp_path / "base.yaml").write_text((SPACES / "base.yaml").read_text())
+    (tmp_path / "two.yaml").write_text(spec)
+    message = "two.yaml: generators.label_words.scoring lists likelihood_ratio and held_out_auc, two orders: choose one"
+    assert message in _error(tmp_path / "two.yaml")
+    (tmp_path / "ratio.yaml").write_text(spec.replace(", held_out_auc]", "]"))
+    ratio = load_space(tmp_path / "ratio.yaml").generators.label_words
+    assert ratio.ordering == "likelihood_ratio" and ratio.shortlist_size == 50
 
 
 def test_validate_command_prints_one_line_per_file(capsys):

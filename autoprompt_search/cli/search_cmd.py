@@ -59,6 +59,18 @@ def print_leaderboard(result: SearchResult, rows: int = 10) -> None:
         if entry:
             print(f"{name:<12} train+dev accuracy {entry['train_dev']['accuracy']:.4f}   test accuracy {entry['test']['accuracy']:.4f}   "
                   f"test macro-F1 {entry['test']['macro_f1']:.4f}")
+    print("(train+dev figures are those the winners were chosen on: they flatter)")
+    for name in ("best", "ensemble"):
+        estimate = getattr(result, name).get("estimate") or {}
+        if estimate.get("accuracy") is None:
+            print(f"{name:<12} no held-out estimate: {estimate.get('why_none', 'not computed')}")
+            continue
+        low, high = estimate["interval"]
+        print(f"{name:<12} held-out estimate {estimate['accuracy']:.4f}, {estimate['confidence']:.0%} interval [{low:.3f}, {high:.3f}] "
+              f"(the choice repeated without {estimate['n']} dev examples, scored on them)")
+        if estimate["includes_chance"]:
+            print(f"{'':<12} this interval includes chance ({estimate['chance']:.2f}): on these examples the {name} "
+                  "is not shown to beat guessing; label more examples before trusting it")
     timings = result.timings
     print(f"\nwrote {result.folder.path}/best.json, ensemble.json, results.json, trials.csv, test_predictions.csv, manifest.json, "
           f"report.html ({timings['total_seconds']:.0f} s, of which forward passes {timings['forward_seconds']:.0f} s)")
