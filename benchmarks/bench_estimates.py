@@ -25,11 +25,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from statistics import mean, pstdev
 from typing import Any
 
 from autoprompt_search.analysis import BENCHMARK_DATASETS as DATASETS
 from autoprompt_search.analysis import BENCHMARK_SEEDS as SEEDS
+from autoprompt_search.analysis import mean_std
 from autoprompt_search.fileio import atomic_write_json, atomic_write_text
 from autoprompt_search.provenance import stamp
 
@@ -42,12 +42,13 @@ def read(records: Path, dataset: str, seed: int) -> dict[str, Any] | None:
 
 
 def label_words(manifest: dict[str, Any]) -> dict[str, list[str]] | None:
-    record = ((manifest.get("pools") or {}).get("origins") or {}).get("label_words")
+    record = (manifest.get("pools") or {}).get("label_words")
     return None if record is None else {label: [w["word"] for w in words] for label, words in record["words"].items()}
 
 
-def spread(values: list[float]) -> dict[str, float] | None:
-    return {"mean": mean(values), "std": pstdev(values), "n": len(values)} if values else None
+def spread(values: list[float]) -> dict[str, Any] | None:
+    """Mean and sample standard deviation (None without values)."""
+    return mean_std(values) if values else None
 
 
 def main() -> int:
@@ -114,7 +115,7 @@ def main() -> int:
 
 def table(figures: dict[str, Any]) -> str:
     def cell(value: dict[str, float] | None) -> str:
-        return "–" if not value else f"{value['mean']:.3f} ± {value['std']:.3f}"
+        return "–" if not value else f"{value['mean']:.3f} ± {value['std']:.3f} ({len(value['per_seed'])})"
 
     lines = ["| dataset | choice | test before | test after | paired after - before | train+dev | held-out estimate |",
              "|---|---|---|---|---|---|---|"]

@@ -150,22 +150,26 @@ def test_smollm2_search_with_the_gradient_generators(tmp_path, capsys) -> None:
 
 
 def test_smollm2_word_pools_hold_no_word_pieces(tmp_path) -> None:
-    """MR seed 13: the slot distribution proposes " un" for negative (the start of "unfunny",
-    "unwatchable"); the model continues it, so it is dropped, and whole words take its place."""
+    """MR seed 13, words ordered by the likelihood ratio: the slot distribution proposes " un" for
+    negative (the start of "unfunny", "unwatchable"); the model continues it, so it is dropped, and
+    whole words take its place. The held-out order's pieces (" cl", " mis") are dropped alike."""
     from autoprompt_search.candidates.build import build_pools
     from autoprompt_search.spaces import load_space
 
     _need("smollm2-135m", "mr")
     space_file = tmp_path / "space.yaml"
-    space_file.write_text(f"include: {SPACES / 'mr.yaml'}\nname: mr_words\ngenerators: {{demonstrations: {{enabled: false}}}}\n")
-    space = load_space(space_file)
-    train, dev = data.few_shot(data.load_split(space.dataset.spec, "train_pool", **space.dataset.load_kwargs()), 16, 13)
-    pools = build_pools(space, PromptScorer(load_backend("smollm2-135m"), SlotCache()), train, dev, log=lambda message: None)
-    record = pools.origins["label_words"]
-    assert "un" in record["fragments"] and all(share > 0.5 for share in record["fragments"].values())
-    words = {word for options in pools.words for option in options for word in option}
-    assert not words & set(record["fragments"])
-    assert [len(record["words"][label]) for label in pools.labels] == [space.generators.label_words.words_per_class] * 2
+    scorer = PromptScorer(load_backend("smollm2-135m"), SlotCache())
+    for scoring, piece in (("[mean_log_prob, likelihood_ratio]", "un"), ("[mean_log_prob, held_out_auc]", "cl")):
+        space_file.write_text(f"include: {SPACES / 'mr.yaml'}\nname: mr_words\n"
+                              f"generators: {{demonstrations: {{enabled: false}}, label_words: {{scoring: {scoring}}}}}\n")
+        space = load_space(space_file)
+        train, dev = data.few_shot(data.load_split(space.dataset.spec, "train_pool", **space.dataset.load_kwargs()), 16, 13)
+        pools = build_pools(space, scorer, train, dev, log=lambda message: None)
+        record = pools.origins["label_words"]
+        assert piece in record["fragments"] and all(share > 0.5 for share in record["fragments"].values())
+        words = {word for options in pools.words for option in options for word in option}
+        assert not words & set(record["fragments"])
+        assert [len(record["words"][label]) for label in pools.labels] == [space.generators.label_words.words_per_class] * 2
 
 
 def test_smollm2_training_outputs_open_in_peft_and_reproduce(tmp_path) -> None:
