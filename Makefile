@@ -88,6 +88,14 @@ bench-baselines: assets
 bench-reliability: setup
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) benchmarks/bench_reliability.py
 
+# The held-out label words and estimates of the current code against the quality table's runs
+# (results/benchmarks/quality_runs): searches into results/runs/quality_v2, then the comparison.
+.PHONY: bench-estimates
+bench-estimates: assets
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_quality.py --methods full --runs results/runs/quality_v2 \
+		--out results/benchmarks/quality_heldout_words.json --no-readme
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_estimates.py
+
 .PHONY: bench-openprompt-export
 OPENPROMPT_EXPORT_RUN := results/runs/train/mr-seed13
 bench-openprompt-export: assets openprompt-venv

@@ -737,6 +737,8 @@ def test_ctrl_c_while_writing_the_exports(env: Env, capsys) -> None:
     run = env.dir / "run"
     script = textwrap.dedent("""
         import os, signal, sys
+        # a shell that starts its jobs in the background makes them ignore SIGINT: a terminal's Ctrl-C is the default handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         real = os.replace
         def replace(source, target, **kwargs):
             if os.path.basename(str(target)) == "ensemble.json":
