@@ -22,7 +22,7 @@ remains; the test split is the figure to trust, when there is one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy.stats import binomtest
@@ -104,15 +104,12 @@ def _rank(candidates: Sequence[Candidate], probabilities: np.ndarray, prediction
     others = log_scores.copy()
     np.put_along_axis(others, gold[None, :, None], -np.inf, axis=2)
     margins = (gold_scores - others.max(axis=2)).mean(axis=1)
-    scores: Callable[[int], float]
     if objective == "accuracy":
-        accuracy = (predictions == gold).mean(axis=1)
-        scores = lambda i: float(accuracy[i])  # noqa: E731
+        values = (predictions == gold).mean(axis=1)
     else:
-        scores = lambda i: float(f1_score(gold, predictions[i], average="macro", zero_division=0))  # noqa: E731
-    keys: dict[int, Hashable] = {i: ranking_key(scores(i), float(margins[i]), c.template, c.verbalizer, c.calibration)
-                                 for i, c in enumerate(candidates)}
-    return sorted(keys, key=keys.__getitem__)
+        values = np.array([f1_score(gold, row, average="macro", zero_division=0) for row in predictions])
+    return sorted(range(len(candidates)), key=lambda i: ranking_key(float(values[i]), float(margins[i]), candidates[i].template,
+                                                                    candidates[i].verbalizer, candidates[i].calibration))
 
 
 def _wilson(hits: np.ndarray, folds: int, chance: float) -> HeldOutEstimate:

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from autoprompt_search.ensemble import WeightFit, combine_probabilities, fit_weights, select_members
-from autoprompt_search.estimate import CANDIDATES, Candidate, HeldOutEstimate, estimate_choices
+from autoprompt_search.estimate import CANDIDATES, Candidate, estimate_choices
 from autoprompt_search.export import write_ensemble, write_prompt
 from autoprompt_search.prompt import ModelInfo, PromptSpec
 from autoprompt_search.ranking import TrialResult
@@ -58,7 +58,6 @@ class FinishedSearch:
     test: dict[int, PromptScore]
     test_gold: list[int]
     ensemble_test: PromptScore
-    estimates: dict[str, HeldOutEstimate] | None
     summary: dict[str, Any]
     splits: RunSplits
     scorer: PromptScorer
@@ -136,5 +135,5 @@ def finish_search(board: list[TrialResult], search: PromptSearch, scorer: Prompt
         "ensemble": {"members": [entry(m) for m in members], "weights": list(fit.weights), "train_dev": ensemble_all.summary(),
                      "estimate": estimate("ensemble"), "dev": ensemble_dev.summary(), "test": ensemble_test.summary()},
     }
-    return FinishedSearch(chosen, best, manual, members, fit, selection, dev, test_scores, test_gold, ensemble_test, estimates,
-                          summary, splits, scorer)
+    return FinishedSearch(chosen, best, manual, members, fit, selection, dev, test_scores, test_gold, ensemble_test, summary,
+                          splits, scorer)
