@@ -71,7 +71,8 @@ def schema() -> dict[str, Any]:
 # ------------------------------------------------------------------------------- reading files
 
 
-def _read_yaml(path: Path, included_by: str = "") -> dict[str, Any]:
+def read_space_yaml(path: Path, included_by: str = "") -> dict[str, Any]:
+    """One search-space file's own data, its includes not followed; errors name the file and line."""
     where = f"{included_by}: include: " if included_by else ""
     try:
         text = path.read_text(encoding="utf-8")
@@ -183,7 +184,7 @@ def _check_keys(data: Mapping[Any, Any], schema: Mapping[str, Any], file: Path, 
 
 def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
     """(file, data) layers in the order they apply: includes (depth first), then the file."""
-    data = _read_yaml(path, str(chain[-1]) if chain else "")
+    data = read_space_yaml(path, str(chain[-1]) if chain else "")
     _check_keys(data, schema(), path)
     includes = data.pop("include", None)
     if includes is None:

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("backends", "cache", "adapters")),
     ("scoring", ("scoring", "prompt", "ranking", "evaluation", "testing")),
     ("candidates", ("candidates",)),
-    ("configuration", ("space_types", "spaces", "splits")),
+    ("configuration", ("space_types", "spaces", "splits", "starter")),
     ("search", ("optuna_internals", "study", "search")),
     ("ensemble", ("ensemble", "estimate")),
     ("outputs", ("prompt_file", "export", "predictor", "run_folder", "report", "finish")),

@@ -41,6 +41,13 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def starting_space_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The generic starting space (:mod:`autoprompt_search.starter`) of the data options' dataset."""
+    from autoprompt_search.starter import space_for_data
+
+    return space_for_data(args.dataset, **data_options(args))
+
+
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     from autoprompt_search.errors import UserError
     from autoprompt_search.space_types import MIN_MAX_LENGTH

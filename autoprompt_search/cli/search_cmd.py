@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from autoprompt_search.cli.options import add_model_options, model_options
+from autoprompt_search.cli.options import add_data_options, add_model_options, model_options
 
 if TYPE_CHECKING:
     from autoprompt_search.pipeline import SearchResult
@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("search", help="search prompts for a dataset and a frozen model",
-                                   description="Run a prompt search described by a search-space YAML file.")
-    parser.add_argument("space", help="a search-space YAML file (search_spaces/mr.yaml) or a bundled space's name (mr)")
+                                   description="Run a prompt search described by a search-space YAML file, or by the "
+                                               "generic starting space of a dataset (--dataset; see `init`).")
+    parser.add_argument("space", nargs="?", help="a search-space YAML file (search_spaces/mr.yaml) or a bundled space's name (mr)")
+    add_data_options(parser, required=False)
     add_model_options(parser, default=None)
     parser.add_argument("--trials", type=int, help="search trials after the manual baselines (overrides budget.trials)")
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
@@ -29,10 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autoprompt_search.cli.options import data_options, starting_space_from
+    from autoprompt_search.errors import UserError
     from autoprompt_search.pipeline import run_search
 
+    if (args.space is None) == (args.dataset is None):
+        raise UserError("give a search space or --dataset (a registered name or a data file, searched with a generic "
+                        "starting space), " + ("not both" if args.space else "one of them"))
+    if args.space is not None and data_options(args):
+        raise UserError("--text-field, --label-field, --labels and --test-fraction describe --dataset's file; a search space "
+                        "names its data in its dataset section")
     options = model_options(args)
-    result = run_search(args.space, seed=args.seed, out=args.out, trials=args.trials, timeout=args.timeout, storage=args.storage,
+    space = args.space if args.space is not None else starting_space_from(args)
+    result = run_search(space, seed=args.seed, out=args.out, trials=args.trials, timeout=args.timeout, storage=args.storage,
                         resume=args.resume, model=args.model, test_limit=args.test_limit, max_length=options["max_length"],
                         model_kind=options["kind"], device=options["device"], batch_size=options["batch_size"],
                         cache=not args.no_cache)
