@@ -1,8 +1,10 @@
 """Content-addressed cache of slot distributions, in memory and on disk.
 
 An entry is the ``[examples, vocab]`` log-probability matrix of one query on one chunk of
-rendered prompts. Its key hashes everything the numbers depend on: the model's weight hash
-and kind, the query, and the exact token ids of every prompt. A hit is therefore safe across
+rendered prompts, stored as 16-bit fixed point (:func:`encode_log_probs`): half the bytes of
+float32, every log-probability within 0.0005 of the model's. Its key hashes everything the
+numbers depend on: the model's weight hash and kind, the query, and the exact token ids of every
+prompt. A hit is therefore safe across
 runs, templates and verbalizers; any change of model, tokenizer output or truncation misses.
 
 The folder is bounded: at most ``max_bytes`` (default ``$AUTOPROMPT_SEARCH_CACHE_MAX``, else 8 GiB),
@@ -31,7 +33,15 @@ from autoprompt_search.backends import SlotQuery
 from autoprompt_search.errors import UserError
 from autoprompt_search.templates import RenderedPrompt
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 2  # in every key; an entry of the float32 format is read and recoded (see SlotCache.get)
+# Log-probabilities from 0 down to LOG_PROB_FLOOR in 65,535 even steps (0.00098 apart: each value is
+# off by at most 0.00049), anything lower stored as the floor. An absolute bound on every word's
+# error, which float16 lacks (its step grows to 0.016 at -20); a word the model puts below e^-64
+# (1.6e-28) is no label word.
+LOG_PROB_FLOOR = -64.0
+_STEPS = 65535
+CODE_ERROR = -LOG_PROB_FLOOR / _STEPS / 2  # the most a value above the floor moves
+CODED_SUFFIX = ".c16.npy"  # an entry's file name: KEY.c16.npy (KEY.npy: the float32 format)
 MAX_BYTES_VARIABLE, MIN_FREE_VARIABLE = "AUTOPROMPT_SEARCH_CACHE_MAX", "AUTOPROMPT_SEARCH_CACHE_MIN_FREE"
 DEFAULT_MAX_BYTES = 8 * 2**30
 DEFAULT_MIN_FREE_BYTES = 2 * 2**30
@@ -53,6 +63,17 @@ def _size_setting(variable: str, default: int) -> int:
     return default if value is None or not value.strip() else parse_size(value, variable)
 
 
+def encode_log_probs(values: np.ndarray) -> np.ndarray:
+    """``uint16`` codes of log-probabilities (see LOG_PROB_FLOOR); :func:`decode_log_probs` reads them."""
+    scaled = np.clip(np.asarray(values, dtype=np.float32), LOG_PROB_FLOOR, 0.0) * np.float32(_STEPS / LOG_PROB_FLOOR)
+    return np.rint(scaled).astype(np.uint16)
+
+
+def decode_log_probs(codes: np.ndarray) -> np.ndarray:
+    """float32 log-probabilities of codes (any slice of an entry: only what is read is decoded)."""
+    return np.asarray(codes, dtype=np.float32) * np.float32(LOG_PROB_FLOOR / _STEPS)
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     path: Path
@@ -61,7 +82,8 @@ class CacheEntry:
 
 
 class SlotCache:
-    """LRU in memory (bounded in bytes) over an optional folder of ``.npy`` files (bounded too)."""
+    """LRU in memory (bounded in bytes) over an optional folder of ``.npy`` files (bounded too);
+    both hold the entries' codes (:func:`encode_log_probs`)."""
 
     def __init__(self, directory: Path | None = None, *, memory_bytes: int = 512 * 2**20, max_bytes: int | None = None,
                  min_free_bytes: int | None = None, warn: Callable[[str], None] | None = None) -> None:
@@ -89,28 +111,60 @@ class SlotCache:
         return digest.hexdigest()
 
     def get(self, key: str) -> np.ndarray | None:
+        """The entry's codes, or None. An entry of the float32 format (``KEY.npy``, written before
+        entries were coded) is coded as a fresh pass would be, the same codes, and moved to
+        ``KEY.c16.npy`` at half its size: a version of the package that reads float32 never finds
+        codes where it expects log-probabilities."""
         array = self._memory.get(key)
         if array is not None:
             self._memory.move_to_end(key)
-        elif self.directory is not None and (path := self._path(key)).exists():
-            try:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
-                os.utime(path)  # recently used: evicted last
-            except (OSError, ValueError):
-                path.unlink(missing_ok=True)  # a damaged entry is recomputed
-                array = None
+        elif self.directory is not None:
+            array = self._read(key)
         if array is None:
             self.misses += 1
             return None
         self.hits += 1
         return array
 
-    def put(self, key: str, array: np.ndarray) -> None:
-        array = np.ascontiguousarray(array, dtype=np.float32)
+    def _read(self, key: str) -> np.ndarray | None:
+        path, legacy = self._path(key), self._path(key).with_name(f"{key}.npy")
+        for found, dtype in ((path, np.uint16), (legacy, np.float32)):
+            if not found.exists():
+                continue
+            try:
+                array = np.load(found, mmap_mode="r", allow_pickle=False)
+                if array.dtype != dtype or array.ndim != 2:
+                    raise ValueError(f"not an entry: {array.dtype} {array.shape}")
+                if found == legacy:
+                    array = encode_log_probs(array)
+                    self._write(path, array)
+                    self._forget_file(legacy)
+                os.utime(path)  # recently used: evicted last
+                return array
+            except (OSError, ValueError):
+                self._forget_file(found)  # a damaged entry is recomputed
+        return None
+
+    def _forget_file(self, path: Path) -> None:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        if self._disk_used is not None:
+            self._disk_used -= size
+
+    def put(self, key: str, codes: np.ndarray) -> None:
+        """Keep an entry's codes (:func:`encode_log_probs`, never raw log-probabilities)."""
+        if codes.dtype != np.uint16:
+            raise TypeError(f"a cache entry holds uint16 codes (encode_log_probs), got {codes.dtype}")
+        array = np.ascontiguousarray(codes)
         self._remember(key, array)
         if self.directory is None or not self.writing or not self._make_room(array.nbytes + 128):
             return
-        path = self._path(key)
+        self._write(self._path(key), array)
+
+    def _write(self, path: Path, array: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
@@ -121,7 +175,8 @@ class SlotCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self._disk_used = (self._disk_used or 0) + path.stat().st_size - replaced
+        if self._disk_used is not None:
+            self._disk_used += path.stat().st_size - replaced
 
     def entries(self) -> list[CacheEntry]:
         """The folder's entries, least recently used first."""
@@ -190,7 +245,7 @@ class SlotCache:
 
     def _path(self, key: str) -> Path:
         assert self.directory is not None
-        return self.directory / key[:2] / f"{key}.npy"
+        return self.directory / key[:2] / f"{key}{CODED_SUFFIX}"
 
 
 def default_cache_dir() -> Path:

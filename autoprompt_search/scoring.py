@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from autoprompt_search.backends import Backend, SlotQuery
-from autoprompt_search.cache import SlotCache
+from autoprompt_search.cache import SlotCache, decode_log_probs, encode_log_probs
 from autoprompt_search.calibration import CALIBRATION_METHODS, Calibration
 from autoprompt_search.errors import UserError
 from autoprompt_search.templates import RenderedPrompt, Template, TemplateRenderer
@@ -89,12 +89,15 @@ class PromptScorer:
 
     # -- log-probabilities -----------------------------------------------------------------
     def slot_log_probs(self, prompts: Sequence[RenderedPrompt], query: SlotQuery = SlotQuery()) -> np.ndarray:
-        """The slot distribution of one chunk of prompts, from the cache or one batched pass."""
-        return self.templates_slot_log_probs([prompts], query)[0]
+        """The ``[n, vocab]`` float32 slot distribution of one chunk of prompts, from the cache or one
+        batched pass, as the cache stores it (within 0.0005 of the model's; the same either way)."""
+        return decode_log_probs(self.templates_slot_codes([prompts], query)[0])
 
-    def templates_slot_log_probs(self, chunks: Sequence[Sequence[RenderedPrompt]], query: SlotQuery = SlotQuery()) -> list[np.ndarray]:
-        """:meth:`slot_log_probs` of one chunk of examples under several templates; the ones the cache
-        lacks are computed together (:meth:`Backend.templates_next_token_log_probs`)."""
+    def templates_slot_codes(self, chunks: Sequence[Sequence[RenderedPrompt]], query: SlotQuery = SlotQuery()) -> list[np.ndarray]:
+        """The cache's codes (:func:`~autoprompt_search.cache.encode_log_probs`) of one chunk of examples'
+        slot distribution under several templates; the ones the cache lacks are computed together
+        (:meth:`Backend.templates_next_token_log_probs`). A fresh pass is read through its codes too,
+        so that a figure never depends on what the cache held."""
         query = self.backend.normalize(query)
         keys = [SlotCache.key(self.backend.fingerprint, query, chunk) for chunk in chunks]
         found = [self.cache.get(key) for key in keys]
@@ -102,7 +105,7 @@ class PromptScorer:
         if missing:
             computed = self.backend.templates_next_token_log_probs([chunks[t] for t in missing], query)
             for t, values in zip(missing, computed):
-                found[t] = values.numpy()
+                found[t] = encode_log_probs(values.numpy())
                 self.cache.put(keys[t], found[t])
         return found
 
@@ -135,8 +138,8 @@ class PromptScorer:
             end = start + len(first)
             for query, users in queries:
                 chunks = [prompt_sets[t][start:end] for t, _, _ in users]
-                for (t, columns, tokens), distribution in zip(users, self.templates_slot_log_probs(chunks, query)):
-                    values = torch.from_numpy(np.asarray(distribution[:, tokens], dtype=np.float64))
+                for (t, columns, tokens), codes in zip(users, self.templates_slot_codes(chunks, query)):
+                    values = torch.from_numpy(decode_log_probs(codes[:, tokens]).astype(np.float64))
                     results[t][start:end].index_add_(1, columns, values)
             if self.progress is not None:
                 self.progress(len(first))

@@ -12,11 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoprompt_search.cache import MAX_BYTES_VARIABLE, SlotCache, parse_size
+from autoprompt_search.cache import (
+    CODE_ERROR,
+    LOG_PROB_FLOOR,
+    MAX_BYTES_VARIABLE,
+    SlotCache,
+    decode_log_probs,
+    encode_log_probs,
+    parse_size,
+)
 from autoprompt_search.cli.main import main
 from autoprompt_search.errors import UserError
 
-ENTRY = np.zeros((4, 256), dtype=np.float32)  # 4 KiB of numbers, a little more as an .npy file
+ENTRY = np.zeros((4, 512), dtype=np.uint16)  # 4 KiB of codes, a little more as an .npy file
 
 
 def entry_size(tmp_path: Path) -> int:
@@ -40,7 +48,7 @@ def test_the_folder_stays_under_its_cap_and_evicts_the_least_recently_used(tmp_p
     assert cache.get(first) is not None
     time.sleep(0.01)
     cache.put(others[3], ENTRY)  # over the cap: the least recently used go, down to 90% of it
-    on_disk = {entry.path.stem for entry in cache.entries()}
+    on_disk = {entry.path.name.split(".")[0] for entry in cache.entries()}
     assert sum(entry.size for entry in cache.entries()) <= 4 * size
     assert on_disk == {others[2], first, others[3]} and cache.evicted == 2
 
@@ -68,7 +76,7 @@ def test_the_free_space_floor_evicts_then_stops_writing_once(tmp_path: Path, mon
     assert len(cache.entries()) == 2 and not warnings
     free["bytes"] = 52 * size + size // 2  # room for one more only by evicting: the oldest goes
     cache.put(third, ENTRY)
-    assert first not in {entry.path.stem for entry in cache.entries()} and cache.writing
+    assert first not in {entry.path.name.split(".")[0] for entry in cache.entries()} and cache.writing
     free["bytes"] = 40 * size  # no eviction can help: the cache stops writing and says so once
     cache.put(keys(5)[4], ENTRY)
     cache.put(keys(6)[5], ENTRY)
@@ -101,11 +109,46 @@ def test_the_cache_command_shows_prunes_and_clears(tmp_path: Path, monkeypatch: 
     for key in keys(6):
         cache.put(key, ENTRY)
         os.utime(cache._path(key), (time.time(), time.time()))
+    legacy = tmp_path / "slot_cache" / "ff" / f"{'ff' * 32}.npy"
+    legacy.parent.mkdir(exist_ok=True)
+    np.save(legacy, np.zeros((2, 3), dtype=np.float32))  # the float32 format
     assert main(["cache", "info"]) == 0
-    assert "entries    6," in capsys.readouterr().out
+    assert "entries    7," in (out := capsys.readouterr().out) and "1 of them (0.0 MiB) in the float32 format" in out
+    legacy.unlink()
     assert main(["cache", "prune", "--max-size", str(3 * size)]) == 0
     assert len(SlotCache(tmp_path / "slot_cache").entries()) == 3 and "removed 3 entries" in capsys.readouterr().out
     assert main(["cache", "prune", "--max-size", "lots"]) == 2
     assert "--max-size" in capsys.readouterr().err
     assert main(["cache", "clear"]) == 0
     assert SlotCache(tmp_path / "slot_cache").entries() == []
+
+
+def test_codes_keep_every_log_probability_within_half_a_step_and_floor_the_rest() -> None:
+    values = np.concatenate([-np.logspace(-6, np.log10(-LOG_PROB_FLOOR), 5000), [0.0, LOG_PROB_FLOOR]]).astype(np.float32)
+    decoded = decode_log_probs(encode_log_probs(values))
+    assert decoded.dtype == np.float32 and np.abs(decoded - values).max() <= CODE_ERROR * 1.001 < 0.0005
+    assert list(decode_log_probs(encode_log_probs(np.array([-80.0, -np.inf], dtype=np.float32)))) == [LOG_PROB_FLOOR] * 2
+    assert encode_log_probs(values).nbytes * 2 == values.nbytes  # half of float32
+
+
+def test_an_entry_holds_codes_only_and_a_foreign_file_is_a_miss(tmp_path) -> None:
+    cache = SlotCache(tmp_path, max_bytes=2**30, min_free_bytes=0)
+    with pytest.raises(TypeError, match="uint16 codes"):
+        cache.put("ab" * 32, np.zeros((2, 3), dtype=np.float32))
+    foreign = tmp_path / "cd" / f"{'cd' * 32}.c16.npy"
+    foreign.parent.mkdir()
+    np.save(foreign, np.zeros((2, 3), dtype=np.int64))
+    assert SlotCache(tmp_path, max_bytes=2**30, min_free_bytes=0).get("cd" * 32) is None and not foreign.exists()
+
+
+def test_a_float32_entry_is_read_as_the_codes_of_a_fresh_pass_and_rewritten_at_half_the_size(tmp_path) -> None:
+    values = -np.random.default_rng(0).exponential(5.0, size=(8, 300)).astype(np.float32)
+    key = "ef" * 32
+    legacy = tmp_path / "ef" / f"{key}.npy"
+    legacy.parent.mkdir()
+    np.save(legacy, values)  # as the float32 format wrote it
+    cache = SlotCache(tmp_path, max_bytes=2**30, min_free_bytes=0)
+    assert np.array_equal(cache.get(key), encode_log_probs(values))
+    assert not legacy.exists() and [entry.path.name for entry in cache.entries()] == [f"{key}.c16.npy"]
+    assert cache.entries()[0].size < values.nbytes / 2 + 200
+    assert np.array_equal(SlotCache(tmp_path, max_bytes=2**30, min_free_bytes=0).get(key), encode_log_probs(values))

@@ -135,7 +135,7 @@ def test_metrics_and_margins() -> None:
 def test_memory_cache_is_bounded() -> None:
     cache = SlotCache(memory_bytes=3 * 400)
     for index in range(5):
-        cache.put(f"k{index}", np.zeros((10, 10), dtype=np.float32))
+        cache.put(f"k{index}", np.zeros((10, 20), dtype=np.uint16))
     assert cache.get("k0") is None and cache.get("k4") is not None
     assert cache._memory_used <= 3 * 400
 

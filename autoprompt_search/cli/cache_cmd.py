@@ -31,11 +31,17 @@ def _size(n: int) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from autoprompt_search.cache import CODED_SUFFIX
+
     cache = _cache()
     entries = cache.entries()
     used = sum(entry.size for entry in entries)
     print(f"folder     {cache.directory}")
     print(f"entries    {len(entries)}, {_size(used)}")
+    legacy = [entry for entry in entries if not entry.path.name.endswith(CODED_SUFFIX)]
+    if legacy:
+        print(f"           {len(legacy)} of them ({_size(sum(e.size for e in legacy))}) in the float32 format, "
+              "recoded at half the size when next read")
     print(f"cap        {_size(cache.max_bytes)} (least recently used entries evicted first)")
     if cache.directory.exists():
         print(f"disk free  {_size(shutil.disk_usage(cache.directory).free)} (the cache keeps at least {_size(cache.min_free_bytes)})")
