@@ -127,29 +127,45 @@ class SlotCache:
         return array
 
     def _read(self, key: str) -> np.ndarray | None:
-        path, legacy = self._path(key), self._path(key).with_name(f"{key}.npy")
-        for found, dtype in ((path, np.uint16), (legacy, np.float32)):
-            if not found.exists():
-                continue
+        path = self._path(key)
+        codes = self._load(path, np.uint16)
+        if codes is not None:
+            return codes
+        legacy = path.with_name(f"{key}.npy")
+        values = self._load(legacy, np.float32)
+        if values is None:
+            return self._load(path, np.uint16)  # another process may have recoded it meanwhile
+        codes = encode_log_probs(values)
+        if self.writing:
             try:
-                array = np.load(found, mmap_mode="r", allow_pickle=False)
-                if array.dtype != dtype or array.ndim != 2:
-                    raise ValueError(f"not an entry: {array.dtype} {array.shape}")
-                if found == legacy:
-                    array = encode_log_probs(array)
-                    self._write(path, array)
-                    self._forget_file(legacy)
-                os.utime(path)  # recently used: evicted last
-                return array
-            except (OSError, ValueError):
-                self._forget_file(found)  # a damaged entry is recomputed
-        return None
+                self._write(path, codes)
+            except OSError:
+                return codes  # a full disk or a read-only folder: the float32 entry stays as it is
+            self._forget_file(legacy)
+        return codes
+
+    def _load(self, path: Path, dtype: type) -> np.ndarray | None:
+        """The entry at ``path`` (touched: recently used), or None; a damaged one is removed, to be recomputed."""
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if array.dtype != dtype or array.ndim != 2:
+                raise ValueError(f"not an entry: {array.dtype} {array.shape}")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            self._forget_file(path)
+            return None
+        try:
+            os.utime(path)  # recently used: evicted last
+        except OSError:  # a folder this user may read but not write
+            pass
+        return array
 
     def _forget_file(self, path: Path) -> None:
         try:
             size = path.stat().st_size
             path.unlink()
-        except FileNotFoundError:
+        except OSError:  # gone already, or not ours to remove
             return
         if self._disk_used is not None:
             self._disk_used -= size

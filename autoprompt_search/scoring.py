@@ -105,6 +105,9 @@ class PromptScorer:
         if missing:
             computed = self.backend.templates_next_token_log_probs([chunks[t] for t in missing], query)
             for t, values in zip(missing, computed):
+                if torch.isnan(values).any():
+                    raise UserError(f"model {self.backend.path or ''}: its slot distribution holds NaN (broken or overflowing "
+                                    "weights); nothing can be scored with it")
                 found[t] = encode_log_probs(values.numpy())
                 self.cache.put(keys[t], found[t])
         return found

@@ -97,7 +97,7 @@ def starting_space(dataset: str | Mapping[str, Any], labels: Sequence[str], text
     }
     if median_words * (len(labels) + 1) <= DEMONSTRATION_WORDS:
         defaults["generators"] = {**defaults.get("generators", {}), "demonstrations": dict(DEMONSTRATIONS)}
-    return {**space, **defaults}
+    return {**space, **{key: value for key, value in defaults.items() if key not in space}}
 
 
 def space_yaml(space: Mapping[str, Any], command: str) -> str:
@@ -126,11 +126,11 @@ def space_for_data(spec: str, *, text_fields: Sequence[str] | None = None, label
     space) or of a data file (named after it, its path absolute), the labels read from the data."""
     file_options: dict[str, Any] = {"text_fields": list(text_fields) if text_fields else None, "label_field": label_field,
                                     "labels": list(labels) if labels else None}
+    if spec in REGISTERED and test_fraction is not None:
+        raise UserError(f"test_fraction is only for data files, not the registered dataset {spec!r}", option="test_fraction")
     data = load_dataset(spec, **{key: value for key, value in file_options.items() if value is not None})
     median_words = statistics.median(sum(len(text.split()) for text in example.fields.values()) for example in data.examples)
     if spec in REGISTERED:
-        if test_fraction is not None:
-            raise UserError(f"test_fraction: only for data files, not the registered dataset {spec!r}", option="test_fraction")
         return starting_space(spec, data.labels, data.fields, name=f"{spec}_generic", origin=spec,
                               median_words=median_words)
     path = Path(spec).absolute()
@@ -139,5 +139,5 @@ def space_for_data(spec: str, *, text_fields: Sequence[str] | None = None, label
         section["labels"] = list(labels)
     if test_fraction is not None:
         section["test_fraction"] = test_fraction
-    return starting_space(section, data.labels, data.fields, name=slug(path.stem), origin=str(path),
+    return starting_space(section, data.labels, data.fields, name=slug(path.stem) or "data", origin=str(path),
                           median_words=median_words)

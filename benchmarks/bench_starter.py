@@ -50,6 +50,10 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
 def summary(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Per entry: mean ± sd of each side's test accuracy and of the paired difference, over the seeds both ran."""
     paired = {seed: row for seed, row in rows.items() if row.get("generic") and row.get("hand_written")}
+    for seed, row in paired.items():
+        sizes = {side: row[side]["best"]["test_n"] for side in ("generic", "hand_written")}
+        if len(set(sizes.values())) != 1:
+            raise SystemExit(f"seed {seed}: the two runs scored different test samples {sizes}; rerun one with the same --test-limit")
     out: dict[str, Any] = {"seeds": sorted(paired)}
     for entry in ENTRIES:
         sides = {side: [paired[s][side][entry]["test_accuracy"] for s in sorted(paired) if paired[s][side][entry]]

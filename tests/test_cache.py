@@ -152,3 +152,18 @@ def test_a_float32_entry_is_read_as_the_codes_of_a_fresh_pass_and_rewritten_at_h
     assert not legacy.exists() and [entry.path.name for entry in cache.entries()] == [f"{key}.c16.npy"]
     assert cache.entries()[0].size < values.nbytes / 2 + 200
     assert np.array_equal(SlotCache(tmp_path, max_bytes=2**30, min_free_bytes=0).get(key), encode_log_probs(values))
+
+
+def test_a_float32_entry_that_cannot_be_rewritten_is_kept_and_still_served(tmp_path, monkeypatch) -> None:
+    values = -np.ones((2, 5), dtype=np.float32)
+    key = "ab" * 32
+    legacy = tmp_path / "ab" / f"{key}.npy"
+    legacy.parent.mkdir()
+    np.save(legacy, values)
+    cache = SlotCache(tmp_path, max_bytes=2**30, min_free_bytes=0)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tempfile.mkstemp", full_disk)
+    assert np.array_equal(cache.get(key), encode_log_probs(values)) and legacy.exists()

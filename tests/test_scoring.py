@@ -11,6 +11,7 @@ import torch
 from autoprompt_search.backends import load_backend
 from autoprompt_search.cache import SlotCache
 from autoprompt_search.calibration import Calibration
+from autoprompt_search.errors import UserError
 from autoprompt_search.scoring import PromptScorer, evaluate_scores
 from autoprompt_search.templates import Template
 from autoprompt_search.testing import TINY_CORPUS
@@ -130,6 +131,15 @@ def test_metrics_and_margins() -> None:
     assert result.margins[0] == pytest.approx(math.log(9))
     assert result.margins[1] == pytest.approx(math.log(0.4 / 0.6))
     assert list(result.predictions) == [0, 1, 1, 0]
+
+
+def test_a_distribution_with_nan_is_refused_not_stored(backend, monkeypatch) -> None:
+    scorer = PromptScorer(backend, SlotCache())
+    nan = torch.full((len(TEXTS), backend.vocab_size), float("nan"))
+    monkeypatch.setattr(backend, "templates_next_token_log_probs", lambda prompt_sets, query: [nan for _ in prompt_sets])
+    with pytest.raises(UserError, match="holds NaN"):
+        scorer.score(scorer.prepare(TEMPLATE, TEXTS), _verbalizer("bad", "good"), GOLD)
+    assert scorer.cache._memory == {}
 
 
 def test_memory_cache_is_bounded() -> None:

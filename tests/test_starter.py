@@ -60,6 +60,11 @@ def test_demonstrations_are_shown_only_where_the_texts_leave_room_for_them(tmp_p
     assert short.generators.demonstrations.enabled and not long.generators.demonstrations.enabled
 
 
+def test_a_file_name_without_ascii_letters_still_names_the_space(tmp_path) -> None:
+    data = write_tiny_dataset(tmp_path / "отзывы.csv", copies=2)
+    assert space_from_mapping(space_for_data(str(data))).name == "data"
+
+
 def test_several_text_fields_all_go_into_every_template(tmp_path) -> None:
     rows = [{"premise": f"premise {i}", "hypothesis": f"claim {i}", "gold": "entailment" if i % 2 else "contradiction"}
             for i in range(80)]
@@ -78,9 +83,18 @@ def test_init_writes_a_valid_space_beside_the_data_and_never_replaces_a_file(tmp
     assert "wrote data/reviews.yaml" in capsys.readouterr().out
     text = written.read_text(encoding="utf-8")
     assert "path: reviews.csv" in text and text.startswith("# Written by `autoprompt-search init --dataset data/reviews.csv`")
-    monkeypatch.chdir(tmp_path / "data")  # the file names its data relative to itself
+    monkeypatch.chdir("/")  # the file names its data relative to itself, wherever it is read from
     assert load_space(written).dataset.path == data.absolute()
     monkeypatch.chdir(tmp_path)
+    assert main(["init", "--dataset", "data/reviews.csv", "--text-field", "text", "--labels", "negative,positive",
+                 "--out", "spaces/mine/first.yaml"]) == 0
+    other = (tmp_path / "spaces" / "mine" / "first.yaml").read_text(encoding="utf-8")
+    assert "path: ../../data/reviews.csv" in other
+    assert "init --dataset data/reviews.csv --text-field text --labels negative,positive`" in other
+    monkeypatch.chdir("/")
+    assert load_space(tmp_path / "spaces" / "mine" / "first.yaml").dataset.path == data.absolute()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
     assert main(["init", "--dataset", "data/reviews.csv"]) == 2
     assert "--out: data/reviews.yaml exists" in capsys.readouterr().err
     assert written.read_text(encoding="utf-8") == text
@@ -105,6 +119,7 @@ def test_init_with_labels_that_are_not_words_writes_nothing(tmp_path, capsys) ->
     (["mr", "--dataset", "mr"], "not both"),
     ([], "one of them"),
     (["mr", "--text-field", "body"], "--text-field, --label-field"),
+    (["--dataset", "mr", "--test-fraction", "0.2"], "error: --test-fraction is only for data files, not the registered dataset 'mr'"),
 ])
 def test_search_takes_a_space_or_a_dataset(argv, message, capsys) -> None:
     assert main(["search", *argv]) == 2

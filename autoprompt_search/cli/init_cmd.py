@@ -48,14 +48,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _data_arguments(args: argparse.Namespace) -> list[str]:
-    """The data options as a command line would give them, for the file's header."""
+    """The data options as read (:func:`~autoprompt_search.cli.options.data_options`), written as a command line."""
+    from autoprompt_search.cli.options import data_options
+
     given = ["--dataset", args.dataset]
-    for field in args.text_fields or []:
-        given += ["--text-field", field]
-    if args.label_field != "label":
-        given += ["--label-field", args.label_field]
-    if args.labels:
-        given += ["--labels", args.labels]
-    if args.test_fraction is not None:
-        given += ["--test-fraction", str(args.test_fraction)]
+    for name, value in data_options(args).items():
+        if name == "text_fields":
+            given += [part for field in value for part in ("--text-field", field)]
+        else:
+            given += ["--" + name.replace("_", "-"), ",".join(value) if name == "labels" else str(value)]
     return given
