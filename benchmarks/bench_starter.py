@@ -70,15 +70,21 @@ def markdown(report: dict[str, Any]) -> str:
              "| dataset | seeds | best prompt: generic | hand-written | ensemble: generic | hand-written "
              "| best manual: generic | hand-written |",
              "|---|---|---|---|---|---|---|---|"]
+    not_run = []
     for dataset, entry in report["datasets"].items():
         s = entry["summary"]
         if not s["seeds"]:
+            not_run.append(dataset)
             continue
         cells = []
         for name in ENTRIES:
             for side in ("generic", "hand_written"):
-                cells.append(f"{s[name][side]['mean']:.3f} ± {s[name][side]['std']:.3f}" if name in s else "-")
-        lines.append(f"| {dataset} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
+                figure = s.get(name, {}).get(side)
+                spread = f" ± {figure['std']:.3f}" if figure is not None and len(s["seeds"]) > 1 else ""
+                cells.append("-" if figure is None else f"{figure['mean']:.3f}{spread}")
+        lines.append(f"| {dataset} | {', '.join(map(str, s['seeds']))} | " + " | ".join(cells) + " |")
+    if not_run:
+        lines += ["", f"Not run (no pair of complete runs): {', '.join(not_run)}."]
     return "\n".join(lines) + "\n"
 
 
