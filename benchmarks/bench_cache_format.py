@@ -54,7 +54,10 @@ def compare(run: Path) -> dict[str, Any]:
         before = np.array([row[name] for row in rows])
         after_p = np.asarray(predictor.predict_proba(texts))
         after = np.array(labels)[after_p.argmax(axis=1)]
-        out[name] = {"changed_predictions": int((before != after).sum()), "test_accuracy_float32": float((before == gold).mean()),
+        changed = np.flatnonzero(before != after)
+        out[name] = {"changed_predictions": len(changed), "test_accuracy_float32": float((before == gold).mean()),
+                     "changed_rows": [{"test_row": int(row), "gold": str(gold[row]), "float32": before_p[row].tolist(),
+                                       "codes": after_p[row].tolist()} for row in changed],
                      "test_accuracy_codes": float((after == gold).mean()),
                      "largest_probability_change": float(np.abs(after_p - before_p).max()),
                      "note": "float32 probabilities as written to test_predictions.csv, 6 decimals"}
@@ -69,7 +72,10 @@ def main() -> int:
     parser.add_argument("--out", default="results/benchmarks/cache_format.json")
     args = parser.parse_args()
     cache = SlotCache(default_cache_dir())
-    report: dict[str, Any] = {"code_error": CODE_ERROR, "cache_before": bytes_per_thousand(cache), "runs": {}}
+    earlier = json.loads(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else {}
+    # A second call keeps the first one's runs (those named now are measured again) and its view of the cache before.
+    report: dict[str, Any] = {"code_error": CODE_ERROR, "cache_before": earlier.get("cache_before") or bytes_per_thousand(cache),
+                              "runs": earlier.get("runs", {})}
     for seed in (int(s) for s in args.seeds.split(",")):
         run = Path(args.runs) / f"{args.dataset}-seed{seed}"
         report["runs"][run.name] = compare(run)
