@@ -124,11 +124,10 @@ def space_for_data(spec: str, *, text_fields: Sequence[str] | None = None, label
                    labels: Sequence[str] | None = None, test_fraction: float | None = None) -> dict[str, Any]:
     """The starting space of a registered dataset (named ``<name>_generic``, apart from its bundled
     space) or of a data file (named after it, its path absolute), the labels read from the data."""
-    file_options: dict[str, Any] = {"text_fields": list(text_fields) if text_fields else None, "label_field": label_field,
-                                    "labels": list(labels) if labels else None}
     if spec in REGISTERED and test_fraction is not None:
         raise UserError(f"test_fraction is only for data files, not the registered dataset {spec!r}", option="test_fraction")
-    data = load_dataset(spec, **{key: value for key, value in file_options.items() if value is not None})
+    data = load_dataset(spec, label_field=label_field, **({"text_fields": list(text_fields)} if text_fields else {}),
+                        **({"labels": list(labels)} if labels else {}))
     median_words = statistics.median(sum(len(text.split()) for text in example.fields.values()) for example in data.examples)
     if spec in REGISTERED:
         return starting_space(spec, data.labels, data.fields, name=f"{spec}_generic", origin=spec,
