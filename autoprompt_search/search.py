@@ -30,7 +30,15 @@ from autoprompt_search.candidates.pools import Pools, word_param
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
 from autoprompt_search.scoring import PreparedPrompts, PromptScorer, evaluate_scores
-from autoprompt_search.study import ENQUEUED_MARKS, count_finished, enqueued, heartbeat, retry_dead_trials, running_trials
+from autoprompt_search.study import (
+    ENQUEUED_MARKS,
+    count_finished,
+    enqueued,
+    first_run_of_enqueued,
+    heartbeat,
+    retry_dead_trials,
+    running_trials,
+)
 from autoprompt_search.verbalizers import Verbalizer
 
 DRAWING_POLL_SECONDS = 0.05  # an earlier trial drawing its parameters is done within moments
@@ -189,11 +197,12 @@ class PromptSearch:
         finished trial and whether it was such a repeat."""
         params = self.suggest(trial)
         key = self.pools.choice_key(params)
-        if shared and not enqueued(trial) and key not in seen:
+        answerable = not first_run_of_enqueued(trial)
+        if shared and answerable and key not in seen:
             twin = _wait_for_twin(study, trial, self.pools.choice_key, params)
             if twin is not None:
                 seen[key] = twin
-        if key in seen and not enqueued(trial):
+        if key in seen and answerable:
             earlier = seen[key]
             for name, value in earlier.user_attrs.items():
                 trial.set_user_attr(name, value)

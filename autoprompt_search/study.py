@@ -220,7 +220,10 @@ def count_finished(trials: Sequence[FrozenTrial]) -> int:
 def leaderboard(study: optuna.Study) -> list[TrialResult]:
     """Completed trials, best first: objective, then mean margin (identical prompts stay together)."""
     results = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    # a baseline's retry answered by a sampled trial of its prompt keeps the prompt marked manual
+    manual_repeats = {t.user_attrs["repeat_of"] for t in completed if "repeat_of" in t.user_attrs and t.user_attrs.get("manual")}
+    for trial in completed:
         attrs = trial.user_attrs
         if "repeat_of" in attrs:
             continue
@@ -234,7 +237,7 @@ def leaderboard(study: optuna.Study) -> list[TrialResult]:
                 template=Template.parse(attrs["template_text"]),
                 verbalizer=attrs["verbalizer"],
                 calibration=Calibration(trial.params["calibration"], tuple(attrs["calibration_bias"])),
-                manual=bool(attrs.get("manual", False)),
+                manual=bool(attrs.get("manual", False)) or trial.number in manual_repeats,
                 params=dict(trial.params),
                 dev_accuracy=attrs.get("dev_accuracy", float("nan")),
             )
@@ -246,3 +249,11 @@ def leaderboard(study: optuna.Study) -> list[TrialResult]:
 def enqueued(trial: optuna.Trial) -> bool:
     """Baselines and proposals are scored in full: the pruner judges only what the sampler picks."""
     return any(trial.user_attrs.get(mark) for mark in ENQUEUED_MARKS)
+
+
+def first_run_of_enqueued(trial: optuna.Trial) -> bool:
+    """A baseline or proposal on its first run is scored even if its prompt was scored before. Its
+    retry is not: while the cut-off trial was being failed, a sampled trial of the same prompt that
+    had waited for it may have scored the prompt itself (measured on PostgreSQL: one prompt scored
+    twice)."""
+    return enqueued(trial) and "retry_of" not in trial.user_attrs

@@ -226,6 +226,25 @@ def test_a_prompt_whose_scoring_raises_is_failed_for_good(space, tmp_path, monke
     assert not any(t.user_attrs.get("retry_of") == calls[2] for t in study.get_trials(deepcopy=False))
 
 
+def test_a_retried_baseline_whose_prompt_was_scored_meanwhile_is_not_scored_again(space, tmp_path) -> None:
+    """A sampled trial waiting for a cut-off baseline of its prompt scores the prompt itself once the
+    baseline is failed; the baseline's retry then takes that score, and the prompt stays manual."""
+    out = tmp_path / "run"
+    assert _run(space, out) == 0
+    storage = f"sqlite:///{out / 'study.db'}"
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    sampled = next(t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                   if not t.user_attrs.get("manual") and not t.user_attrs.get("proposal") and "repeat_of" not in t.user_attrs)
+    assert not next(r for r in leaderboard(study) if r.number == sampled.number).manual
+    study.enqueue_trial(sampled.params, user_attrs={"manual": True, "retry_of": 0, "retries": 1})
+    assert _run(space, out, "--resume") == 0
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    retry = next(t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("retry_of") == 0)
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.user_attrs["repeat_of"] == sampled.number
+    assert retry.value == sampled.value
+    assert next(r for r in leaderboard(study) if r.number == sampled.number).manual
+
+
 def test_leaderboard_breaks_ties_by_margin_not_by_trial_order() -> None:
     study = optuna.create_study(direction="maximize")
     distribution = {"calibration": optuna.distributions.CategoricalDistribution(["none"])}
