@@ -23,7 +23,7 @@ from autoprompt_search.run_folder import RunFolder
 if TYPE_CHECKING:
     from autoprompt_search.candidates.pools import Pools
     from autoprompt_search.data import Dataset
-    from autoprompt_search.scoring import PromptScorer
+    from autoprompt_search.scoring import PromptScore, PromptScorer
     from autoprompt_search.search import PromptSearch
     from autoprompt_search.splits import RunSplits
     from autoprompt_search.templates import Template
@@ -148,17 +148,21 @@ class FinishedRun:
         """The best-ranked trial that ``keep`` accepts (the study's own order), or None."""
         return next((result for result in self.board if keep(result)), None)
 
-    def on_test(self, result: TrialResult | None) -> dict[str, Any] | None:
-        """A trial scored on the run's test split, with the calibration it fitted on train+dev."""
+    def test_score(self, result: TrialResult) -> PromptScore:
+        """A trial's score on the run's test split, with its own calibration (probabilities included)."""
         from autoprompt_search.verbalizers import Verbalizer
 
-        if result is None:
-            return None
         if result.template not in self._prepared:
             texts = [e.fields for e in self.test.examples]
             self._prepared[result.template] = self.scorer.prepare(result.template, texts)
-        score = self.scorer.score(self._prepared[result.template], Verbalizer.parse(result.verbalizer, self.test.labels),
-                                  self.gold, calibration=result.calibration)
+        return self.scorer.score(self._prepared[result.template], Verbalizer.parse(result.verbalizer, self.test.labels),
+                                 self.gold, calibration=result.calibration)
+
+    def on_test(self, result: TrialResult | None) -> dict[str, Any] | None:
+        """A trial scored on the run's test split, with the calibration it fitted on train+dev."""
+        if result is None:
+            return None
+        score = self.test_score(result)
         return {"trial": result.number, "template": result.template.source, "verbalizer": result.verbalizer,
                 "calibration": result.calibration.method, "train_dev_accuracy": result.accuracy,
                 "test_accuracy": score.accuracy, "test_macro_f1": score.macro_f1, "test_n": len(self.gold)}

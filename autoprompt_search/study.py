@@ -35,6 +35,7 @@ ENQUEUED_MARKS = ("manual", "proposal")  # user attributes of the trials enqueue
 WORKER_ATTR, HEARTBEAT_ATTR = "worker", "heartbeat"  # trial system attributes: who runs it, when it last beat
 HEARTBEAT_SECONDS = 15.0
 STALE_SECONDS = 120.0  # a heartbeat this old means the worker died (for workers on other hosts; same-host ones are checked directly)
+UNNAMED_STALE_SECONDS = 20.0  # a trial this old that has not named its worker was cut off (measured: a 2-minute stall)
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -169,9 +170,12 @@ def retry_dead_trials(study: optuna.Study, trials: Sequence[FrozenTrial] | None 
 
 
 def _worker_gone(trial: FrozenTrial, stale_after: float) -> bool:
-    alive = worker_alive(trial.system_attrs.get(WORKER_ATTR))
+    worker = trial.system_attrs.get(WORKER_ATTR)
+    alive = worker_alive(worker)
     if alive is not None:
         return not alive
+    if worker is None:  # a worker names itself moments after its ask: it was cut off in between
+        stale_after = min(stale_after, UNNAMED_STALE_SECONDS)
     started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
     return time.time() - float(trial.system_attrs.get(HEARTBEAT_ATTR, started)) > stale_after
 

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("assets", "corpora", "data", "tokenization", "gguf_convert")),
     ("prompt language", ("templates", "verbalizers")),
     ("model", ("backends", "cache", "adapters")),
-    ("scoring", ("scoring", "prompt", "ranking", "evaluation", "testing")),
+    ("scoring", ("scoring", "prompt", "ranking", "evaluation", "testing", "label_free")),
     ("candidates", ("candidates",)),
     ("configuration", ("space_types", "spaces", "splits", "starter")),
     ("search", ("optuna_internals", "study", "search")),

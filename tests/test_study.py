@@ -77,6 +77,22 @@ def test_only_the_trials_of_dead_workers_are_retried(tmp_path) -> None:
     assert retry_dead_trials(study) == 0  # failed once, retried once: a second look changes nothing
 
 
+def test_a_trial_cut_off_before_naming_its_worker_is_retried_within_seconds(tmp_path, monkeypatch) -> None:
+    """Killed between its ask and naming itself, a worker leaves a trial with no worker and no
+    heartbeat; every worker drawing after it waits for it, so it may not wait out the stale limit."""
+    import autoprompt_search.study as study_module
+
+    study = _journal_study(tmp_path)
+    unnamed = _running(study, None)
+    named = _running(study, {"host": "elsewhere", "pid": 1}, beat=time.time())
+    assert retry_dead_trials(study) == 0  # just asked: its worker may be naming itself right now
+    monkeypatch.setattr(study_module, "UNNAMED_STALE_SECONDS", 0.2)
+    time.sleep(0.3)
+    assert retry_dead_trials(study) == 1
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states[unnamed.number] == TrialState.FAIL and states[named.number] == TrialState.RUNNING
+
+
 def test_a_prompt_whose_workers_keep_dying_is_retried_every_time(tmp_path) -> None:
     """Kills come from outside: with a limit of 2 retries the reliability benchmark lost prompts
     whose retries random kills had cut off three times in a row."""
@@ -162,7 +178,11 @@ def test_workers_killed_mid_trial_lose_nothing_and_agree_on_the_result(backend, 
     out = tmp_path / "run"
     first = _worker(space, out, storage)  # as the README starts workers: the first, then others with --resume
     _wait_until(lambda: _count(storage, TrialState.COMPLETE) >= 3, first)
-    for _ in range(5):  # a trial of the tiny model takes a fraction of a second: the kill may land just after it
+    # A trial of the tiny model takes some 50 ms, and the first worker finishes the study within a
+    # minute (CI: five tries of a plain kill, each landing between trials, outlasted it). The second
+    # worker is frozen first (SIGSTOP: still alive, so no worker retries its trial) to see whether it
+    # holds a trial, and only then killed: one try almost always cuts a trial off.
+    for _ in range(3):
         second = _worker(space, out, storage, "--resume")
 
         def second_is_scoring() -> bool:
@@ -171,11 +191,12 @@ def test_workers_killed_mid_trial_lose_nothing_and_agree_on_the_result(backend, 
                        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
         _wait_until(second_is_scoring, second)
+        second.send_signal(signal.SIGSTOP)
+        cut_off = second_is_scoring()
         second.send_signal(signal.SIGKILL)
         second.wait(timeout=30)
-        if any((t.system_attrs.get(WORKER_ATTR) or {}).get("pid") == second.pid
-               for t in _load(storage).get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL))):
-            break  # cut off in mid-trial (failed already if the first worker noticed)
+        if cut_off:
+            break
     restarted = _worker(space, out, storage, "--resume")
     for process in (first, restarted):
         _, stderr = process.communicate(timeout=600)
