@@ -110,3 +110,9 @@ clean:
 .PHONY: bench-starter
 bench-starter: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_starter.py
+
+# Prompt choices with unlabelled texts (batch calibration, mutual information, pseudo-labels),
+# replayed on the finished MR runs of bench-estimates.
+.PHONY: bench-unlabelled
+bench-unlabelled: assets
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_unlabelled.py

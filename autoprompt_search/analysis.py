@@ -55,12 +55,13 @@ def scorer_for(model: str, max_length: int) -> PromptScorer:
 
 
 def prompt_search(scorer: PromptScorer, pools: Pools, train: Dataset, dev: Dataset, *, objective: str = "accuracy",
-                  pruner: str = "none", chunks: int = 1) -> PromptSearch:
+                  pruner: str = "none", chunks: int = 1, unlabelled: Dataset | None = None) -> PromptSearch:
     """A study's scorer over ``pools`` as the pipeline builds it: prompts scored on the train
     examples no template shows (:meth:`Pools.scored_train`) and on dev."""
     from autoprompt_search.search import PromptSearch
 
-    return PromptSearch(scorer, pools.scored_train(train), dev, pools, objective=objective, pruner=pruner, chunks=chunks)
+    return PromptSearch(scorer, pools.scored_train(train), dev, pools, objective=objective, pruner=pruner, chunks=chunks,
+                        unlabelled=unlabelled)
 
 
 def scored_as_trial(search: PromptSearch, test: Dataset, template: Template, verbalizer: Verbalizer) -> dict[str, Any]:
@@ -141,7 +142,7 @@ class FinishedRun:
         if self._search is None:
             pruner = self.space["pruner"]
             self._search = prompt_search(self.scorer, self.pools, self.train, self.dev, objective=self.space["objective"],
-                                         pruner=pruner["type"], chunks=pruner["chunks"])
+                                         pruner=pruner["type"], chunks=pruner["chunks"], unlabelled=self.splits.unlabelled)
         return self._search
 
     def best(self, keep: Callable[[TrialResult], bool]) -> TrialResult | None:

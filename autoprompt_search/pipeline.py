@@ -147,7 +147,7 @@ class _SearchJob:
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported by us, without a traceback
         # Everything that can fail on the user's input is checked before the folder is touched.
         self.folder.check_startable(resume=self.resume)
-        splits = make_splits(space.dataset, space.few_shot.k, self.seed, self.test_limit)
+        splits = make_splits(space.dataset, space.few_shot.k, self.seed, self.test_limit, unlabelled=space.unlabelled.texts)
         self.backend = load_backend(space.model, **self.model_options)
         self.splits = splits
         self.scorer = PromptScorer(self.backend, SlotCache(default_cache_dir() if self.cache else None))
@@ -186,7 +186,7 @@ class _SearchJob:
                  f"{len(pools.calibrations)} calibrations; {len(pools.manual)} manual baselines, {len(pools.proposals)} proposals; "
                  f"{'no trial budget' if remaining is None else f'{remaining} trials to run'}")
         search = PromptSearch(self.scorer, pools.scored_train(splits.train), splits.dev, pools, objective=space.objective,
-                              pruner=space.pruner.type, chunks=space.pruner.chunks)
+                              pruner=space.pruner.type, chunks=space.pruner.chunks, unlabelled=splits.unlabelled)
         progress = Progress(self.scorer, remaining)
         began, forward_before = time.perf_counter(), self.backend.forward_seconds
         try:

@@ -29,6 +29,7 @@ from autoprompt_search.calibration import Calibration
 from autoprompt_search.candidates.pools import Pools, word_param
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
+from autoprompt_search.label_free import mutual_information
 from autoprompt_search.scoring import PreparedPrompts, PromptScorer, evaluate_scores
 from autoprompt_search.study import (
     ENQUEUED_MARKS,
@@ -56,8 +57,9 @@ class PromptSearch:
     """
 
     def __init__(self, scorer: PromptScorer, train: Dataset, dev: Dataset, pools: Pools, *,
-                 objective: str = "accuracy", pruner: str = "median", chunks: int = 4) -> None:
+                 objective: str = "accuracy", pruner: str = "median", chunks: int = 4, unlabelled: Dataset | None = None) -> None:
         self.scorer = scorer
+        self.unlabelled = unlabelled
         self.pools = pools
         self.objective = objective
         self.pruner = pruner
@@ -70,6 +72,7 @@ class PromptSearch:
                                                  for a, b in _piece_bounds(len(self.dev), n_chunks)]
         self._texts = [example.fields for example in self.train.examples + self.dev.examples]
         self._prepared: dict[int, list[PreparedPrompts]] = {}
+        self._prepared_unlabelled: dict[int, PreparedPrompts] = {}
 
     def use_pools(self, pools: Pools) -> None:
         """Continue with the pools of a new generation round (same templates, more word options)."""
@@ -84,10 +87,31 @@ class PromptSearch:
             self._prepared[template_index] = [self.scorer.prepare(template, self._texts[a:b]) for a, b in self.pieces]
         return self._prepared[template_index]
 
+    def prepared_unlabelled(self, template_index: int) -> PreparedPrompts | None:
+        """The template rendered on the unlabelled texts (None without them)."""
+        if self.unlabelled is None:
+            return None
+        if template_index not in self._prepared_unlabelled:
+            texts = [example.fields for example in self.unlabelled.examples]
+            self._prepared_unlabelled[template_index] = self.scorer.prepare(self.pools.templates[template_index], texts)
+        return self._prepared_unlabelled[template_index]
+
     def calibration(self, method: str, template_index: int, verbalizer: Verbalizer) -> Calibration:
-        """Fitted without labels: content-free inputs, or the mean class scores of the train texts."""
+        """Fitted without labels: content-free inputs, or the mean class scores of the unlabelled
+        texts (batch calibration), or of the train texts when there are none."""
         word_ids = self.scorer.word_ids(self.pools.templates[template_index], verbalizer)
-        return self.scorer.fit_calibration(method, self.prepared(template_index)[0], word_ids)
+        unlabelled = self.prepared_unlabelled(template_index) if method == "prior" else None
+        return self.scorer.fit_calibration(method, self.prepared(template_index)[0], word_ids, unlabelled)
+
+    def unlabelled_information(self, template_index: int, verbalizer: Verbalizer, calibration: Calibration) -> float | None:
+        """Mutual information between text and prediction on the unlabelled texts (None without them)."""
+        import torch
+
+        prepared = self.prepared_unlabelled(template_index)
+        if prepared is None:
+            return None
+        raw = self.scorer.class_scores(prepared.prompts, self.scorer.word_ids(prepared.template, verbalizer))
+        return mutual_information(torch.softmax(calibration.apply(raw), dim=1).numpy())
 
     def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> tuple[Any, Any, Calibration]:
         """(all-examples score, dev-only score, calibration) of a parameter set; reports to ``trial``."""
@@ -121,6 +145,9 @@ class PromptSearch:
         trial.set_user_attr("template_text", self.pools.templates[params["template"]].source)
         trial.set_user_attr("verbalizer", self.pools.verbalizer(params).to_dict())
         trial.set_user_attr("calibration_bias", list(calibration.bias))
+        information = self.unlabelled_information(params["template"], self.pools.verbalizer(params), calibration)
+        if information is not None:
+            trial.set_user_attr("unlabelled_mi", information)
         return result.accuracy if self.objective == "accuracy" else result.macro_f1
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:

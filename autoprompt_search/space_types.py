@@ -170,6 +170,18 @@ class Pruner:
 
 
 @dataclass(frozen=True)
+class Unlabelled:
+    """Texts whose labels are not read: ``texts`` drawn from the train pool with the run's seed, the
+    few-shot examples left out (never the test split). ``prior`` calibration is fitted on them
+    (batch calibration) instead of on the scored train texts; 0 turns them off."""
+
+    texts: int = 0
+
+    def __post_init__(self) -> None:
+        need_int("unlabelled.texts", self.texts, 0)
+
+
+@dataclass(frozen=True)
 class Ensemble:
     size: int = 5  # distinct templates (each costs one pass over the test split)
     prompts_per_template: int = 3  # verbalizer/calibration variants per template, free once it is cached
@@ -196,6 +208,7 @@ class SearchSpace:
     budget: Budget = Budget()
     pruner: Pruner = Pruner()
     ensemble: Ensemble = Ensemble()
+    unlabelled: Unlabelled = Unlabelled()
     description: str = ""
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -339,6 +352,8 @@ class SearchSpace:
         """The effective space as JSON-able data (for the run manifest)."""
         result = {name: dataclasses.asdict(getattr(self, name)) for name in ("few_shot", "budget", "pruner", "ensemble")}
         result["generators"] = self.generators.to_dict()
+        if self.unlabelled.texts:  # only then: the record (and identity) of every other space is as it was
+            result["unlabelled"] = dataclasses.asdict(self.unlabelled)
         blocks = self.templates.blocks
         return {
             "name": self.name, "description": self.description, "source": str(self.source) if self.source else None,

@@ -41,6 +41,7 @@ from autoprompt_search.space_types import (
     Pruner,
     SearchSpace,
     TemplateSpace,
+    Unlabelled,
     VerbalizerSpace,
 )
 from autoprompt_search.templates import SLOT, Template
@@ -60,6 +61,7 @@ SCHEMA: dict[str, Any] = {
     "budget": {"trials": _LEAF, "timeout_seconds": _LEAF},
     "pruner": {"type": _LEAF, "chunks": _LEAF},
     "ensemble": {"size": _LEAF, "prompts_per_template": _LEAF},
+    "unlabelled": {"texts": _LEAF},
 }  # fmt: skip
 
 
@@ -381,7 +383,8 @@ def _build(raw: dict[str, Any], path: Path | None, origins: _Origins, records: A
         generators=generators,
         calibration=_tuple(calibration, "calibration"), objective=raw.get("objective", "accuracy"),
         budget=Budget(**_kwargs(_section(raw, "budget"), "budget")), pruner=Pruner(**_kwargs(_section(raw, "pruner"), "pruner")),
-        ensemble=Ensemble(**_kwargs(_section(raw, "ensemble"), "ensemble")), source=path, raw=raw,
+        ensemble=Ensemble(**_kwargs(_section(raw, "ensemble"), "ensemble")),
+        unlabelled=Unlabelled(**_kwargs(_section(raw, "unlabelled"), "unlabelled")), source=path, raw=raw,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from autoprompt_search import data
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
+from autoprompt_search.label_free import unlabelled_sample
 
 TEST_SAMPLE_SEED = 0  # a test limit draws its sample with this seed, whatever the few-shot seed
 SPLIT_NAMES = ("train", "dev", "test")
@@ -23,28 +24,33 @@ class RunSplits:
     seed: int
     test_limit: int | None = None
     test_sample_seed: int | None = None
+    unlabelled: Dataset | None = None  # texts whose labels are not read (label_free.unlabelled_sample)
 
     def describe(self) -> dict[str, Any]:
         """What a run records about its data: sizes and content hashes of each split."""
+        named = [("train", self.train), ("dev", self.dev), ("test", self.test)]
+        if self.unlabelled is not None:
+            named.append(("unlabelled", self.unlabelled))
         return {"k": self.k, "seed": self.seed,
-                "splits": {name: {"n": len(split), "content_hash": split.content_hash()}
-                           for name, split in (("train", self.train), ("dev", self.dev), ("test", self.test))},
+                "splits": {name: {"n": len(split), "content_hash": split.content_hash()} for name, split in named},
                 "test_limit": self.test_limit, "test_sample_seed": self.test_sample_seed}
 
     def check(self, recorded: Mapping[str, Any], origin: str) -> None:
         """A user error naming the first split whose content differs from the ``recorded`` one."""
-        for name in SPLIT_NAMES:
-            expected = recorded["splits"][name]["content_hash"]
-            if getattr(self, name).content_hash() != expected:
+        unlabelled = ("unlabelled",) if self.unlabelled is not None or "unlabelled" in recorded["splits"] else ()
+        for name in (*SPLIT_NAMES, *unlabelled):
+            split, expected = getattr(self, name), (recorded["splits"].get(name) or {}).get("content_hash")
+            if split is None or expected is None or split.content_hash() != expected:
                 raise UserError(f"{origin}: the {name} split of the data differs from the one the run recorded "
-                                f"(content hash {expected[:12]}...): the data changed since the run")
+                                f"(content hash {(expected or 'none')[:12]}...): the data changed since the run")
 
 
 def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
-                test_sample_seed: int = TEST_SAMPLE_SEED) -> RunSplits:
+                test_sample_seed: int = TEST_SAMPLE_SEED, unlabelled: int = 0) -> RunSplits:
     """Train and dev of K examples per label drawn from the train pool with ``seed``; the test split
-    (a sample of ``test_limit``, the same for every seed, when given). ``dataset`` is a space's
-    :class:`~autoprompt_search.space_types.DatasetSpec`."""
+    (a sample of ``test_limit``, the same for every seed, when given); ``unlabelled`` texts of the
+    train pool that train and dev do not hold, drawn with ``seed`` (none for 0). ``dataset`` is a
+    space's :class:`~autoprompt_search.space_types.DatasetSpec`."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= data.MAX_SEED:
         raise UserError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}", option="seed")
     if test_limit is not None and test_limit < 1:
@@ -53,4 +59,5 @@ def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
     if test_limit:  # the same sample for every few-shot seed: comparable runs and shared cache entries
         test = data.sample(test, test_limit, test_sample_seed)
     train, dev = data.few_shot(pool, k, seed, origin=dataset.spec)
-    return RunSplits(train, dev, test, k, seed, test_limit or None, test_sample_seed if test_limit else None)
+    texts = unlabelled_sample(pool, [train, dev], unlabelled, seed) if unlabelled else None
+    return RunSplits(train, dev, test, k, seed, test_limit or None, test_sample_seed if test_limit else None, texts or None)

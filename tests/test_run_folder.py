@@ -190,6 +190,20 @@ def test_splits_detect_changed_data(tiny_run: SearchResult) -> None:
     folder.splits()  # the data as recorded again
 
 
+def test_unlabelled_texts_are_checked_like_the_splits(tiny_run: SearchResult) -> None:
+    """A run that drew unlabelled texts is read back only with the same texts; one that drew none, with none."""
+    import dataclasses
+
+    without = tiny_run.splits
+    assert without.unlabelled is None and "unlabelled" not in without.describe()["splits"]
+    drawn = dataclasses.replace(without, unlabelled=without.train)
+    drawn.check(drawn.describe(), "run")
+    for splits, recorded in ((drawn, without.describe()), (without, drawn.describe()),
+                             (dataclasses.replace(without, unlabelled=without.dev), drawn.describe())):
+        with pytest.raises(UserError, match="run: the unlabelled split of the data differs"):
+            splits.check(recorded, "run")
+
+
 def test_splits_of_data_given_in_memory(tiny_run: SearchResult) -> None:
     """The run's data, given as records, derive the same splits; other records are caught."""
     import csv

@@ -245,6 +245,33 @@ def test_a_retried_baseline_whose_prompt_was_scored_meanwhile_is_not_scored_agai
     assert next(r for r in leaderboard(study) if r.number == sampled.number).manual
 
 
+def test_unlabelled_texts_fit_the_prior_and_measure_each_trial(tmp_path, tiny_causal_lm, isolated_cache) -> None:
+    """``unlabelled.texts`` draws texts of the train pool that the few-shot splits do not hold;
+    ``prior`` is fitted on them, each trial records its mutual information on them, and the run's
+    record of them is checked when it is read back."""
+    from autoprompt_search.analysis import FinishedRun
+    from autoprompt_search.verbalizers import Verbalizer
+
+    space = write_tiny_space(tmp_path, tiny_causal_lm, extra="unlabelled: {texts: 6}\n")
+    out = tmp_path / "run"
+    assert _run(space, out) == 0
+    run = FinishedRun(out)
+    unlabelled = run.splits.unlabelled
+    assert len(unlabelled) == 6
+    recorded = json.loads((out / "manifest.json").read_text())["dataset"]["splits"]["unlabelled"]
+    assert recorded == {"n": 6, "content_hash": unlabelled.content_hash()}
+    texts = {e.fields["text"] for e in unlabelled.examples}
+    assert not texts & {e.fields["text"] for split in (run.train, run.dev, run.test) for e in split.examples}
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    assert done and all(0.0 <= t.user_attrs["unlabelled_mi"] <= np.log(2) + 1e-6 for t in done)
+    prior = next(r for r in run.board if r.calibration.method == "prior")
+    scorer = run.scorer
+    raw = scorer.class_scores(scorer.prepare(prior.template, [e.fields for e in unlabelled.examples]).prompts,
+                              scorer.word_ids(prior.template, Verbalizer.parse(prior.verbalizer, run.dev.labels)))
+    assert np.allclose(prior.calibration.bias, raw.mean(dim=0).numpy(), atol=1e-5)
+
+
 def test_leaderboard_breaks_ties_by_margin_not_by_trial_order() -> None:
     study = optuna.create_study(direction="maximize")
     distribution = {"calibration": optuna.distributions.CategoricalDistribution(["none"])}
