@@ -72,9 +72,10 @@ def scored_as_trial(search: PromptSearch, test: Dataset, template: Template, ver
     evaluated = {method: search.evaluate(pools.params_for(template, verbalizer, method)) for method in pools.calibrations}
     prepared = scorer.prepare(template, [e.fields for e in test.examples])
     gold = [test.labels.index(e.label) for e in test.examples]
-    tests = scorer.score_variants(prepared, [(verbalizer, fitted) for _, _, fitted in evaluated.values()], gold)
+    tests = scorer.score_variants(prepared, [(verbalizer, e.calibration) for e in evaluated.values()], gold)
     by_calibration, keys = {}, {}
-    for (method, (result, _, _)), on_test in zip(evaluated.items(), tests):
+    for (method, evaluation), on_test in zip(evaluated.items(), tests):
+        result = evaluation.selection
         by_calibration[method] = {"train_dev_accuracy": result.accuracy, "train_dev_margin": result.mean_margin,
                                   "test_accuracy": on_test.accuracy}
         value = result.accuracy if search.objective == "accuracy" else result.macro_f1

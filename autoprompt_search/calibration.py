@@ -31,6 +31,11 @@ class Calibration:
             return normalized - torch.tensor(self.bias, dtype=raw_scores.dtype)
         return normalized
 
+    @classmethod
+    def prior_from(cls, raw_scores: torch.Tensor) -> Calibration:
+        """``prior``: the mean raw class scores of unlabelled prompts ``[texts, classes]``; no label is read."""
+        return cls("prior", tuple(float(v) for v in raw_scores.mean(dim=0)))
+
     def to_dict(self) -> dict:
         return {"method": self.method, "bias": list(self.bias)}
 

@@ -30,6 +30,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
 from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_members
+from autoprompt_search.label_free import choose_by_agreement
 from autoprompt_search.ranking import ranking_key
 
 CANDIDATES = 200  # leaderboard rows re-ranked per fold; far below them nothing wins a fold
@@ -68,9 +69,12 @@ class HeldOutEstimate:
 
 
 def estimate_choices(candidates: Sequence[Candidate], gold: Sequence[int], dev_rows: np.ndarray, *, objective: str,
-                     ensemble_size: int, prompts_per_template: int, seed: int) -> dict[str, HeldOutEstimate] | None:
-    """Held-out estimates of the search's two choices, ``best`` (the top prompt) and ``ensemble``;
-    None when some label has fewer than 2 dev examples (no fold could hold it out)."""
+                     ensemble_size: int, prompts_per_template: int, seed: int,
+                     unlabelled: Sequence[np.ndarray] | None = None) -> dict[str, HeldOutEstimate] | None:
+    """Held-out estimates of the search's two choices, ``best`` and ``ensemble``; None when some
+    label has fewer than 2 dev examples (no fold could hold it out). ``best`` is the top prompt, or,
+    given each candidate's probabilities on the unlabelled texts, the prompt
+    :func:`label_free.choose_by_agreement` picks from the fold's ranking."""
     gold = np.asarray(gold, dtype=np.int64)
     dev_rows = np.asarray(dev_rows, dtype=np.int64)
     dev_gold = gold[dev_rows]
@@ -85,9 +89,11 @@ def estimate_choices(candidates: Sequence[Candidate], gold: Sequence[int], dev_r
     correct = {"best": np.zeros(len(dev_rows), dtype=bool), "ensemble": np.zeros(len(dev_rows), dtype=bool)}
     for chosen_on_dev, held_out in splitter.split(np.zeros(len(dev_rows)), dev_gold):
         rows = np.setdiff1d(np.arange(len(gold)), dev_rows[held_out])
-        order = _rank(candidates, probabilities[:, rows], predictions[:, rows], gold[rows], objective)
+        order, values = _rank(candidates, probabilities[:, rows], predictions[:, rows], gold[rows], objective)
         target = dev_rows[held_out]
-        correct["best"][held_out] = predictions[order[0], target] == gold[target]
+        best = order[0] if unlabelled is None else order[
+            choose_by_agreement([values[i] for i in order], [unlabelled[i] for i in order], len(rows))]
+        correct["best"][held_out] = predictions[best, target] == gold[target]
         members = select_members(list(order), ensemble_size, prompts_per_template, key=lambda i: candidates[i].template)
         fit = fit_weights([probabilities[i, rows] for i in members], gold[rows], seed=seed)
         combined = combine_probabilities([probabilities[i, target] for i in members], fit.weights)
@@ -97,8 +103,9 @@ def estimate_choices(candidates: Sequence[Candidate], gold: Sequence[int], dev_r
 
 
 def _rank(candidates: Sequence[Candidate], probabilities: np.ndarray, predictions: np.ndarray, gold: np.ndarray,
-          objective: str) -> list[int]:
-    """Candidate indices in the leaderboard's order (:func:`ranking.ranking_key`) on these rows."""
+          objective: str) -> tuple[list[int], np.ndarray]:
+    """Candidate indices in the leaderboard's order (:func:`ranking.ranking_key`) on these rows, and
+    each candidate's objective value on them."""
     log_scores = np.log(np.clip(probabilities, 1e-300, None))
     gold_scores = np.take_along_axis(log_scores, gold[None, :, None], axis=2)[..., 0]
     others = log_scores.copy()
@@ -108,8 +115,9 @@ def _rank(candidates: Sequence[Candidate], probabilities: np.ndarray, prediction
         values = (predictions == gold).mean(axis=1)
     else:
         values = np.array([f1_score(gold, row, average="macro", zero_division=0) for row in predictions])
-    return sorted(range(len(candidates)), key=lambda i: ranking_key(float(values[i]), float(margins[i]), candidates[i].template,
-                                                                    candidates[i].verbalizer, candidates[i].calibration))
+    order = sorted(range(len(candidates)), key=lambda i: ranking_key(float(values[i]), float(margins[i]), candidates[i].template,
+                                                                     candidates[i].verbalizer, candidates[i].calibration))
+    return order, values
 
 
 def _wilson(hits: np.ndarray, folds: int, chance: float) -> HeldOutEstimate:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from autoprompt_search.ensemble import WeightFit, combine_probabilities, fit_weights, select_members
 from autoprompt_search.estimate import CANDIDATES, Candidate, estimate_choices
 from autoprompt_search.export import write_ensemble, write_prompt
+from autoprompt_search.label_free import choose_by_agreement
 from autoprompt_search.prompt import ModelInfo, PromptSpec
 from autoprompt_search.ranking import TrialResult
 from autoprompt_search.run_folder import BEST, ENSEMBLE, RunFolder
@@ -90,19 +91,25 @@ class FinishedSearch:
 
 def finish_search(board: list[TrialResult], search: PromptSearch, scorer: PromptScorer, space, splits: RunSplits, *,
                   seed: int, log: Callable[[str], None]) -> FinishedSearch:
-    """Pick the best prompt, the best manual one and the ensemble's members from ``board`` (best
-    first), fit the ensemble's weights on train+dev, and score them all on test."""
-    best = board[0]
+    """Pick the best prompt (the top one, or by ``space.unlabelled.select``), the best manual one and
+    the ensemble's members from ``board`` (best first), fit the ensemble's weights on train+dev, and
+    score them all on test."""
+    candidates = board[:CANDIDATES]
+    few_shot = {r.number: search.evaluate(r.params) for r in candidates}  # cached: no forward pass
+    agreement = space.unlabelled.select == "agreement"
+    rank = choose_by_agreement([r.objective for r in candidates], [few_shot[r.number].unlabelled for r in candidates],
+                               len(search.gold)) if agreement else 0
+    best = board[rank]
     manual = next((result for result in board if result.manual), None)
     members = select_members(board, space.ensemble.size, space.ensemble.prompts_per_template, key=lambda r: r.template)
     chosen = list({r.number: r for r in (best, manual, *members) if r is not None}.values())  # each once, in this order
-    few_shot = {r.number: search.evaluate(r.params) for r in chosen}  # cached: no forward pass
-    fit = fit_weights([few_shot[m.number][0].probabilities for m in members], search.gold, seed=seed)
+    few_shot.update((r.number, search.evaluate(r.params)) for r in chosen if r.number not in few_shot)
+    fit = fit_weights([few_shot[m.number].selection.probabilities for m in members], search.gold, seed=seed)
     test = splits.test
     test_gold = [test.labels.index(e.label) for e in test.examples]
     test_scores = {r.number: score for r, score in zip(chosen, score_on_split(scorer, chosen, test, test_gold, log))}
-    selection = {i: scores for i, (scores, _, _) in few_shot.items()}
-    dev = {i: scores for i, (_, scores, _) in few_shot.items()}
+    selection = {i: evaluation.selection for i, evaluation in few_shot.items()}
+    dev = {i: evaluation.dev for i, evaluation in few_shot.items()}
     dev_rows = slice(len(search.train), len(search.gold))
 
     def combined(probabilities: list[np.ndarray], gold) -> PromptScore:
@@ -119,18 +126,17 @@ def finish_search(board: list[TrialResult], search: PromptSearch, scorer: Prompt
             return {"accuracy": None, "why_none": "some label has fewer than 2 dev examples to hold out"}
         return estimates[choice].to_dict()
 
-    candidates = board[:CANDIDATES]
     estimates = estimate_choices(
-        [Candidate(r.template.source, r.verbalizer, r.calibration.method,
-                   (selection[r.number] if r.number in selection else search.evaluate(r.params)[0]).probabilities) for r in candidates],
+        [Candidate(r.template.source, r.verbalizer, r.calibration.method, selection[r.number].probabilities) for r in candidates],
         search.gold, np.arange(len(search.train), len(search.gold)), objective=space.objective,
-        ensemble_size=space.ensemble.size, prompts_per_template=space.ensemble.prompts_per_template, seed=seed)
+        ensemble_size=space.ensemble.size, prompts_per_template=space.ensemble.prompts_per_template, seed=seed,
+        unlabelled=[few_shot[r.number].unlabelled for r in candidates] if agreement else None)
     member_keys = [m.number for m in members]
     ensemble_all = combined([selection[i].probabilities for i in member_keys], search.gold)
     ensemble_test = combined([test_scores[i].probabilities for i in member_keys], test_gold)
     ensemble_dev = combined([selection[i].probabilities[dev_rows] for i in member_keys], search.gold[dev_rows])
     summary = {
-        "best": {**entry(best), "estimate": estimate("best")},
+        "best": {**entry(best), "selected_by": space.unlabelled.select, "rank": rank + 1, "estimate": estimate("best")},
         "best_manual": entry(manual) if manual else None,
         "ensemble": {"members": [entry(m) for m in members], "weights": list(fit.weights), "train_dev": ensemble_all.summary(),
                      "estimate": estimate("ensemble"), "dev": ensemble_dev.summary(), "test": ensemble_test.summary()},

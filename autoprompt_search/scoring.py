@@ -197,8 +197,7 @@ class PromptScorer:
             content_free = torch.softmax(raw, dim=1).mean(dim=0)
             return Calibration("contextual", tuple(float(v) for v in torch.log(content_free)))
         if method == "prior":
-            raw = self.class_scores((unlabelled or prepared).prompts, word_ids)
-            return Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
+            return Calibration.prior_from(self.class_scores((unlabelled or prepared).prompts, word_ids))
         raise UserError(f"unknown calibration {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
 
     def score(
@@ -242,7 +241,7 @@ class PromptScorer:
             for (_, calibration), word_ids, raw in zip(variants, template_word_ids, template_raws):
                 if not isinstance(calibration, Calibration):
                     if calibration == "prior" and unlabelled is None:
-                        calibration = Calibration("prior", tuple(float(v) for v in raw.mean(dim=0)))
+                        calibration = Calibration.prior_from(raw)
                     else:
                         calibration = self.fit_calibration(calibration, prepared, word_ids, unlabelled)
                 scores.append(evaluate_scores(calibration.apply(raw), gold, calibration))

@@ -18,10 +18,11 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import optuna
+import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
@@ -30,7 +31,7 @@ from autoprompt_search.candidates.pools import Pools, word_param
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
 from autoprompt_search.label_free import mutual_information
-from autoprompt_search.scoring import PreparedPrompts, PromptScorer, evaluate_scores
+from autoprompt_search.scoring import PreparedPrompts, PromptScore, PromptScorer, evaluate_scores
 from autoprompt_search.study import (
     ENQUEUED_MARKS,
     count_finished,
@@ -43,6 +44,17 @@ from autoprompt_search.study import (
 from autoprompt_search.verbalizers import Verbalizer
 
 DRAWING_POLL_SECONDS = 0.05  # an earlier trial drawing its parameters is done within moments
+
+
+class Evaluation(NamedTuple):
+    """A prompt's scores on the scored few-shot examples: all of them (``selection``, what the
+    objective reads) and dev alone; its fitted calibration; and its calibrated class probabilities
+    ``[texts, classes]`` on the unlabelled texts (None without them)."""
+
+    selection: PromptScore
+    dev: PromptScore
+    calibration: Calibration
+    unlabelled: np.ndarray | None
 
 
 class PromptSearch:
@@ -96,30 +108,30 @@ class PromptSearch:
             self._prepared_unlabelled[template_index] = self.scorer.prepare(self.pools.templates[template_index], texts)
         return self._prepared_unlabelled[template_index]
 
-    def calibration(self, method: str, template_index: int, verbalizer: Verbalizer) -> Calibration:
-        """Fitted without labels: content-free inputs, or the mean class scores of the unlabelled
-        texts (batch calibration), or of the train texts when there are none."""
-        word_ids = self.scorer.word_ids(self.pools.templates[template_index], verbalizer)
-        unlabelled = self.prepared_unlabelled(template_index) if method == "prior" else None
-        return self.scorer.fit_calibration(method, self.prepared(template_index)[0], word_ids, unlabelled)
-
-    def unlabelled_information(self, template_index: int, verbalizer: Verbalizer, calibration: Calibration) -> float | None:
-        """Mutual information between text and prediction on the unlabelled texts (None without them)."""
-        import torch
-
+    def unlabelled_scores(self, template_index: int, verbalizer: Verbalizer) -> torch.Tensor | None:
+        """Raw class scores ``[texts, classes]`` on the unlabelled texts (None without them)."""
         prepared = self.prepared_unlabelled(template_index)
         if prepared is None:
             return None
-        raw = self.scorer.class_scores(prepared.prompts, self.scorer.word_ids(prepared.template, verbalizer))
-        return mutual_information(torch.softmax(calibration.apply(raw), dim=1).numpy())
+        return self.scorer.class_scores(prepared.prompts, self.scorer.word_ids(prepared.template, verbalizer))
 
-    def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> tuple[Any, Any, Calibration]:
-        """(all-examples score, dev-only score, calibration) of a parameter set; reports to ``trial``."""
-        import torch
+    def calibration(self, method: str, template_index: int, verbalizer: Verbalizer,
+                    unlabelled_scores: torch.Tensor | None = None) -> Calibration:
+        """Fitted without labels: content-free inputs, or the mean class scores of the unlabelled
+        texts (batch calibration; ``unlabelled_scores`` when already read), or of the train texts when there are none."""
+        if method == "prior" and self.unlabelled is not None:
+            if unlabelled_scores is None:
+                unlabelled_scores = self.unlabelled_scores(template_index, verbalizer)
+            return Calibration.prior_from(unlabelled_scores)
+        word_ids = self.scorer.word_ids(self.pools.templates[template_index], verbalizer)
+        return self.scorer.fit_calibration(method, self.prepared(template_index)[0], word_ids)
 
+    def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> Evaluation:
+        """A parameter set's scores and calibration (and probabilities on the unlabelled texts); reports to ``trial``."""
         template_index = params["template"]
         verbalizer = self.pools.verbalizer(params)
-        calibration = self.calibration(params["calibration"], template_index, verbalizer)
+        unlabelled = self.unlabelled_scores(template_index, verbalizer)
+        calibration = self.calibration(params["calibration"], template_index, verbalizer, unlabelled)
         word_ids = self.scorer.word_ids(self.pools.templates[template_index], verbalizer)
         scores = []
         prunable = trial is not None and not enqueued(trial)
@@ -132,22 +144,23 @@ class PromptSearch:
                     raise optuna.TrialPruned()
         everything = torch.cat(scores)
         dev_rows = slice(len(self.train), len(self.gold))
-        return (evaluate_scores(everything, self.gold, calibration),
-                evaluate_scores(everything[dev_rows], self.gold[dev_rows], calibration), calibration)
+        return Evaluation(evaluate_scores(everything, self.gold, calibration),
+                          evaluate_scores(everything[dev_rows], self.gold[dev_rows], calibration), calibration,
+                          None if unlabelled is None else torch.softmax(calibration.apply(unlabelled), dim=1).numpy())
 
     def objective_function(self, trial: optuna.Trial) -> float:
         params = self.suggest(trial)
-        result, dev, calibration = self.evaluate(params, trial)
+        evaluation = self.evaluate(params, trial)
+        result = evaluation.selection
         trial.set_user_attr("accuracy", result.accuracy)
         trial.set_user_attr("macro_f1", result.macro_f1)
         trial.set_user_attr("mean_margin", result.mean_margin)
-        trial.set_user_attr("dev_accuracy", dev.accuracy)
+        trial.set_user_attr("dev_accuracy", evaluation.dev.accuracy)
         trial.set_user_attr("template_text", self.pools.templates[params["template"]].source)
         trial.set_user_attr("verbalizer", self.pools.verbalizer(params).to_dict())
-        trial.set_user_attr("calibration_bias", list(calibration.bias))
-        information = self.unlabelled_information(params["template"], self.pools.verbalizer(params), calibration)
-        if information is not None:
-            trial.set_user_attr("unlabelled_mi", information)
+        trial.set_user_attr("calibration_bias", list(evaluation.calibration.bias))
+        if evaluation.unlabelled is not None:
+            trial.set_user_attr("unlabelled_mi", mutual_information(evaluation.unlabelled))
         return result.accuracy if self.objective == "accuracy" else result.macro_f1
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:

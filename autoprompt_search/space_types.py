@@ -23,6 +23,7 @@ from autoprompt_search.verbalizers import Verbalizer
 REGISTERED_FIELDS: tuple[str, ...] = ("text",)  # every registered dataset has this one field
 OBJECTIVES = ("accuracy", "macro_f1")
 PRUNERS = ("median", "wilcoxon", "none")
+UNLABELLED_SELECTIONS = ("labelled", "agreement")
 DEFAULT_CALIBRATION = ("none", "contextual", "prior")
 MIN_MAX_LENGTH = 16  # room for a short template, the slot and some text
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -173,12 +174,23 @@ class Pruner:
 class Unlabelled:
     """Texts whose labels are not read: ``texts`` drawn from the train pool with the run's seed, the
     few-shot examples left out (never the test split). ``prior`` calibration is fitted on them
-    (batch calibration) instead of on the scored train texts; 0 turns them off."""
+    (batch calibration) instead of on the scored train texts; 0 turns them off. ``select``: how the
+    single best prompt is chosen, by the labels alone (``labelled``) or, among the prompts the
+    labels cannot tell apart, by agreement with pseudo-labels on the texts (``agreement``,
+    :func:`label_free.choose_by_agreement`)."""
 
     texts: int = 0
+    select: str = "labelled"
 
     def __post_init__(self) -> None:
         need_int("unlabelled.texts", self.texts, 0)
+        need_choice("unlabelled.select", self.select, UNLABELLED_SELECTIONS)
+        if self.select != "labelled" and not self.texts:
+            raise Invalid("unlabelled.select", f"{self.select!r} reads unlabelled texts: set unlabelled.texts above 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        # select only when not the default: the record (and identity) of earlier runs stays as it was
+        return {"texts": self.texts, **({"select": self.select} if self.select != "labelled" else {})}
 
 
 @dataclass(frozen=True)
@@ -353,7 +365,7 @@ class SearchSpace:
         result = {name: dataclasses.asdict(getattr(self, name)) for name in ("few_shot", "budget", "pruner", "ensemble")}
         result["generators"] = self.generators.to_dict()
         if self.unlabelled.texts:  # only then: the record (and identity) of every other space is as it was
-            result["unlabelled"] = dataclasses.asdict(self.unlabelled)
+            result["unlabelled"] = self.unlabelled.to_dict()
         blocks = self.templates.blocks
         return {
             "name": self.name, "description": self.description, "source": str(self.source) if self.source else None,

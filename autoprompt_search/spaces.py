@@ -61,7 +61,7 @@ SCHEMA: dict[str, Any] = {
     "budget": {"trials": _LEAF, "timeout_seconds": _LEAF},
     "pruner": {"type": _LEAF, "chunks": _LEAF},
     "ensemble": {"size": _LEAF, "prompts_per_template": _LEAF},
-    "unlabelled": {"texts": _LEAF},
+    "unlabelled": {"texts": _LEAF, "select": _LEAF},
 }  # fmt: skip
 
 

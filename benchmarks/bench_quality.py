@@ -159,7 +159,7 @@ def best_generated_words(trials: FinishedRun, seed_words: set[str]) -> TrialResu
             for calibration in pools.calibrations:
                 params = {"template": pools.templates.index(template), "calibration": calibration,
                           **{word_param(c): index for c, index in enumerate(choice)}}
-                result, dev, fitted = search.evaluate(params)
+                result, dev, fitted, _ = search.evaluate(params)
                 value = result.accuracy if space["objective"] == "accuracy" else result.macro_f1
                 verbalizer = pools.verbalizer(params).to_dict()
                 key = ranking_key(value, result.mean_margin, template.source, verbalizer, calibration)

@@ -13,7 +13,8 @@ ensemble, among the *same* trials, and only what they pick is scored on the run'
 - ``mi_near_top``: among the trials whose labelled accuracy is within one standard error of the
   top one, the one of highest mutual information on the unlabelled texts (Sorensen et al. 2022);
 - ``agreement_near_top``: the same near-top trials, the one agreeing most with the pseudo-labels
-  of the uniform ensemble of the ten best-ranked trials (Liao et al. 2022);
+  of the uniform ensemble of the ten best-ranked trials (Liao et al. 2022): the search's own
+  ``unlabelled.select: agreement`` rule (:func:`label_free.choose_by_agreement`);
 - ``*_batch``: the same two rules on the ``batch_prior`` ranking;
 - ``ensemble``: the run's own ensemble; ``ensemble_batch_prior``: members and weights chosen as
   the run chooses them (:mod:`autoprompt_search.ensemble`), on the ``batch_prior`` ranking.
@@ -25,7 +26,6 @@ trials. Writes ``results/benchmarks/unlabelled.json``.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,7 +38,7 @@ from autoprompt_search.analysis import FinishedRun, mean_std
 from autoprompt_search.calibration import Calibration
 from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_members
 from autoprompt_search.fileio import atomic_write_json
-from autoprompt_search.label_free import agreement, mutual_information, pseudo_labels, unlabelled_sample
+from autoprompt_search.label_free import choose_by_agreement, mutual_information, near_top, unlabelled_sample
 from autoprompt_search.provenance import stamp
 from autoprompt_search.ranking import TrialResult, ranking_key
 from autoprompt_search.run_folder import RESULTS, RunFolder
@@ -46,16 +46,8 @@ from autoprompt_search.scoring import evaluate_scores
 from autoprompt_search.spaces import load_space
 from autoprompt_search.verbalizers import Verbalizer
 
-PSEUDO_MEMBERS = 10
 SINGLE = ("chosen", "batch_prior", "mi_near_top", "agreement_near_top", "mi_near_top_batch", "agreement_near_top_batch")
 ENSEMBLES = ("ensemble", "ensemble_batch_prior")
-
-
-def near_top(board: list[TrialResult], n: int) -> list[TrialResult]:
-    """The trials whose labelled accuracy is within one standard error (of the top one, on ``n`` examples) of the top."""
-    top = board[0].accuracy
-    floor = top - math.sqrt(max(top * (1 - top), 1e-9) / n)
-    return [r for r in board if r.accuracy >= floor]
 
 
 class RunSignals:
@@ -92,7 +84,7 @@ class RunSignals:
         board = []
         for result in self.run.board:
             if result.calibration.method == "prior":
-                calibration = Calibration("prior", tuple(float(v) for v in self.raw_unlabelled[result.number].mean(dim=0)))
+                calibration = Calibration.prior_from(self.raw_unlabelled[result.number])
                 score = evaluate_scores(calibration.apply(self.raw_labelled[result.number]), gold, calibration)
                 value = score.accuracy if self.search.objective == "accuracy" else score.macro_f1
                 result = replace(result, calibration=calibration, objective=value, accuracy=score.accuracy,
@@ -103,10 +95,10 @@ class RunSignals:
 
     def picks(self, board: list[TrialResult]) -> dict[str, TrialResult]:
         """The near-top trial of highest mutual information, and the one agreeing most with the pseudo-labels."""
-        close = near_top(board, len(self.search.gold))
-        labels = pseudo_labels([self.probabilities(r) for r in board[:PSEUDO_MEMBERS]])
-        return {"mi_near_top": max(close, key=lambda r: mutual_information(self.probabilities(r))),
-                "agreement_near_top": max(close, key=lambda r: agreement(self.probabilities(r), labels))}
+        ranked, n = [r.objective for r in board], len(self.search.gold)
+        probabilities = [self.probabilities(r) for r in board]
+        return {"mi_near_top": board[max(near_top(ranked, n), key=lambda i: mutual_information(probabilities[i]))],
+                "agreement_near_top": board[choose_by_agreement(ranked, probabilities, n)]}
 
     def ensemble(self, board: list[TrialResult]) -> tuple[list[TrialResult], list[float]]:
         """Members and weights chosen as the run chooses them, from ``board``."""

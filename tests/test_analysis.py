@@ -121,7 +121,7 @@ def test_the_runs_search_scores_a_trial_as_the_study_did(run) -> None:
     assert search is run.search()
     assert len(search.train) == len(run.pools.scored_train(run.train))
     for trial in run.board[:5]:
-        result, _, calibration = search.evaluate(trial.params)
+        result, _, calibration, _ = search.evaluate(trial.params)
         assert result.accuracy == trial.accuracy
         assert result.mean_margin == pytest.approx(trial.mean_margin)
         assert calibration.bias == pytest.approx(trial.calibration.bias)

@@ -72,3 +72,22 @@ def test_macro_f1_objective_ranks_by_macro_f1() -> None:
     mostly_right = np.where(np.arange(len(gold)) % 5 == 0, 1 - gold, gold)
     estimates = _estimates([_candidate(0, always_zero), _candidate(1, mostly_right)], gold, objective="macro_f1")
     assert estimates["best"].accuracy == pytest.approx((mostly_right == gold)[N_TRAIN:].mean())
+
+
+def test_with_unlabelled_texts_the_estimate_repeats_the_agreement_choice() -> None:
+    """Every fold holds out 4 dev examples of each label. ``lucky`` is right on all train examples and
+    wrong on every dev example of label 1, so it ranks first on every fold's other examples (44 of
+    56 right) and scores 0.5 held out; ``steady`` (42 of 56) is within one standard error of it and
+    right on all of dev. On the unlabelled texts ``steady`` and the followers agree, ``lucky``
+    predicts the opposite: the agreement rule picks ``steady`` on every fold."""
+    gold = _gold()
+    lucky, steady = gold.copy(), gold.copy()
+    lucky[N_TRAIN:][gold[N_TRAIN:] == 1] = 0
+    steady[:14] = 1 - steady[:14]  # 18 of 32 train right
+    followers = [_candidate(2 + i, np.zeros_like(gold)) for i in range(8)]  # 0.5: never near the top
+    candidates = [_candidate(0, lucky), _candidate(1, steady), *followers]
+    texts = np.random.default_rng(3).integers(0, 2, 20)
+    votes = np.where(np.eye(2, dtype=bool)[texts], 0.9, 0.1)
+    unlabelled = [votes[:, ::-1], votes, *[votes] * len(followers)]
+    assert _estimates(candidates, gold)["best"].accuracy == pytest.approx(0.5)
+    assert _estimates(candidates, gold, unlabelled=unlabelled)["best"].accuracy == pytest.approx(1.0)

@@ -272,6 +272,30 @@ def test_unlabelled_texts_fit_the_prior_and_measure_each_trial(tmp_path, tiny_ca
     assert np.allclose(prior.calibration.bias, raw.mean(dim=0).numpy(), atol=1e-5)
 
 
+def test_select_agreement_chooses_the_best_prompt_by_the_unlabelled_texts(tmp_path, tiny_causal_lm, isolated_cache) -> None:
+    """With ``unlabelled.select: agreement`` the best prompt is the near-top prompt agreeing most with
+    the pseudo-labels of the top 10 on the unlabelled texts, recorded with its rank and the rule."""
+    from autoprompt_search.analysis import FinishedRun
+    from autoprompt_search.label_free import agreement, near_top, pseudo_labels
+
+    space = write_tiny_space(tmp_path, tiny_causal_lm, extra="unlabelled: {texts: 6, select: agreement}\n")
+    out = tmp_path / "run"
+    assert _run(space, out) == 0
+    run = FinishedRun(out)
+    assert json.loads((out / "manifest.json").read_text())["space"]["unlabelled"] == {"texts": 6, "select": "agreement"}
+    best = run.results()["best"]
+    assert best["selected_by"] == "agreement"
+    chosen = run.board[best["rank"] - 1]
+    assert (chosen.template.source, chosen.verbalizer, chosen.calibration.method) == \
+        (best["template"], best["verbalizer"], best["calibration"])
+    search = run.search()
+    probabilities = [search.evaluate(r.params).unlabelled for r in run.board]
+    close = near_top([r.objective for r in run.board], len(search.gold))
+    assert best["rank"] - 1 in close
+    labels = pseudo_labels(probabilities[:10])
+    assert agreement(probabilities[best["rank"] - 1], labels) == max(agreement(probabilities[i], labels) for i in close)
+
+
 def test_leaderboard_breaks_ties_by_margin_not_by_trial_order() -> None:
     study = optuna.create_study(direction="maximize")
     distribution = {"calibration": optuna.distributions.CategoricalDistribution(["none"])}

@@ -223,6 +223,8 @@ def _bad(tmp_path: Path, old: str, new: str) -> str:
     ("", "ensemble: {size: 0}\n", "ensemble.size must be at least 1"),
     ("", "unlabelled: {texts: -5}\n", "unlabelled.texts must be at least 0, got -5"),
     ("", "unlabelled: {count: 5}\n", "unlabelled"),
+    ("", "unlabelled: {select: agreement}\n", "unlabelled.select 'agreement' reads unlabelled texts: set unlabelled.texts above 0"),
+    ("", "unlabelled: {texts: 5, select: agreemnt}\n", "unlabelled.select must be one of labelled, agreement, got 'agreemnt'"),
     ("", "few_shot: {k: 0}\n", "few_shot.k must be at least 1"),
     ("", "few_shot: {seeds: []}\n", "few_shot.seeds must list at least one seed"),
     ("", "few_shot: {seeds: [1, x]}\n", r"few_shot.seeds\[1\] must be an integer, got 'x'"),
