@@ -9,7 +9,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from autoprompt_search.ensemble import WeightFit, combine_probabilities, fit_weights, select_members
 from autoprompt_search.estimate import CANDIDATES, Candidate, estimate_choices
@@ -38,7 +37,7 @@ def score_on_split(scorer: PromptScorer, results: Sequence[TrialResult], dataset
     items = [(scorer.prepare(template, texts), [(Verbalizer.parse(results[i].verbalizer, dataset.labels), results[i].calibration)
                                                 for i in indices]) for template, indices in by_template.items()]
     # Examples per second and time left, chunk by chunk (the test pass can take minutes).
-    with tqdm(total=len(dataset), desc="test", unit="example", leave=False) as bar, scorer.reporting(bar.update):
+    with scorer.progress_bar(len(dataset), "test"):
         scored = scorer.score_templates(items, gold)
     scores = {i: score for indices, template_scores in zip(by_template.values(), scored) for i, score in zip(indices, template_scores)}
     return [scores[i] for i in range(len(results))]

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
+from tqdm import tqdm
 
 from autoprompt_search.backends import Backend, SlotQuery
 from autoprompt_search.cache import SlotCache, decode_log_probs, encode_log_probs
@@ -25,6 +26,7 @@ from autoprompt_search.verbalizers import Verbalizer, WordIds, combine_word_log_
 CONTENT_FREE_INPUTS = ("N/A", "", "{mask_token}")
 DEFAULT_CHUNK_SIZE = 256  # prompts per cache entry: bounds memory, and is part of what a file must replay
 MAX_WORD_TOKENS = 8  # room kept at the slot so truncation never depends on the verbalizer
+PROGRESS_DELAY_SECONDS = 2.0  # a step answered from the cache ends sooner and draws no bar
 
 
 @dataclass
@@ -68,6 +70,14 @@ class PromptScorer:
             yield
         finally:
             self.progress = previous
+
+    @contextmanager
+    def progress_bar(self, total: int, desc: str) -> Iterator[tqdm]:
+        """A bar of examples per second and time left, fed by every chunk scored within the block
+        (:meth:`reporting`); drawn only once the step has taken :data:`PROGRESS_DELAY_SECONDS`."""
+        with tqdm(total=total, desc=desc, unit="example", leave=False, delay=PROGRESS_DELAY_SECONDS) as bar, \
+                self.reporting(bar.update):
+            yield bar
 
     # -- rendering -----------------------------------------------------------------------
     def render(

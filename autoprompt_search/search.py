@@ -113,7 +113,8 @@ class PromptSearch:
         prepared = self.prepared_unlabelled(template_index)
         if prepared is None:
             return None
-        return self.scorer.class_scores(prepared.prompts, self.scorer.word_ids(prepared.template, verbalizer))
+        with self.scorer.progress_bar(len(prepared.prompts), "unlabelled texts"):  # a new template: minutes on a CPU
+            return self.scorer.class_scores(prepared.prompts, self.scorer.word_ids(prepared.template, verbalizer))
 
     def calibration(self, method: str, template_index: int, verbalizer: Verbalizer,
                     unlabelled_scores: torch.Tensor | None = None) -> Calibration:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -178,6 +180,23 @@ def test_generated_words_are_whole_and_distinct_and_reuse_the_cache(causal_backe
     again = generate_label_words(scorer, TEMPLATES, TEXTS, GOLD, LABELS, words_per_class=4, shortlist=30)
     assert causal_backend.forward_passes == passes
     assert again == result
+
+
+def test_generation_feeds_a_progress_bar_with_every_prompt_it_reads(causal_backend, monkeypatch) -> None:
+    """Label-word generation can take minutes: its bar counts every templated text once, chunk by chunk."""
+    bars = []
+    opened = PromptScorer.progress_bar
+
+    @contextmanager
+    def recorded(self, total, desc):
+        with opened(self, total, desc) as bar:
+            bars.append(bar)
+            yield bar
+            bars[-1] = (desc, total, bar.n)
+
+    monkeypatch.setattr(PromptScorer, "progress_bar", recorded)
+    generate_label_words(PromptScorer(causal_backend, chunk_size=5), TEMPLATES, TEXTS, GOLD, LABELS, words_per_class=2)
+    assert bars == [("label words", len(TEMPLATES) * len(TEXTS), len(TEMPLATES) * len(TEXTS))]
 
 
 def test_generated_scores_average_probabilities_over_templates(causal_backend) -> None:

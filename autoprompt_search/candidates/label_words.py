@@ -223,16 +223,18 @@ def _mixture(scorer, renderings: Sequence[tuple[Template, Sequence[Mapping[str, 
     """``[n, vocab]`` float32: per example, the log of the slot probability averaged over the
     templates (each rendered on its own texts, all of the same length)."""
     average: np.ndarray | None = None
-    for number, (template, texts) in enumerate(renderings):
-        prompts = scorer.prepare(template, texts).prompts
-        for start, chunk in scorer.chunks(prompts):
-            block = scorer.slot_log_probs(chunk)
-            if average is None:
-                average = np.empty((len(prompts), block.shape[1]), dtype=np.float32)
-            rows = average[start : start + len(chunk)]
-            if number == 0:
-                rows[...] = block
-            else:
-                np.logaddexp(rows, block, out=rows)
+    with scorer.progress_bar(sum(len(texts) for _, texts in renderings), "label words") as bar:
+        for number, (template, texts) in enumerate(renderings):
+            prompts = scorer.prepare(template, texts).prompts
+            for start, chunk in scorer.chunks(prompts):
+                block = scorer.slot_log_probs(chunk)
+                if average is None:
+                    average = np.empty((len(prompts), block.shape[1]), dtype=np.float32)
+                rows = average[start : start + len(chunk)]
+                if number == 0:
+                    rows[...] = block
+                else:
+                    np.logaddexp(rows, block, out=rows)
+                bar.update(len(chunk))
     average -= np.float32(np.log(len(renderings)))
     return average
