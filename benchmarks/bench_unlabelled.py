@@ -17,10 +17,13 @@ ensemble, among the *same* trials, and only what they pick is scored on the run'
   ``unlabelled.select: agreement`` rule (:func:`label_free.choose_by_agreement`);
 - ``*_batch``: the same two rules on the ``batch_prior`` ranking;
 - ``ensemble``: the run's own ensemble; ``ensemble_batch_prior``: members and weights chosen as
-  the run chooses them (:mod:`autoprompt_search.ensemble`), on the ``batch_prior`` ranking.
+  the run chooses them (:mod:`autoprompt_search.ensemble`), on the ``batch_prior`` ranking;
+  ``ensemble5_batch_prior``: the same with 5 templates instead of the space's size;
+  ``top10_uniform_batch_prior``: the uniform average of the ten best-ranked trials (the prompts
+  whose vote gives the pseudo-labels).
 
 What this does not measure: a search that used the signals while it ran would have sampled other
-trials. Writes ``results/benchmarks/unlabelled.json``.
+trials (``--runs`` may name runs that did: their ``prior`` trials are already fitted on the texts). Writes ``results/benchmarks/unlabelled.json``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from autoprompt_search.analysis import FinishedRun, mean_std
 from autoprompt_search.calibration import Calibration
 from autoprompt_search.ensemble import combine_probabilities, fit_weights, select_members
 from autoprompt_search.fileio import atomic_write_json
-from autoprompt_search.label_free import choose_by_agreement, mutual_information, near_top, unlabelled_sample
+from autoprompt_search.label_free import PSEUDO_LABEL_PROMPTS, choose_by_agreement, mutual_information, near_top, unlabelled_sample
 from autoprompt_search.provenance import stamp
 from autoprompt_search.ranking import TrialResult, ranking_key
 from autoprompt_search.run_folder import RESULTS, RunFolder
@@ -47,7 +50,7 @@ from autoprompt_search.spaces import load_space
 from autoprompt_search.verbalizers import Verbalizer
 
 SINGLE = ("chosen", "batch_prior", "mi_near_top", "agreement_near_top", "mi_near_top_batch", "agreement_near_top_batch")
-ENSEMBLES = ("ensemble", "ensemble_batch_prior")
+ENSEMBLES = ("ensemble", "ensemble_batch_prior", "ensemble5_batch_prior", "top10_uniform_batch_prior")
 
 
 class RunSignals:
@@ -100,10 +103,10 @@ class RunSignals:
         return {"mi_near_top": board[max(near_top(ranked, n), key=lambda i: mutual_information(probabilities[i]))],
                 "agreement_near_top": board[choose_by_agreement(ranked, probabilities, n)]}
 
-    def ensemble(self, board: list[TrialResult]) -> tuple[list[TrialResult], list[float]]:
-        """Members and weights chosen as the run chooses them, from ``board``."""
+    def ensemble(self, board: list[TrialResult], size: int | None = None) -> tuple[list[TrialResult], list[float]]:
+        """Members and weights chosen as the run chooses them, from ``board`` (``size`` templates: the run's by default)."""
         space = self.run.space["ensemble"]
-        members = select_members(board, space["size"], space["prompts_per_template"], key=lambda r: r.template)
+        members = select_members(board, size or space["size"], space["prompts_per_template"], key=lambda r: r.template)
         probabilities = [evaluate_scores(m.calibration.apply(self.raw_labelled[m.number]), self.search.gold).probabilities
                          for m in members]
         return members, list(fit_weights(probabilities, self.search.gold, seed=self.run.seed).weights)
@@ -118,8 +121,11 @@ def run_figures(path: Path, unlabelled: int) -> dict:
     tested = {name: run.test_score(result) for name, result in picked.items()}
     gold = np.asarray(run.gold)
 
-    def ensemble_accuracy(board: list[TrialResult]) -> float:
-        members, weights = signals.ensemble(board)
+    def ensemble_accuracy(board: list[TrialResult], size: int | None = None) -> float:
+        members, weights = signals.ensemble(board, size)
+        return combined_accuracy(members, weights)
+
+    def combined_accuracy(members: list[TrialResult], weights: list[float]) -> float:
         combined = combine_probabilities([run.test_score(m).probabilities for m in members], weights)
         return float((combined.argmax(axis=1) == gold).mean())
 
@@ -130,6 +136,8 @@ def run_figures(path: Path, unlabelled: int) -> dict:
         "ensemble": run.results()["ensemble"]["test"]["accuracy"],
         "ensemble_recomputed": ensemble_accuracy(run.board),  # must equal the run's own: the check that this replays the run
         "ensemble_batch_prior": ensemble_accuracy(batch),
+        "ensemble5_batch_prior": ensemble_accuracy(batch, 5),
+        "top10_uniform_batch_prior": combined_accuracy(batch[:PSEUDO_LABEL_PROMPTS], [1.0] * PSEUDO_LABEL_PROMPTS),
         "chosen_reported": run.results()["best"]["test"]["accuracy"],
         "picked": {name: {"trial": r.number, "template": r.template.source, "verbalizer": r.verbalizer,
                           "calibration": r.calibration.method, "train_dev_accuracy": r.accuracy,
@@ -157,7 +165,7 @@ def main() -> int:
             continue
         summary = {name: mean_std([row[name] for row in per_seed]) for name in (*SINGLE, *ENSEMBLES)}
         paired = {name: mean_std([row[name] - row["chosen"] for row in per_seed]) for name in SINGLE[1:]}
-        paired["ensemble_batch_prior"] = mean_std([row["ensemble_batch_prior"] - row["ensemble"] for row in per_seed])
+        paired.update({name: mean_std([row[name] - row["ensemble"] for row in per_seed]) for name in ENSEMBLES[1:]})
         report["datasets"][dataset] = {"per_seed": per_seed, "summary": summary, "paired_difference": paired}
         # partial reports survive an interrupted run
         atomic_write_json(Path(args.out), {**report, "provenance": stamp()})
