@@ -119,9 +119,10 @@ def _json_problem(exc: Exception) -> str:
     return f"a number too long to read ({exc})"
 
 
-def load_file(path: str | Path, *, text_fields: Sequence[str] = ("text",), label_field: str = "label",
+def load_file(path: str | Path, *, text_fields: Sequence[str] = ("text",), label_field: str | None = "label",
               labels: Sequence[str] | None = None, name: str | None = None) -> Dataset:
-    """Load a labelled ``.csv``/``.tsv`` (header row), ``.jsonl`` or ``.json`` (list) file.
+    """Load a labelled ``.csv``/``.tsv`` (header row), ``.jsonl`` or ``.json`` (list) file; with
+    ``label_field`` None, a file of texts whose labels (if any) are not read.
 
     Rows whose text fields are all empty are skipped (with a logged count); every other
     problem is a UserError naming the file and the line (or, for .json, the item).
@@ -142,7 +143,7 @@ def load_file(path: str | Path, *, text_fields: Sequence[str] = ("text",), label
     where = "item" if suffix == ".json" else "line"
     if suffix in (".csv", ".tsv"):
         header, records = _csv_records(path, text, "\t" if suffix == ".tsv" else ",")
-        for column in [*text_fields, label_field]:
+        for column in [*text_fields, *([label_field] if label_field is not None else [])]:
             if column not in header:
                 raise UserError(f"{path}: no column {column!r}; columns are: {', '.join(header)}")
     else:
@@ -152,10 +153,12 @@ def load_file(path: str | Path, *, text_fields: Sequence[str] = ("text",), label
                         origin=str(path), where=where)
 
 
-def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text",), label_field: str = "label",
+def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text",), label_field: str | None = "label",
                  labels: Sequence[str] | None = None, name: str = "data", origin: str = "data", where: str = "record") -> Dataset:
     """A dataset from records (mappings of column to value), numbered from 1 unless given as
-    ``(number, record)`` pairs; every problem is a UserError naming ``origin`` and the record."""
+    ``(number, record)`` pairs; every problem is a UserError naming ``origin`` and the record.
+    With ``label_field`` None the texts are unlabelled: every example's label is empty and the
+    dataset lists no labels."""
     text_fields = list(text_fields)
     labels = [str(y) for y in labels] if labels is not None else None
     examples: list[Example] = []
@@ -166,13 +169,16 @@ def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text"
     for number, record in numbered:
         if not isinstance(record, Mapping):
             raise UserError(f"{origin}: {where} {number}: expected a JSON object, found {type(record).__name__}")
-        for column in [*text_fields, label_field]:
+        for column in [*text_fields, *([label_field] if label_field is not None else [])]:
             if column not in record:
                 raise UserError(f"{origin}: {where} {number}: no field {column!r}; fields are: {', '.join(map(str, record))}")
         values = {f: _as_string(record[f], origin, where, number, f) for f in text_fields}
         values = {f: normalize_space(v) for f, v in values.items()}
         if not any(values.values()):
             skipped.append(number)
+            continue
+        if label_field is None:
+            examples.append(Example(values, ""))
             continue
         label = _as_string(record[label_field], origin, where, number, label_field).strip()
         if not label:
@@ -191,6 +197,8 @@ def from_records(records: Iterable[Any], *, text_fields: Sequence[str] = ("text"
                     ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5 else ""))
     if not examples:
         raise UserError(f"{origin}: no examples with text in field(s) {', '.join(text_fields)}")
+    if label_field is None:
+        return Dataset(name, examples, [], text_fields)
     found = sorted({ex.label for ex in examples})
     if labels is not None:
         missing = [y for y in labels if y not in found]

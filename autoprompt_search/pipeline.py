@@ -147,7 +147,8 @@ class _SearchJob:
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported by us, without a traceback
         # Everything that can fail on the user's input is checked before the folder is touched.
         self.folder.check_startable(resume=self.resume)
-        splits = make_splits(space.dataset, space.few_shot.k, self.seed, self.test_limit, unlabelled=space.unlabelled.texts)
+        splits = make_splits(space.dataset, space.few_shot.k, self.seed, self.test_limit, unlabelled=space.unlabelled.texts,
+                             unlabelled_file=space.unlabelled.path)
         self.backend = load_backend(space.model, **self.model_options)
         self.splits = splits
         self.scorer = PromptScorer(self.backend, SlotCache(default_cache_dir() if self.cache else None))

@@ -214,6 +214,6 @@ class RunFolder:
         # Runs made before TEST_SAMPLE_SEED existed sampled their test split with the run's own seed.
         sample_seed = recorded.get("test_sample_seed", manifest["seed"]) if test_limit else None
         splits = make_splits(space.dataset, recorded["k"], manifest["seed"], test_limit, unlabelled=space.unlabelled.texts,
-                             **({} if sample_seed is None else {"test_sample_seed": sample_seed}))
+                             unlabelled_file=space.unlabelled.path, **({} if sample_seed is None else {"test_sample_seed": sample_seed}))
         splits.check(recorded, str(self.path))
         return splits

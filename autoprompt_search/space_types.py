@@ -172,25 +172,30 @@ class Pruner:
 
 @dataclass(frozen=True)
 class Unlabelled:
-    """Texts whose labels are not read: ``texts`` drawn from the train pool with the run's seed, the
-    few-shot examples left out (never the test split). ``prior`` calibration is fitted on them
-    (batch calibration) instead of on the scored train texts; 0 turns them off. ``select``: how the
+    """Texts whose labels are not read: ``texts`` drawn with the run's seed from the train pool, or
+    from the file at ``path`` (the dataset's text fields; a label column is not read), the few-shot
+    examples and the test split left out. ``prior`` calibration is fitted on them (batch
+    calibration) instead of on the scored train texts; 0 turns them off. ``select``: how the
     single best prompt is chosen, by the labels alone (``labelled``) or, among the prompts the
     labels cannot tell apart, by agreement with pseudo-labels on the texts (``agreement``,
     :func:`label_free.choose_by_agreement`)."""
 
     texts: int = 0
     select: str = "labelled"
+    path: Path | None = None
 
     def __post_init__(self) -> None:
         need_int("unlabelled.texts", self.texts, 0)
         need_choice("unlabelled.select", self.select, UNLABELLED_SELECTIONS)
         if self.select != "labelled" and not self.texts:
             raise Invalid("unlabelled.select", f"{self.select!r} reads unlabelled texts: set unlabelled.texts above 0")
+        if self.path is not None and not self.texts:
+            raise Invalid("unlabelled.path", "needs unlabelled.texts above 0: how many of the file's texts to draw")
 
     def to_dict(self) -> dict[str, Any]:
-        # select only when not the default: the record (and identity) of earlier runs stays as it was
-        return {"texts": self.texts, **({"select": self.select} if self.select != "labelled" else {})}
+        # only what is not the default: the record (and identity) of earlier runs stays as it was
+        return {"texts": self.texts, **({"select": self.select} if self.select != "labelled" else {}),
+                **({"path": str(self.path)} if self.path is not None else {})}
 
 
 @dataclass(frozen=True)

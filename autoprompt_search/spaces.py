@@ -61,7 +61,7 @@ SCHEMA: dict[str, Any] = {
     "budget": {"trials": _LEAF, "timeout_seconds": _LEAF},
     "pruner": {"type": _LEAF, "chunks": _LEAF},
     "ensemble": {"size": _LEAF, "prompts_per_template": _LEAF},
-    "unlabelled": {"texts": _LEAF, "select": _LEAF},
+    "unlabelled": {"texts": _LEAF, "select": _LEAF, "path": _LEAF},
 }  # fmt: skip
 
 
@@ -384,7 +384,7 @@ def _build(raw: dict[str, Any], path: Path | None, origins: _Origins, records: A
         calibration=_tuple(calibration, "calibration"), objective=raw.get("objective", "accuracy"),
         budget=Budget(**_kwargs(_section(raw, "budget"), "budget")), pruner=Pruner(**_kwargs(_section(raw, "pruner"), "pruner")),
         ensemble=Ensemble(**_kwargs(_section(raw, "ensemble"), "ensemble")),
-        unlabelled=Unlabelled(**_kwargs(_section(raw, "unlabelled"), "unlabelled")), source=path, raw=raw,
+        unlabelled=_unlabelled(_section(raw, "unlabelled"), origins), source=path, raw=raw,
     )  # fmt: skip
 
 
@@ -469,20 +469,32 @@ def _dataset(value: Any, origins: _Origins) -> DatasetSpec:
         options["labels"] = tuple(_text(y, f"dataset.labels[{i}]") for i, y in enumerate(_tuple(options["labels"], "dataset.labels")))
     if "path" not in options:
         return DatasetSpec(**{"name": options.pop("name", None), **options})
-    given = options.pop("path")
+    file = _data_file(options.pop("path"), "dataset.path", origins)
+    return DatasetSpec(**{"name": options.pop("name", None) or file.stem, "path": file, **options})
+
+
+def _data_file(given: Any, key: str, origins: _Origins) -> Path:
+    """The data file a space names at ``key``, relative to the file that sets it; it must exist."""
     if not isinstance(given, str) or not given.strip():
-        raise Invalid("dataset.path", f"must be a file path, got {given!r}")
+        raise Invalid(key, f"must be a file path, got {given!r}")
     try:
         file = Path(given).expanduser()
-        file = Path(os.path.normpath((file if file.is_absolute() else origins.file("dataset.path").parent / file).absolute()))
+        file = Path(os.path.normpath((file if file.is_absolute() else origins.file(key).parent / file).absolute()))
         found = file.is_file()
     except (OSError, RuntimeError) as error:  # ~nosuchuser, a name too long
-        raise Invalid("dataset.path", f"{given!r}: not a usable file path ({error})") from None
+        raise Invalid(key, f"{given!r}: not a usable file path ({error})") from None
     if not found:
-        raise Invalid("dataset.path", f"{given!r}: no such file (looked for {file})")
+        raise Invalid(key, f"{given!r}: no such file (looked for {file})")
     if file.suffix.lower() not in FILE_SUFFIXES:
-        raise Invalid("dataset.path", f"{given!r}: unknown extension; use {', '.join(FILE_SUFFIXES)}")
-    return DatasetSpec(**{"name": options.pop("name", None) or file.stem, "path": file, **options})
+        raise Invalid(key, f"{given!r}: unknown extension; use {', '.join(FILE_SUFFIXES)}")
+    return file
+
+
+def _unlabelled(section: Mapping[str, Any], origins: _Origins) -> Unlabelled:
+    options = _kwargs(section, "unlabelled")
+    if options.get("path") is not None:
+        options["path"] = _data_file(options["path"], "unlabelled.path", origins)
+    return Unlabelled(**options)
 
 
 def _model(value: Any, origins: _Origins) -> str:

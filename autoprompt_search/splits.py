@@ -4,6 +4,7 @@ dataset, K and a seed, and checked again against the hashes a run recorded."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from autoprompt_search import data
@@ -46,18 +47,26 @@ class RunSplits:
 
 
 def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
-                test_sample_seed: int = TEST_SAMPLE_SEED, unlabelled: int = 0) -> RunSplits:
+                test_sample_seed: int = TEST_SAMPLE_SEED, unlabelled: int = 0, unlabelled_file: Path | None = None) -> RunSplits:
     """Train and dev of K examples per label drawn from the train pool with ``seed``; the test split
     (a sample of ``test_limit``, the same for every seed, when given); ``unlabelled`` texts of the
-    train pool that train and dev do not hold, drawn with ``seed`` (none for 0). ``dataset`` is a
-    space's :class:`~autoprompt_search.space_types.DatasetSpec`."""
+    train pool (or of ``unlabelled_file``) that train, dev and the whole test split do not hold,
+    drawn with ``seed`` (none for 0). ``dataset`` is a space's
+    :class:`~autoprompt_search.space_types.DatasetSpec`."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= data.MAX_SEED:
         raise UserError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}", option="seed")
     if test_limit is not None and test_limit < 1:
         raise UserError(f"the test limit must be at least 1, got {test_limit}", option="test_limit")
-    pool, test = dataset.load_split("train_pool"), dataset.load_split("test")
-    if test_limit:  # the same sample for every few-shot seed: comparable runs and shared cache entries
-        test = data.sample(test, test_limit, test_sample_seed)
+    pool, whole_test = dataset.load_split("train_pool"), dataset.load_split("test")
+    # the same test sample for every few-shot seed: comparable runs and shared cache entries
+    test = data.sample(whole_test, test_limit, test_sample_seed) if test_limit else whole_test
     train, dev = data.few_shot(pool, k, seed, origin=dataset.spec)
-    texts = unlabelled_sample(pool, [train, dev], unlabelled, seed) if unlabelled else None
-    return RunSplits(train, dev, test, k, seed, test_limit or None, test_sample_seed if test_limit else None, texts or None)
+    texts = None
+    if unlabelled:
+        source = pool if unlabelled_file is None else data.load_file(
+            unlabelled_file, text_fields=dataset.text_fields, label_field=None, name="unlabelled")
+        texts = unlabelled_sample(source, [train, dev, whole_test], unlabelled, seed)
+        if not len(texts):
+            where = unlabelled_file or f"the train pool of {dataset.spec}"
+            raise UserError(f"unlabelled.texts: {where} holds no text that is not a few-shot example or a test example")
+    return RunSplits(train, dev, test, k, seed, test_limit or None, test_sample_seed if test_limit else None, texts)

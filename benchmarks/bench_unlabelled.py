@@ -23,7 +23,8 @@ ensemble, among the *same* trials, and only what they pick is scored on the run'
   whose vote gives the pseudo-labels).
 
 What this does not measure: a search that used the signals while it ran would have sampled other
-trials (``--runs`` may name runs that did: their ``prior`` trials are already fitted on the texts). Writes ``results/benchmarks/unlabelled.json``.
+trials (``--runs`` may name runs that did: their ``prior`` trials are already fitted on the texts).
+Writes ``results/benchmarks/unlabelled.json``.
 """
 
 from __future__ import annotations

@@ -75,6 +75,16 @@ def test_csv_round_trip(tmp_path):
     assert ds.name == "reviews"
 
 
+def test_a_file_of_texts_loads_without_labels(tmp_path):
+    """``label_field=None``: unlabelled texts; a label column, if there is one, is not read."""
+    path = _write(tmp_path / "texts.csv", "text,label\nA fine film,\n,x\ndull,whatever\n")
+    ds = data.load_file(path, label_field=None)
+    assert [e.text for e in ds.examples] == ["A fine film", "dull"] and ds.labels == []
+    assert {e.label for e in ds.examples} == {""}
+    jsonl = _write(tmp_path / "texts.jsonl", '{"text": "one"}\n{"text": "two"}\n')
+    assert [e.text for e in data.load_file(jsonl, label_field=None).examples] == ["one", "two"]
+
+
 def test_csv_quoted_multiline_and_bom(tmp_path):
     path = _write(tmp_path / "q.csv", '\ufefftext,label\n"says ""hi"", then\nleaves",1\nplain,0\n')
     ds = data.load_file(path, labels=["0", "1"])

@@ -223,6 +223,8 @@ def _bad(tmp_path: Path, old: str, new: str) -> str:
     ("", "ensemble: {size: 0}\n", "ensemble.size must be at least 1"),
     ("", "unlabelled: {texts: -5}\n", "unlabelled.texts must be at least 0, got -5"),
     ("", "unlabelled: {count: 5}\n", "unlabelled"),
+    ("", "unlabelled: {texts: 5, path: nowhere.csv}\n", r"unlabelled.path 'nowhere.csv': no such file \(looked for .*nowhere.csv\)"),
+    ("", "unlabelled: {path: bad.yaml}\n", r"unlabelled.path 'bad.yaml': unknown extension"),
     ("", "unlabelled: {select: agreement}\n", "unlabelled.select 'agreement' reads unlabelled texts: set unlabelled.texts above 0"),
     ("", "unlabelled: {texts: 5, select: agreemnt}\n", "unlabelled.select must be one of labelled, agreement, got 'agreemnt'"),
     ("", "few_shot: {k: 0}\n", "few_shot.k must be at least 1"),
@@ -385,3 +387,12 @@ def test_text_that_is_not_unicode_is_refused(tmp_path):
     assert _error(path).startswith(f"{path}: templates.seeds[0]: the text holds a lone surrogate '\\ud800', which is not a character")
     path = _write(tmp_path, "s.yaml", MINIMAL.replace("negative", '"\\udb8e"'))
     assert _error(path).startswith(f"{path}: verbalizers.seeds[0]: the text holds a lone surrogate")
+
+
+def test_an_unlabelled_file_needs_a_number_of_texts_and_is_recorded(tmp_path: Path) -> None:
+    _write(tmp_path, "texts.csv", "text\nsome text\n")
+    message = _error(_write(tmp_path, "space.yaml", MINIMAL + "unlabelled: {path: texts.csv}\n"))
+    assert "unlabelled.path needs unlabelled.texts above 0" in message
+    space = load_space(_write(tmp_path, "space.yaml", MINIMAL + "unlabelled: {texts: 10, path: texts.csv}\n"))
+    assert space.to_dict()["unlabelled"] == {"texts": 10, "path": str(tmp_path / "texts.csv")}
+    assert "unlabelled" not in load_space(_write(tmp_path, "space.yaml", MINIMAL)).to_dict()
