@@ -243,10 +243,14 @@ def load_dataset(spec: str, **file_kwargs: Any) -> Dataset:
 
 # ---------------------------------------------------------------- splits and sampling
 
-def split_train_test(dataset: Dataset, test_fraction: float) -> tuple[Dataset, Dataset]:
-    """(train_pool, test) by a hash of the normalised text, after de-duplication."""
+def check_test_fraction(test_fraction: float) -> None:
     if not 0.0 < test_fraction < 1.0:
         raise UserError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}", option="test_fraction")
+
+
+def split_train_test(dataset: Dataset, test_fraction: float) -> tuple[Dataset, Dataset]:
+    """(train_pool, test) by a hash of the normalised text, after de-duplication."""
+    check_test_fraction(test_fraction)
     unique = deduplicate(dataset)
     train, test = [], []
     for i, ex in enumerate(unique.examples):

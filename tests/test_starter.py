@@ -119,7 +119,9 @@ def test_init_with_labels_that_are_not_words_writes_nothing(tmp_path, capsys) ->
     (["mr", "--dataset", "mr"], "not both"),
     ([], "one of them"),
     (["mr", "--text-field", "body"], "--text-field, --label-field"),
+    (["mr", "--label-field", "label"], "--text-field, --label-field"),  # the default column named is still refused
     (["--dataset", "mr", "--test-fraction", "0.2"], "error: --test-fraction is only for data files, not the registered dataset 'mr'"),
+    (["--dataset", "data.csv", "--test-fraction", "1.5"], "error: --test-fraction must be between 0 and 1 (exclusive), got 1.5"),
 ])
 def test_search_takes_a_space_or_a_dataset(argv, message, capsys) -> None:
     assert main(["search", *argv]) == 2

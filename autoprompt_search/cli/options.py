@@ -13,7 +13,7 @@ def add_data_options(parser: argparse.ArgumentParser, *, required: bool = True) 
     group.add_argument("--dataset", required=required, help="a registered name (mr, rt, subj, bbc, tweets) or a CSV/TSV/JSONL/JSON file")
     group.add_argument("--text-field", action="append", dest="text_fields", metavar="COLUMN",
                        help="text column of a data file (repeat for several; default: text)")
-    group.add_argument("--label-field", default="label", metavar="COLUMN", help="label column of a data file (default: label)")
+    group.add_argument("--label-field", metavar="COLUMN", help="label column of a data file (default: label)")
     group.add_argument("--labels", help="comma-separated label names of a data file, in order (default: sorted values)")
     group.add_argument("--test-fraction", type=float, help="share of a data file held out as test (default 0.2)")
 
@@ -32,11 +32,14 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.text_fields:
         options["text_fields"] = args.text_fields
-    if args.label_field != "label":
+    if args.label_field is not None:  # given, even as the default name: a search space must refuse it
         options["label_field"] = args.label_field
     if args.labels:
         options["labels"] = [label.strip() for label in args.labels.split(",") if label.strip()]
     if args.test_fraction is not None:
+        from autoprompt_search.data import check_test_fraction
+
+        check_test_fraction(args.test_fraction)  # named as the option, before the space that would take it
         options["test_fraction"] = args.test_fraction
     return options
 
