@@ -37,11 +37,12 @@ class RunSplits:
                 "test_limit": self.test_limit, "test_sample_seed": self.test_sample_seed}
 
     def check(self, recorded: Mapping[str, Any], origin: str) -> None:
-        """A user error naming the first split whose content differs from the ``recorded`` one."""
-        unlabelled = ("unlabelled",) if self.unlabelled is not None or "unlabelled" in recorded["splits"] else ()
-        for name in (*SPLIT_NAMES, *unlabelled):
-            split, expected = getattr(self, name), (recorded["splits"].get(name) or {}).get("content_hash")
-            if split is None or expected is None or split.content_hash() != expected:
+        """A user error naming the first split whose content differs from the ``recorded`` one (or
+        that only one of them holds)."""
+        now, then = self.describe()["splits"], recorded["splits"]
+        for name in dict.fromkeys([*SPLIT_NAMES, *now, *then]):
+            expected = (then.get(name) or {}).get("content_hash")
+            if expected is None or (now.get(name) or {}).get("content_hash") != expected:
                 raise UserError(f"{origin}: the {name} split of the data differs from the one the run recorded "
                                 f"(content hash {(expected or 'none')[:12]}...): the data changed since the run")
 
