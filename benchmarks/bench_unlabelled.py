@@ -24,7 +24,8 @@ ensemble, among the *same* trials, and only what they pick is scored on the run'
 
 What this does not measure: a search that used the signals while it ran would have sampled other
 trials (``--runs`` may name runs that did: their ``prior`` trials are already fitted on the texts).
-Writes ``results/benchmarks/unlabelled.json``.
+``--baseline-runs`` sets the chosen prompt and ensemble of runs of the same seeds searched without
+the texts beside, paired by seed. Writes ``results/benchmarks/unlabelled.json``.
 """
 
 from __future__ import annotations
@@ -152,21 +153,32 @@ def main() -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--runs", default="results/runs/quality_v2")
     parser.add_argument("--unlabelled", type=int, default=256, help="unlabelled texts per run")
+    parser.add_argument("--baseline-runs", help="runs of the same seeds searched otherwise (without unlabelled texts): "
+                                                   "their chosen prompt and ensemble are set beside, paired by seed")
     parser.add_argument("--out", default="results/benchmarks/unlabelled.json")
     args = parser.parse_args()
-    report: dict = {"unlabelled": args.unlabelled, "datasets": {}}
+    report: dict = {"unlabelled": args.unlabelled, "runs": args.runs, "baseline_runs": args.baseline_runs, "datasets": {}}
     for dataset in args.datasets.split(","):
         per_seed = []
         for seed in args.seeds.split(","):
             path = Path(args.runs) / f"{dataset}-seed{seed}"
             if RunFolder(path).file(RESULTS).exists():
                 per_seed.append(run_figures(path, args.unlabelled))
+                if args.baseline_runs:
+                    baseline = RunFolder(Path(args.baseline_runs) / path.name).results()
+                    per_seed[-1].update(baseline_chosen=baseline["best"]["test"]["accuracy"],
+                                        baseline_ensemble=baseline["ensemble"]["test"]["accuracy"])
                 print(dataset, seed, {name: per_seed[-1][name] for name in (*SINGLE, *ENSEMBLES)}, flush=True)
         if not per_seed:
             continue
         summary = {name: mean_std([row[name] for row in per_seed]) for name in (*SINGLE, *ENSEMBLES)}
         paired = {name: mean_std([row[name] - row["chosen"] for row in per_seed]) for name in SINGLE[1:]}
         paired.update({name: mean_std([row[name] - row["ensemble"] for row in per_seed]) for name in ENSEMBLES[1:]})
+        if args.baseline_runs:  # this search against the baseline search, and each rule here against the baseline's own choice
+            summary.update({name: mean_std([row[name] for row in per_seed]) for name in ("baseline_chosen", "baseline_ensemble")})
+            paired.update({f"{name}_vs_baseline": mean_std([row[name] - row["baseline_chosen"] for row in per_seed]) for name in SINGLE})
+            paired.update({f"{name}_vs_baseline": mean_std([row[name] - row["baseline_ensemble"] for row in per_seed])
+                           for name in ENSEMBLES})
         report["datasets"][dataset] = {"per_seed": per_seed, "summary": summary, "paired_difference": paired}
         # partial reports survive an interrupted run
         atomic_write_json(Path(args.out), {**report, "provenance": stamp()})
