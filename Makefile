@@ -116,3 +116,14 @@ bench-starter: assets
 .PHONY: bench-unlabelled
 bench-unlabelled: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_unlabelled.py
+
+# The same rules on real MR searches that fitted `prior` on 256 unlabelled texts (5 seeds, one
+# after the other), set beside the runs of bench-estimates searched without them.
+.PHONY: bench-unlabelled-search
+bench-unlabelled-search: assets
+	for seed in 13 21 42 87 100; do \
+		HF_HUB_OFFLINE=1 $(PY) -m autoprompt_search.cli.main search search_spaces/mr_unlabelled.yaml --seed $$seed \
+			--test-limit 1000 --out results/runs/unlabelled_v1/mr-seed$$seed --resume || exit 1; \
+	done
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_unlabelled.py --runs results/runs/unlabelled_v1 \
+		--baseline-runs results/runs/quality_v2 --out results/benchmarks/unlabelled_search.json

@@ -94,15 +94,16 @@ def finish_search(board: list[TrialResult], search: PromptSearch, scorer: Prompt
     the ensemble's members from ``board`` (best first), fit the ensemble's weights on train+dev, and
     score them all on test."""
     candidates = board[:CANDIDATES]
-    few_shot = {r.number: search.evaluate(r.params) for r in candidates}  # cached: no forward pass
     agreement = space.unlabelled.select == "agreement"
+    # cached: no forward pass (the unlabelled texts are read only for the agreement choice)
+    few_shot = {r.number: search.evaluate(r.params, unlabelled_probabilities=agreement) for r in candidates}
     rank = choose_by_agreement([r.objective for r in candidates], [few_shot[r.number].unlabelled for r in candidates],
                                len(search.gold)) if agreement else 0
     best = board[rank]
     manual = next((result for result in board if result.manual), None)
     members = select_members(board, space.ensemble.size, space.ensemble.prompts_per_template, key=lambda r: r.template)
     chosen = list({r.number: r for r in (best, manual, *members) if r is not None}.values())  # each once, in this order
-    few_shot.update((r.number, search.evaluate(r.params)) for r in chosen if r.number not in few_shot)
+    few_shot.update((r.number, search.evaluate(r.params, unlabelled_probabilities=False)) for r in chosen if r.number not in few_shot)
     fit = fit_weights([few_shot[m.number].selection.probabilities for m in members], search.gold, seed=seed)
     test = splits.test
     test_gold = [test.labels.index(e.label) for e in test.examples]

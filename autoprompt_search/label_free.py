@@ -61,7 +61,8 @@ def agreement(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def near_top(ranked_scores: Sequence[float], n: int) -> list[int]:
     """Positions of the ranked prompts (best first) whose labelled score is within one standard
-    error of the first one's, on ``n`` labelled examples: the ones the labels cannot tell apart."""
+    error of the first one's, on ``n`` labelled examples: the ones the labels cannot tell apart.
+    The error is a proportion's: exact for accuracy, an approximation for macro-F1."""
     top = ranked_scores[0]
     floor = top - math.sqrt(max(top * (1 - top), 1e-9) / n)
     return [i for i, score in enumerate(ranked_scores) if score >= floor]

@@ -213,7 +213,9 @@ class RunFolder:
         test_limit = recorded.get("test_limit") or None  # runs of an earlier version recorded 0 for no limit
         # Runs made before TEST_SAMPLE_SEED existed sampled their test split with the run's own seed.
         sample_seed = recorded.get("test_sample_seed", manifest["seed"]) if test_limit else None
-        splits = make_splits(space.dataset, recorded["k"], manifest["seed"], test_limit, unlabelled=space.unlabelled.texts,
+        # texts are drawn again only if the run drew some (a run of an older version may have found none left)
+        unlabelled = space.unlabelled.texts if "unlabelled" in recorded["splits"] else 0
+        splits = make_splits(space.dataset, recorded["k"], manifest["seed"], test_limit, unlabelled=unlabelled,
                              unlabelled_file=space.unlabelled.path, **({} if sample_seed is None else {"test_sample_seed": sample_seed}))
         splits.check(recorded, str(self.path))
         return splits

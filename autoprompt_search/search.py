@@ -127,11 +127,14 @@ class PromptSearch:
         word_ids = self.scorer.word_ids(self.pools.templates[template_index], verbalizer)
         return self.scorer.fit_calibration(method, self.prepared(template_index)[0], word_ids)
 
-    def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> Evaluation:
-        """A parameter set's scores and calibration (and probabilities on the unlabelled texts); reports to ``trial``."""
+    def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None, *, unlabelled_probabilities: bool = True) -> Evaluation:
+        """A parameter set's scores and calibration, and (``unlabelled_probabilities``) its
+        probabilities on the unlabelled texts; reports to ``trial``. The texts are read before
+        the labelled examples only for ``prior``, which is fitted on them: a pruned trial of
+        another calibration never pays for them."""
         template_index = params["template"]
         verbalizer = self.pools.verbalizer(params)
-        unlabelled = self.unlabelled_scores(template_index, verbalizer)
+        unlabelled = self.unlabelled_scores(template_index, verbalizer) if params["calibration"] == "prior" else None
         calibration = self.calibration(params["calibration"], template_index, verbalizer, unlabelled)
         word_ids = self.scorer.word_ids(self.pools.templates[template_index], verbalizer)
         scores = []
@@ -145,9 +148,12 @@ class PromptSearch:
                     raise optuna.TrialPruned()
         everything = torch.cat(scores)
         dev_rows = slice(len(self.train), len(self.gold))
+        if unlabelled is None and unlabelled_probabilities:
+            unlabelled = self.unlabelled_scores(template_index, verbalizer)
         return Evaluation(evaluate_scores(everything, self.gold, calibration),
                           evaluate_scores(everything[dev_rows], self.gold[dev_rows], calibration), calibration,
-                          None if unlabelled is None else torch.softmax(calibration.apply(unlabelled), dim=1).numpy())
+                          None if unlabelled is None or not unlabelled_probabilities
+                          else torch.softmax(calibration.apply(unlabelled), dim=1).numpy())
 
     def objective_function(self, trial: optuna.Trial) -> float:
         params = self.suggest(trial)

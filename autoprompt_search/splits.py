@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from autoprompt_search import data
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
+from autoprompt_search.examples import deduplicate
 from autoprompt_search.label_free import unlabelled_sample
 
 TEST_SAMPLE_SEED = 0  # a test limit draws its sample with this seed, whatever the few-shot seed
@@ -64,8 +65,8 @@ def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
     train, dev = data.few_shot(pool, k, seed, origin=dataset.spec)
     texts = None
     if unlabelled:
-        source = pool if unlabelled_file is None else data.load_file(
-            unlabelled_file, text_fields=dataset.text_fields, label_field=None, name="unlabelled")
+        source = pool if unlabelled_file is None else deduplicate(data.load_file(
+            unlabelled_file, text_fields=dataset.text_fields, label_field=None, name="unlabelled"))
         texts = unlabelled_sample(source, [train, dev, whole_test], unlabelled, seed)
         if not len(texts):
             where = unlabelled_file or f"the train pool of {dataset.spec}"

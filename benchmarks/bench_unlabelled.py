@@ -139,7 +139,7 @@ def run_figures(path: Path, unlabelled: int) -> dict:
         "ensemble_recomputed": ensemble_accuracy(run.board),  # must equal the run's own: the check that this replays the run
         "ensemble_batch_prior": ensemble_accuracy(batch),
         "ensemble5_batch_prior": ensemble_accuracy(batch, 5),
-        "top10_uniform_batch_prior": combined_accuracy(batch[:PSEUDO_LABEL_PROMPTS], [1.0] * PSEUDO_LABEL_PROMPTS),
+        "top10_uniform_batch_prior": combined_accuracy(batch[:PSEUDO_LABEL_PROMPTS], [1.0] * len(batch[:PSEUDO_LABEL_PROMPTS])),
         "chosen_reported": run.results()["best"]["test"]["accuracy"],
         "picked": {name: {"trial": r.number, "template": r.template.source, "verbalizer": r.verbalizer,
                           "calibration": r.calibration.method, "train_dev_accuracy": r.accuracy,

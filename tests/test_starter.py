@@ -120,6 +120,7 @@ def test_init_with_labels_that_are_not_words_writes_nothing(tmp_path, capsys) ->
     ([], "one of them"),
     (["mr", "--text-field", "body"], "--text-field, --label-field"),
     (["mr", "--label-field", "label"], "--text-field, --label-field"),  # the default column named is still refused
+    (["mr", "--test-fraction", "2"], "--text-field, --label-field"),  # the conflict first, whatever the value
     (["--dataset", "mr", "--test-fraction", "0.2"], "error: --test-fraction is only for data files, not the registered dataset 'mr'"),
     (["--dataset", "data.csv", "--test-fraction", "1.5"], "error: --test-fraction must be between 0 and 1 (exclusive), got 1.5"),
 ])

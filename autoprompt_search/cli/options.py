@@ -28,7 +28,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
     group.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk slot cache")
 
 
-def data_options(args: argparse.Namespace) -> dict[str, Any]:
+def data_options(args: argparse.Namespace, *, check: bool = True) -> dict[str, Any]:
+    """The data-file options given, as arguments; ``check``: values out of range are user errors."""
     options: dict[str, Any] = {}
     if args.text_fields:
         options["text_fields"] = args.text_fields
@@ -37,9 +38,10 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.labels:
         options["labels"] = [label.strip() for label in args.labels.split(",") if label.strip()]
     if args.test_fraction is not None:
-        from autoprompt_search.data import check_test_fraction
+        if check:
+            from autoprompt_search.data import check_test_fraction
 
-        check_test_fraction(args.test_fraction)  # named as the option, before the space that would take it
+            check_test_fraction(args.test_fraction)  # named as the option, before the space that would take it
         options["test_fraction"] = args.test_fraction
     return options
 

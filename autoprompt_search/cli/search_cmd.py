@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.space is None) == (args.dataset is None):
         raise UserError("give a search space or --dataset (a registered name or a data file, searched with a generic "
                         "starting space), " + ("not both" if args.space else "one of them"))
-    if args.space is not None and data_options(args):
+    if args.space is not None and data_options(args, check=False):
         raise UserError("--text-field, --label-field, --labels and --test-fraction describe --dataset's file; a search space "
                         "names its data in its dataset section")
     options = model_options(args)
