@@ -146,6 +146,8 @@ def _summary(run: RunFiles) -> str:
         + "".join(rows)
         + "</table>\n<p>Best prompt: "
         + _prompt(best["template"], best["verbalizer"], best["calibration"], _demonstrations(run))
+        + (f" (#{best['rank']} of the leaderboard, chosen among the prompts within one standard error of the top by its "
+           "agreement with the top 10's pseudo-labels on the unlabelled texts)" if best.get("selected_by") == "agreement" else "")
         + "</p>\n<table>"
         + "".join(f"<tr><th>{_e(key)}</th><td>{_e(str(value))}</td></tr>" for key, value in facts)
         + "</table>"
