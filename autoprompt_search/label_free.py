@@ -28,6 +28,8 @@ from autoprompt_search.data import sample
 from autoprompt_search.examples import Dataset, example_key
 
 PSEUDO_LABEL_PROMPTS = 10  # the best-ranked prompts whose uniform ensemble gives the pseudo-labels
+AGREEMENT_RULE = (f"among the prompts within one standard error of the top, the one agreeing most with the pseudo-labels "
+                  f"of the top {PSEUDO_LABEL_PROMPTS} on the unlabelled texts")  # what choose_by_agreement does, for users
 
 
 def unlabelled_sample(pool: Dataset, labelled: Sequence[Dataset], n: int, seed: int) -> Dataset:

@@ -19,6 +19,7 @@ from typing import Any
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_text
+from autoprompt_search.label_free import AGREEMENT_RULE
 from autoprompt_search.run_folder import PREDICTIONS, REPORT, RESULTS, TRIAL_COLUMNS, TRIALS, RunFolder
 from autoprompt_search.templates import outline
 
@@ -146,8 +147,7 @@ def _summary(run: RunFiles) -> str:
         + "".join(rows)
         + "</table>\n<p>Best prompt: "
         + _prompt(best["template"], best["verbalizer"], best["calibration"], _demonstrations(run))
-        + (f" (#{best['rank']} of the leaderboard, chosen among the prompts within one standard error of the top by its "
-           "agreement with the top 10's pseudo-labels on the unlabelled texts)" if best.get("selected_by") == "agreement" else "")
+        + (f" (#{best['rank']} of the leaderboard: {_e(AGREEMENT_RULE)})" if best.get("selected_by") == "agreement" else "")
         + "</p>\n<table>"
         + "".join(f"<tr><th>{_e(key)}</th><td>{_e(str(value))}</td></tr>" for key, value in facts)
         + "</table>"

@@ -296,7 +296,7 @@ def test_select_agreement_chooses_the_best_prompt_by_the_unlabelled_texts(tmp_pa
     assert json.loads((out / "manifest.json").read_text())["space"]["unlabelled"] == {"texts": 6, "select": "agreement"}
     best = run.results()["best"]
     assert best["selected_by"] == "agreement"
-    assert f"#{best['rank']} of the leaderboard, chosen among the prompts within one standard error" in (out / "report.html").read_text()
+    assert f"#{best['rank']} of the leaderboard: among the prompts within one standard error" in (out / "report.html").read_text()
     chosen = run.board[best["rank"] - 1]
     assert (chosen.template.source, chosen.verbalizer, chosen.calibration.method) == \
         (best["template"], best["verbalizer"], best["calibration"])

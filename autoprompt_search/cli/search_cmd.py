@@ -72,8 +72,9 @@ def print_leaderboard(result: SearchResult, rows: int = 10) -> None:
                   f"test macro-F1 {entry['test']['macro_f1']:.4f}")
     print("(train+dev figures are those the winners were chosen on: they flatter)")
     if result.best.get("selected_by") == "agreement":
-        print(f"best         is #{result.best['rank']} of the leaderboard: among the prompts within one standard error of the top, "
-              "the one agreeing most with the pseudo-labels of the top 10 on the unlabelled texts")
+        from autoprompt_search.label_free import AGREEMENT_RULE
+
+        print(f"best         is #{result.best['rank']} of the leaderboard: {AGREEMENT_RULE}")
     for name in ("best", "ensemble"):
         estimate = getattr(result, name).get("estimate") or {}
         if estimate.get("accuracy") is None:
