@@ -65,7 +65,7 @@ def evaluate_prompt(
         "dataset": {"name": examples.name, "split": split, "n": len(examples), "content_hash": examples.content_hash(),
                     "limit": limit, "seed": seed},
         "model": {"name": str(model) if not isinstance(model, Backend) else str(backend.path), "path": str(backend.path),
-                  "kind": backend.kind, "weights_sha256": backend.weights_hash},
+                  "kind": backend.kind, "weights_sha256": backend.weights_hash, "precision": backend.precision},
         "timing": {"load_seconds": loaded - began, "score_seconds": finished - loaded,
                    "forward_seconds": backend.forward_seconds - forward_before,
                    "examples_per_second": len(examples) / max(finished - loaded, 1e-9)},

@@ -17,7 +17,7 @@ import numpy as np
 from autoprompt_search.asset_registry import MODELS
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.prompt_file import BASE_FORMAT_VERSION, FORMAT, FORMAT_VERSION, parse_document
+from autoprompt_search.prompt_file import BASE_FORMAT_VERSION, FORMAT, format_version_for, parse_document
 from autoprompt_search.scoring import DEFAULT_CHUNK_SIZE
 
 PEFT_TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "masked": "FEATURE_EXTRACTION"}
@@ -177,13 +177,14 @@ def _model_block(model: ModelInfo, batch_size: int, chunk_size: int) -> dict[str
     block = {**asdict(model), "batch_size": batch_size, "chunk_size": chunk_size}
     if model.adapter is None:
         del block["adapter"]
+    if model.precision == "float32":
+        del block["precision"]
     return block
 
 
 def _write(path: str | Path, document: dict[str, Any], model: ModelInfo, tokenizer: Any) -> Path:
     document = _plain(document)
-    if model.adapter is not None:  # older readers must refuse it rather than ignore the adapter
-        document["format_version"] = FORMAT_VERSION
+    document["format_version"] = format_version_for(model)
     checked = parse_document(document, str(path))  # never write a file that load() would refuse
     for row, member in zip(document["members"] if checked.kind == "ensemble" else [document], checked.members):
         row["exports"] = exports(member.spec, model, tokenizer)

@@ -63,7 +63,7 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
                trials: int | None = None, timeout: float | None = None, storage: str | None = None, resume: bool = False,
                model: str | None = None, data: Sequence[Mapping[str, Any]] | Any = None, test_limit: int | None = None,
                max_length: int | None = None, model_kind: str | None = None, device: str = "auto", batch_size: int = 32,
-               cache: bool = True, log: Log = _stderr) -> SearchResult:
+               precision: str = "float32", cache: bool = True, log: Log = _stderr) -> SearchResult:
     """Search prompts for ``space`` (a YAML path or bundled name, a mapping with the YAML's keys, or a
     :class:`SearchSpace`) on the few-shot sample drawn with ``seed`` (default: the space's first),
     writing the run into ``out`` (default ``results/runs/<space>-<model>-seed<seed>``).
@@ -71,7 +71,8 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
     ``data``: the labelled examples in memory (a list of records or a pandas DataFrame with the
     columns the space's ``dataset`` names) instead of the space's file. ``trials`` (the search
     trials after the manual baselines and the generators' proposals), ``timeout`` and ``model``
-    override the space's; ``storage`` is an Optuna storage URL or ``journal:PATH`` shared by
+    override the space's; ``precision`` is the model's (``bfloat16``: faster where the hardware has
+    bfloat16 instructions, recorded in the run and its exports); ``storage`` is an Optuna storage URL or ``journal:PATH`` shared by
     several workers; ``resume`` continues the study in ``out``. Progress goes to ``log`` (stderr
     by default) and to progress bars on stderr.
     """
@@ -93,7 +94,7 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
                         "workers sharing a study would each generate rounds of their own", option="storage")
     seed = seed if seed is not None else loaded.few_shot.seeds[0]
     folder = RunFolder(out if out is not None else default_run_folder(loaded, seed))
-    options = {"kind": model_kind, "device": device, "batch_size": batch_size,
+    options = {"kind": model_kind, "device": device, "batch_size": batch_size, "precision": precision,
                "max_length": max_length if max_length is not None else loaded.max_length}
     job = _SearchJob(loaded, seed, folder, storage=storage, resume=resume, test_limit=test_limit, cache=cache,
                      model_options=options, log=log)
@@ -131,7 +132,8 @@ class _SearchJob:
 
         return {"space_sha256": sha256_text(json.dumps(self.space.identity(self.backend.max_length), sort_keys=True, default=str)),
                 "seed": self.seed, "model_weights_sha256": self.backend.weights_hash, "model_kind": self.backend.kind,
-                "train_dev_sha256": sha256_text(self.splits.train.content_hash() + self.splits.dev.content_hash())}
+                "train_dev_sha256": sha256_text(self.splits.train.content_hash() + self.splits.dev.content_hash()),
+                "precision": self.backend.precision}
 
     def run(self) -> SearchResult:
         import optuna
@@ -156,10 +158,11 @@ class _SearchJob:
         identity = self.identity()
         stored = self.folder.read_pools() if self.resume else None
         if stored is not None:
-            changed = [key for key in identity if stored[1].get(key) != identity[key]]
+            recorded = {"precision": "float32", **stored[1]}  # runs from before the option ran in float32
+            changed = [key for key in identity if recorded.get(key) != identity[key]]
             if changed:
                 raise UserError(f"{self.folder.path} was started with other settings ({', '.join(changed)} differ); "
-                                "resume with the same space, seed and model, or start a new run folder", option="resume")
+                                "resume with the same space, seed, model and precision, or start a new run folder", option="resume")
             self.pools = stored[0]
         else:
             began = time.perf_counter()
@@ -276,7 +279,8 @@ class _SearchJob:
     def model_info(self):
         from autoprompt_search.prompt import ModelInfo
 
-        return ModelInfo(self.space.model, self.backend.kind, self.backend.weights_hash, str(self.backend.path), self.backend.max_length)
+        return ModelInfo(self.space.model, self.backend.kind, self.backend.weights_hash, str(self.backend.path), self.backend.max_length,
+                         precision=self.backend.precision)
 
     def dataset_info(self) -> dict[str, Any]:
         return {"name": self.space.dataset.name, **self.splits.describe()}

@@ -263,7 +263,7 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
     elif model is not None:  # the caller's own choice: loaded as given, then compared with the file
         source = str(model)
         backend = load_backend(source, kind=file.model.kind, device=device, batch_size=file.batch_size,
-                               max_length=file.model.max_length)
+                               max_length=file.model.max_length, precision=file.model.precision)
     else:
         folder = recorded_model_folder(path, file.model, origin)
         source = str(folder)
@@ -273,11 +273,12 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
         checked.add("weights_sha256")
         try:
             backend = load_backend(folder, kind=file.model.kind, device=device, batch_size=file.batch_size,
-                                   max_length=file.model.max_length)
+                                   max_length=file.model.max_length, precision=file.model.precision)
         except UserError as error:
             raise UserError(f"{origin}: model: cannot load the prompt's model ({error}); pass model=... to give its folder") from None
     for key, expected, actual in (("kind", file.model.kind, backend.kind),
-                                  ("weights_sha256", file.model.weights_sha256, backend.weights_hash)):
+                                  ("weights_sha256", file.model.weights_sha256, backend.weights_hash),
+                                  ("precision", file.model.precision, backend.precision)):
         if key not in checked and expected != actual:
             _mismatch(_other_model(origin, key, expected, actual, source), strict)
     if adapter_folder is not None:

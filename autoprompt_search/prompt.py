@@ -32,6 +32,7 @@ class ModelInfo:
     path: str = ""  # a relative path is relative to the prompt file's folder
     max_length: int = DEFAULT_MAX_LENGTH
     adapter: AdapterInfo | None = None
+    precision: str = "float32"  # the model's compute precision when the figures were measured (backends.PRECISIONS)
 
 
 @dataclass(frozen=True)

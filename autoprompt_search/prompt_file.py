@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from autoprompt_search.backends import DEFAULT_MAX_LENGTH, MODEL_KINDS
+from autoprompt_search.backends import DEFAULT_MAX_LENGTH, MODEL_KINDS, PRECISIONS
 from autoprompt_search.calibration import CALIBRATION_METHODS
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import read_json
@@ -19,8 +19,10 @@ from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 FORMAT = "autoprompt_search.prompt"
-FORMAT_VERSION = 2  # what this version reads; 2 added model.adapter (a trained PEFT adapter)
-BASE_FORMAT_VERSION = 1  # what a file without an adapter is written as, so older versions still read it
+BASE_FORMAT_VERSION = 1  # what a file is written as unless it needs a later version, so older versions still read it
+ADAPTER_FORMAT_VERSION = 2  # added model.adapter (a trained PEFT adapter)
+PRECISION_FORMAT_VERSION = 3  # added model.precision (other than float32)
+FORMAT_VERSION = PRECISION_FORMAT_VERSION  # what this version reads
 DEFAULT_BATCH_SIZE = 32
 MAX_COUNT = 2**31 - 1  # the largest batch size, chunk size, length or token id a file may give
 MAX_FILE_BYTES = 64 << 20  # prompt files are kilobytes; a larger one is not read
@@ -110,6 +112,13 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
+def format_version_for(model: ModelInfo) -> int:
+    """The version a file of this model must carry: older readers refuse an adapter or a precision rather than ignore it."""
+    if model.precision != "float32":
+        return PRECISION_FORMAT_VERSION
+    return ADAPTER_FORMAT_VERSION if model.adapter is not None else BASE_FORMAT_VERSION
+
+
 def read(path: str | Path) -> PromptFile:
     """Read and check a prompt file without loading its model."""
     return parse_document(read_document(path, "prompt file (such as best.json)"), str(path))
@@ -149,7 +158,8 @@ def parse_document(document: Any, origin: str) -> PromptFile:
                       weights_sha256=_get(block, "weights_sha256", "model", "str", origin),
                       path=_get(block, "path", "model", "str", origin, ""),
                       max_length=_get(block, "max_length", "model", "count", origin, DEFAULT_MAX_LENGTH),
-                      adapter=_parse_adapter(block, origin))
+                      adapter=_parse_adapter(block, origin),
+                      precision=_get(block, "precision", "model", "str", origin, "float32", choices=PRECISIONS))
     if kind == "single":
         members = [_parse_member(document, "", origin, weighted=False)]
     else:

@@ -30,6 +30,36 @@ def backends(tiny_masked_lm, tiny_causal_lm, tiny_seq2seq, tiny_causal_sp):
     }
 
 
+@pytest.mark.parametrize("name", ["masked", "causal", "seq2seq"])
+def test_bfloat16_runs_the_body_in_bfloat16_and_the_vocabulary_projection_in_float32(
+        backends, tiny_masked_lm, tiny_causal_lm, tiny_seq2seq, name: str) -> None:
+    folder = {"masked": tiny_masked_lm, "causal": tiny_causal_lm, "seq2seq": tiny_seq2seq}[name]
+    float32, bf16 = backends[name], load_backend(folder, batch_size=2, precision="bfloat16")
+    body = next(m for m in bf16.model.modules() if isinstance(m, torch.nn.Linear) and m is not bf16.model.get_output_embeddings())
+    seen: dict[str, torch.dtype] = {}
+
+    def recorder(name: str):
+        def record(module, args, output) -> None:  # a hook that returned a value would replace the output
+            seen.setdefault(name, output.dtype)
+        return record
+
+    hooks = [body.register_forward_hook(recorder("body")), bf16.model.get_output_embeddings().register_forward_hook(recorder("head"))]
+    prompts = PromptScorer(float32).prepare(Template.parse(TEMPLATES[float32.kind]), TEXTS).prompts
+    try:
+        reduced = bf16.next_token_log_probs(prompts)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == {"body": torch.bfloat16, "head": torch.float32}
+    exact = float32.next_token_log_probs(prompts)
+    assert reduced.dtype == torch.float32 and not torch.equal(reduced, exact)
+    assert (reduced - exact).abs().mean() < 0.05 and torch.allclose(reduced, exact, atol=0.3), (reduced - exact).abs().max()
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters()) and bf16.weights_hash == float32.weights_hash
+    assert bf16.fingerprint != float32.fingerprint  # the slot cache keeps the two apart
+    with pytest.raises(UserError, match="unknown precision 'float16'"):
+        load_backend(folder, precision="float16")
+
+
 def test_kinds_are_detected_from_the_config() -> None:
     assert detect_kind(BertConfig(architectures=["BertForMaskedLM"])) == "masked"
     assert detect_kind(LlamaConfig(architectures=["LlamaForCausalLM"])) == "causal"

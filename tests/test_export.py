@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from autoprompt_search.cache import SlotCache
 from autoprompt_search.ensemble import combine_probabilities
 from autoprompt_search.errors import UserError
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.prompt_file import FORMAT_VERSION
+from autoprompt_search.prompt_file import FORMAT_VERSION, PRECISION_FORMAT_VERSION
 from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.templates import Template
 from autoprompt_search.testing import TINY_CORPUS
@@ -81,6 +82,21 @@ def test_loaded_prompt_reproduces_the_search_probabilities(tmp_path, backend, mo
     assert predictor.classes_ == list(LABELS)
     assert predictor.scorer.backend.batch_size == 4 and predictor.scorer.chunk_size == 5
     assert predictor.file.document["scores"]["dev"]["accuracy"] == score.accuracy
+
+
+def test_bfloat16_prompt_is_reloaded_in_bfloat16(tmp_path, tiny_causal_lm, model_info) -> None:
+    """A prompt measured in bfloat16 says so (a version older readers refuse) and loads in it, reproducing its scores."""
+    bf16 = load_backend(tiny_causal_lm, batch_size=SEARCH["batch_size"], precision="bfloat16")
+    info = replace(model_info, precision="bfloat16")
+    path, score = _write(tmp_path / "best.json", bf16, info)
+    document = json.loads(path.read_text())
+    assert document["format_version"] == PRECISION_FORMAT_VERSION and document["model"]["precision"] == "bfloat16"
+    predictor = prompt_predictor.load(path, cache=False)
+    assert predictor.scorer.backend.precision == "bfloat16"
+    assert np.array_equal(predictor.predict_proba(TEXTS), score.probabilities)
+    float32 = load_backend(tiny_causal_lm, batch_size=SEARCH["batch_size"])
+    with pytest.raises(UserError, match="model.precision: .*'bfloat16' in the file, 'float32'"):
+        prompt_predictor.load(path, model=float32, cache=False)
 
 
 def test_predict_and_score_follow_the_probabilities(prompt_file) -> None:
@@ -399,7 +415,9 @@ def test_written_file_layout(prompt_file, model_info) -> None:
     document = json.loads(prompt_file.read_text())
     assert list(document)[:4] == ["format", "format_version", "library_version", "kind"]
     assert document["library_version"] == autoprompt_search.__version__ and document["kind"] == "single"
-    assert document["model"] == {**{k: v for k, v in model_info.__dict__.items() if k != "adapter"}, "batch_size": 4, "chunk_size": 5}
+    assert document["format_version"] == 1  # float32 and no adapter: every version reads it
+    written = {k: v for k, v in model_info.__dict__.items() if k not in ("adapter", "precision")}
+    assert document["model"] == {**written, "batch_size": 4, "chunk_size": 5}
     assert set(document["exports"]) == {"openprompt", "peft"}
     assert document["prompt"]["calibration"]["method"] == "prior"
 

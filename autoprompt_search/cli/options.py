@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from autoprompt_search.backends import MODEL_KINDS
+from autoprompt_search.backends import MODEL_KINDS, PRECISIONS
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -25,6 +25,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
     group.add_argument("--batch-size", type=int, default=32)
     group.add_argument("--max-length", type=int, help="tokens per prompt (default 256 or the model's limit)")
     group.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    group.add_argument("--precision", choices=PRECISIONS, default="float32",
+                       help="bfloat16 runs the model's matrix products in bfloat16: about twice as fast on CPUs with "
+                            "AVX512-BF16 or AMX and on GPUs, with slot scores that differ slightly from float32's")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk slot cache")
 
 
@@ -61,7 +64,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--batch-size must be at least 1")
     if args.max_length is not None and args.max_length < MIN_MAX_LENGTH:  # 0 must not quietly mean "the default"
         raise UserError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens, got {args.max_length}")
-    return {"kind": args.model_kind, "device": args.device, "batch_size": args.batch_size, "max_length": args.max_length}
+    return {"kind": args.model_kind, "device": args.device, "batch_size": args.batch_size, "max_length": args.max_length,
+            "precision": args.precision}
 
 
 def slot_cache(args: argparse.Namespace):

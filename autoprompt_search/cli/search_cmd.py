@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_search(space, seed=args.seed, out=args.out, trials=args.trials, timeout=args.timeout, storage=args.storage,
                         resume=args.resume, model=args.model, test_limit=args.test_limit, max_length=options["max_length"],
                         model_kind=options["kind"], device=options["device"], batch_size=options["batch_size"],
-                        cache=not args.no_cache)
+                        precision=options["precision"], cache=not args.no_cache)
     print_leaderboard(result)
     return 0
 
