@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 BENCHMARK_DATASETS = ("mr", "subj", "rt", "bbc", "tweets")  # the bundled datasets the quality benchmarks cover
 BENCHMARK_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's five few-shot seeds
 REPORTED_PROMPTS = ("best_manual", "best", "ensemble")  # the prompts a run's results.json scores on test
-SEARCH_OPTIONS = ("model", "trials", "timeout", "test_limit", "max_length", "device", "batch_size")
+SEARCH_OPTIONS = ("model", "trials", "timeout", "test_limit", "max_length", "device", "batch_size", "precision")
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
@@ -186,6 +186,8 @@ def search_seed(space: str | Path, seed: int, out: str | Path, **options: Any) -
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """The search options a benchmark passes on to every search it runs (see :func:`search_options`)."""
+    from autoprompt_search.backends import PRECISION_CHOICES
+
     group = parser.add_argument_group("search options (passed on to every search)")
     group.add_argument("--model", help="model for the searches (default: the space's)")
     group.add_argument("--trials", type=int, help="search trials after the manual baselines (default: the space's)")
@@ -194,6 +196,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-length", type=int, help="tokens per prompt (default: the space's)")
     group.add_argument("--device", help="cpu, cuda, or auto")
     group.add_argument("--batch-size", type=int)
+    group.add_argument("--precision", choices=PRECISION_CHOICES, help="float32 (default) or bfloat16")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk slot cache")
 
 

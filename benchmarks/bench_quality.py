@@ -49,7 +49,7 @@ from autoprompt_search.analysis import BENCHMARK_DATASETS as DATASETS
 from autoprompt_search.analysis import BENCHMARK_SEEDS as SEEDS
 from autoprompt_search.analysis import FinishedRun, mean_std, search_seed
 from autoprompt_search.assets import DEFAULT_MODEL, model_weights_hash, resolve_model
-from autoprompt_search.backends import DEFAULT_MAX_LENGTH
+from autoprompt_search.backends import DEFAULT_MAX_LENGTH, PRECISION_CHOICES
 from autoprompt_search.candidates.pools import word_param
 from autoprompt_search.fileio import atomic_write_json, atomic_write_text
 from autoprompt_search.provenance import stamp
@@ -263,6 +263,7 @@ def main() -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--test-limit", type=int, default=1000)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="e.g. gemma3-270m, or splade-tiny for the masked path")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="float32", help="the model's compute precision")
     parser.add_argument("--runs", help="default: results/runs/quality (quality-<model> for another model)")
     parser.add_argument("--out", help="default: results/benchmarks/quality.json (quality_<model>.json for another model)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's table")
@@ -285,7 +286,8 @@ def main() -> int:
             for kind in KINDS:
                 if kind in args.methods.split(",") and (kind != "plain" or shows_demonstrations(dataset)):
                     space = variant_space(dataset, kind, runs / "spaces")
-                    search_seed(space, seed, folder(dataset, kind, seed), test_limit=args.test_limit, model=args.model)
+                    search_seed(space, seed, folder(dataset, kind, seed), test_limit=args.test_limit, model=args.model,
+                                precision=args.precision)
 
     records = Path(args.out).with_suffix("").parent / f"{Path(args.out).stem}_runs"
     results = {}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, LlamaConfig, T5Config
 
-from autoprompt_search.backends import SlotQuery, detect_kind, load_backend
+from autoprompt_search.backends import SlotQuery, detect_kind, load_backend, resolve_precision
 from autoprompt_search.cache import CODE_ERROR
 from autoprompt_search.errors import UserError
 from autoprompt_search.scoring import PromptScorer
@@ -58,6 +58,14 @@ def test_bfloat16_runs_the_body_in_bfloat16_and_the_vocabulary_projection_in_flo
     assert bf16.fingerprint != float32.fingerprint  # the slot cache keeps the two apart
     with pytest.raises(UserError, match="unknown precision 'float16'"):
         load_backend(folder, precision="float16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it_natively(native: bool, monkeypatch) -> None:
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
+    assert resolve_precision("float32", "cpu") == "float32" and resolve_precision("bfloat16", "cpu") == "bfloat16"
+    assert resolve_precision("auto", "mps") == "float32"
 
 
 def test_kinds_are_detected_from_the_config() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from autoprompt_search.backends import MODEL_KINDS, PRECISIONS
+from autoprompt_search.backends import MODEL_KINDS, PRECISION_CHOICES
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -25,9 +25,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
     group.add_argument("--batch-size", type=int, default=32)
     group.add_argument("--max-length", type=int, help="tokens per prompt (default 256 or the model's limit)")
     group.add_argument("--device", default="auto", help="cpu, cuda, or auto")
-    group.add_argument("--precision", choices=PRECISIONS, default="float32",
+    group.add_argument("--precision", choices=PRECISION_CHOICES, default="float32",
                        help="bfloat16 runs the model's matrix products in bfloat16: about twice as fast on CPUs with "
-                            "AVX512-BF16 or AMX and on GPUs, with slot scores that differ slightly from float32's")
+                            "AVX512-BF16 or AMX and on GPUs, with slot scores that differ slightly from float32's; "
+                            "auto: bfloat16 where the device has it natively, else float32 (default: %(default)s)")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk slot cache")
 
 
