@@ -14,7 +14,7 @@ such texts:
   most with the pseudo-labels of the best-ranked prompts is chosen.
 
 Batch calibration (Zhou et al. 2024) needs nothing of its own here: it is the ``prior``
-calibration fitted on the unlabelled texts (:meth:`PromptScorer.fit_calibration`).
+calibration fitted on the unlabelled texts (:meth:`Calibration.prior_from`, in :mod:`autoprompt_search.search`).
 """
 
 from __future__ import annotations

@@ -195,10 +195,9 @@ class PromptScorer:
         method: str,
         prepared: "PreparedPrompts",
         word_ids: tuple[tuple[WordIds, ...], ...],
-        unlabelled: "PreparedPrompts | None" = None,
     ) -> Calibration:
-        """``contextual``: content-free inputs; ``prior``: mean class scores of unlabelled prompts
-        (the scored prompts themselves when none are given: no labels are used)."""
+        """``contextual``: content-free inputs; ``prior``: mean class scores of the prompts
+        themselves (no labels are used; a search fits it on its unlabelled texts instead)."""
         if method == "none":
             return Calibration()
         if method == "contextual":
@@ -207,7 +206,7 @@ class PromptScorer:
             content_free = torch.softmax(raw, dim=1).mean(dim=0)
             return Calibration("contextual", tuple(float(v) for v in torch.log(content_free)))
         if method == "prior":
-            return Calibration.prior_from(self.class_scores((unlabelled or prepared).prompts, word_ids))
+            return Calibration.prior_from(self.class_scores(prepared.prompts, word_ids))
         raise UserError(f"unknown calibration {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
 
     def score(
@@ -217,29 +216,24 @@ class PromptScorer:
         gold: Sequence[int],
         *,
         calibration: str | Calibration = "none",
-        unlabelled: "PreparedPrompts | None" = None,
     ) -> PromptScore:
         """Score one prompt on prepared examples with gold label indices (in the verbalizer's order)."""
-        return self.score_variants(prepared, [(verbalizer, calibration)], gold, unlabelled=unlabelled)[0]
+        return self.score_variants(prepared, [(verbalizer, calibration)], gold)[0]
 
     def score_variants(
         self,
         prepared: "PreparedPrompts",
         variants: Sequence[tuple[Verbalizer, str | Calibration]],
         gold: Sequence[int],
-        *,
-        unlabelled: "PreparedPrompts | None" = None,
     ) -> list[PromptScore]:
         """Score several (verbalizer, calibration) pairs on one template's prepared examples, with
         one pass of the model over them whatever the cache holds."""
-        return self.score_templates([(prepared, variants)], gold, unlabelled=unlabelled)[0]
+        return self.score_templates([(prepared, variants)], gold)[0]
 
     def score_templates(
         self,
         items: Sequence[tuple["PreparedPrompts", Sequence[tuple[Verbalizer, str | Calibration]]]],
         gold: Sequence[int],
-        *,
-        unlabelled: "PreparedPrompts | None" = None,
     ) -> list[list[PromptScore]]:
         """:meth:`score_variants` of several templates prepared on the same examples, in one pass
         over the examples that computes all the templates' distributions together."""
@@ -250,10 +244,10 @@ class PromptScorer:
             scores = []
             for (_, calibration), word_ids, raw in zip(variants, template_word_ids, template_raws):
                 if not isinstance(calibration, Calibration):
-                    if calibration == "prior" and unlabelled is None:
+                    if calibration == "prior":  # the scores at hand: no second pass
                         calibration = Calibration.prior_from(raw)
                     else:
-                        calibration = self.fit_calibration(calibration, prepared, word_ids, unlabelled)
+                        calibration = self.fit_calibration(calibration, prepared, word_ids)
                 scores.append(evaluate_scores(calibration.apply(raw), gold, calibration))
             results.append(scores)
         return results
