@@ -5,8 +5,13 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/autoprompt-search
 SPACE ?= search_spaces/mr.yaml
 SEED ?= 13
+# The main job's settings (README, "The main job's time"): bfloat16 where the CPU or GPU has it natively, and
+# the quality benchmark's sample of 1,000 test sentences. `make main PRECISION=float32 TEST_LIMIT=` scores
+# the whole test split in float32.
+PRECISION ?= auto
+TEST_LIMIT ?= 1000
 
-.PHONY: setup assets main lint test test-unit bench bench-quality bench-training bench-openprompt openprompt-venv clean
+.PHONY: setup assets main lint test test-unit bench bench-main-job bench-quality bench-training bench-openprompt openprompt-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +25,8 @@ assets: setup
 	$(CLI) assets fetch
 
 main: assets
-	HF_HUB_OFFLINE=1 $(CLI) search $(SPACE) --seed $(SEED) --out results/runs/$(notdir $(basename $(SPACE)))-seed$(SEED)-$$(date +%Y%m%d-%H%M%S)
+	HF_HUB_OFFLINE=1 $(CLI) search $(SPACE) --seed $(SEED) --precision $(PRECISION) $(if $(TEST_LIMIT),--test-limit $(TEST_LIMIT)) \
+		--out results/runs/$(notdir $(basename $(SPACE)))-seed$(SEED)-$$(date +%Y%m%d-%H%M%S)
 
 lint: setup
 	$(VENV)/bin/ruff check autoprompt_search tests benchmarks
@@ -44,6 +50,14 @@ bench: assets
 	$(MAKE) bench-quality
 	$(MAKE) bench-baselines
 	$(MAKE) bench-training
+
+# The main job from an empty slot cache, timed in both precisions, on the 1,000-sentence test sample and on the
+# whole test split (nothing else running; about 30 minutes on a 2-core CPU) -> results/benchmarks/main_job.json.
+bench-main-job: assets
+	for precision in bfloat16 float32; do \
+		HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_main_job.py --label $${precision}_test1000 -- --precision $$precision --test-limit 1000 && \
+		HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_main_job.py --label $$precision -- --precision $$precision || exit 1; \
+	done
 
 # Every figure of the README's quality table, from scratch (hours on a 2-core CPU; runs already
 # complete under results/runs/quality are read back, so an interrupted run continues).
