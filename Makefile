@@ -25,7 +25,7 @@ assets: setup
 	$(CLI) assets fetch
 
 main: assets
-	HF_HUB_OFFLINE=1 $(CLI) search $(SPACE) --seed $(SEED) --precision $(PRECISION) $(if $(TEST_LIMIT),--test-limit $(TEST_LIMIT)) \
+	HF_HUB_OFFLINE=1 $(CLI) search $(SPACE) --seed $(SEED) $(if $(PRECISION),--precision $(PRECISION)) $(if $(TEST_LIMIT),--test-limit $(TEST_LIMIT)) \
 		--out results/runs/$(notdir $(basename $(SPACE)))-seed$(SEED)-$$(date +%Y%m%d-%H%M%S)
 
 lint: setup

@@ -44,14 +44,14 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
 
 
 @functools.cache
-def scorer_for(model: str, max_length: int) -> PromptScorer:
-    """A scorer of ``model`` with prompts cut to ``max_length`` tokens over the on-disk slot cache,
-    one per setting (memoised: every run of a benchmark on that model shares it)."""
+def scorer_for(model: str, max_length: int, precision: str = "float32") -> PromptScorer:
+    """A scorer of ``model`` in ``precision`` with prompts cut to ``max_length`` tokens over the on-disk
+    slot cache, one per setting (memoised: every run of a benchmark on that model shares it)."""
     from autoprompt_search.backends import load_backend
     from autoprompt_search.cache import SlotCache, default_cache_dir
     from autoprompt_search.scoring import PromptScorer
 
-    return PromptScorer(load_backend(model, max_length=max_length), SlotCache(default_cache_dir()))
+    return PromptScorer(load_backend(model, max_length=max_length, precision=precision), SlotCache(default_cache_dir()))
 
 
 def prompt_search(scorer: PromptScorer, pools: Pools, train: Dataset, dev: Dataset, *, objective: str = "accuracy",
@@ -113,7 +113,7 @@ class FinishedRun:
             raise UserError(f"{self.folder.file('pools.json')}: no such file: the run stopped before its candidate pools existed")
         self.pools: Pools = stored[0]
         model = manifest["model"]
-        self.scorer = scorer_for(model["name"], model["max_length"])
+        self.scorer = scorer_for(model["name"], model["max_length"], model.get("precision", "float32"))  # as the run scored
         if self.scorer.backend.weights_hash != model["weights_sha256"]:
             raise UserError(f"{self.path}: the weights of the model {model['name']} differ from the ones the run recorded")
         self.board: list[TrialResult] = self.folder.leaderboard()
@@ -178,6 +178,9 @@ def search_seed(space: str | Path, seed: int, out: str | Path, **options: Any) -
 
     folder = RunFolder(out)
     if folder.is_complete():
+        wanted, recorded = options.get("precision", "float32"), (folder.manifest().get("model") or {}).get("precision", "float32")
+        if wanted != "auto" and wanted != recorded:
+            raise UserError(f"{folder.path}: a complete run in {recorded}, not {wanted}: give another run folder")
         return folder.results()
     began = time.perf_counter()
     run_search(space, seed=seed, out=folder.path, resume=folder.is_started(), **options)
@@ -196,7 +199,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-length", type=int, help="tokens per prompt (default: the space's)")
     group.add_argument("--device", help="cpu, cuda, or auto")
     group.add_argument("--batch-size", type=int)
-    group.add_argument("--precision", choices=PRECISION_CHOICES, help="float32 (default) or bfloat16")
+    group.add_argument("--precision", choices=PRECISION_CHOICES, help="float32 (default), bfloat16, or auto")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk slot cache")
 
 

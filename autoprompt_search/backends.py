@@ -293,7 +293,7 @@ class MaskedBackend(Backend):
         given = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": inputs.input_ids}
         if self._head is not None:
             hidden = self.model.base_model(**given, attention_mask=inputs.attention_mask).last_hidden_state
-            return self._head(hidden[rows, inputs.slot_positions])
+            return self._head(hidden[rows, inputs.slot_positions].float())  # bfloat16 when the body's last op was autocast
         return self.model(**given, attention_mask=inputs.attention_mask).logits[rows, inputs.slot_positions]
 
 
@@ -463,7 +463,8 @@ def load_backend(
     model: str | Path, *, kind: str | None = None, device: str = "auto", batch_size: int = 32, max_length: int | None = None,
     precision: str = "float32",
 ) -> Backend:
-    """Load a registered model name or a local Hugging Face folder, frozen, as a backend."""
+    """Load a registered model name or a local Hugging Face folder, frozen, as a backend computing in
+    ``precision`` (``auto``: see :func:`resolve_precision`)."""
     from transformers.utils import logging as transformers_logging
 
     from autoprompt_search.assets import resolve_model
@@ -523,20 +524,17 @@ def checked_device(device: str) -> str:
 
 def resolve_precision(precision: str, device: str) -> str:
     """``precision`` itself, or for ``auto`` bfloat16 where ``device`` has native bfloat16 arithmetic
-    (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX, as oneDNN reports), else float32:
+    (a CUDA GPU of compute capability 8 or later; an x86 CPU with AVX512-BF16 or AMX), else float32:
     emulated bfloat16 is slower than float32."""
     if precision not in PRECISION_CHOICES:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}", option="precision")
     if precision != "auto":
         return precision
-    kind = torch.device(device).type
-    if kind == "cuda":
-        native = torch.cuda.is_bf16_supported()
-    elif kind == "cpu":
-        try:
-            native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # a build without oneDNN
-            native = False
+    parsed = torch.device(device)
+    if parsed.type == "cuda":  # compute capability 8 (Ampere) and later; earlier GPUs emulate it
+        native = torch.cuda.get_device_capability(parsed)[0] >= 8
+    elif parsed.type == "cpu":  # the instructions themselves: oneDNN also "supports" bfloat16 by emulation
+        native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     else:
         native = False
     return "bfloat16" if native else "float32"

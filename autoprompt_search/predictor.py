@@ -236,7 +236,8 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
     The model is ``model`` if given (a name, a folder, or a loaded backend used as it is), else the
     one the file names (see :func:`recorded_model`). A model or tokenizer that differs from the
     search's is refused unless ``strict=False`` (then a warning); a model the file names is checked
-    against its recorded weights hash before transformers opens anything in its folder.
+    against its recorded weights hash before transformers opens anything in its folder. A model it
+    loads runs in the file's ``model.precision``; a given backend in another precision is a mismatch.
 
     Nothing in a file is run: folders are opened without remote code and with safetensors weights only,
     and a relative ``model.path`` or ``model.adapter.path`` must lie inside the file's folder.
@@ -277,10 +278,12 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
         except UserError as error:
             raise UserError(f"{origin}: model: cannot load the prompt's model ({error}); pass model=... to give its folder") from None
     for key, expected, actual in (("kind", file.model.kind, backend.kind),
-                                  ("weights_sha256", file.model.weights_sha256, backend.weights_hash),
-                                  ("precision", file.model.precision, backend.precision)):
+                                  ("weights_sha256", file.model.weights_sha256, backend.weights_hash)):
         if key not in checked and expected != actual:
             _mismatch(_other_model(origin, key, expected, actual, source), strict)
+    if file.model.precision != backend.precision:  # same weights, slightly different scores
+        _mismatch(f"{origin}: model.precision: the prompt was scored in {file.model.precision}, the given model runs in "
+                  f"{backend.precision}; its figures would not be reproduced exactly", strict)
     if adapter_folder is not None:
         apply_adapter(backend, adapter_folder, adapter.method, adapter.sha256)
     vocabulary = backend.model.get_input_embeddings().weight.shape[0]

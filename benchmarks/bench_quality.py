@@ -273,10 +273,11 @@ def main() -> int:
     unknown = set(args.datasets.split(",")) - set(DATASETS) or set(args.methods.split(",")) - set(KINDS)
     if unknown:
         raise SystemExit(f"unknown dataset or method: {', '.join(sorted(unknown))}")
-    suffix = "" if args.model == DEFAULT_MODEL else f"-{args.model}"
+    suffix = ("" if args.model == DEFAULT_MODEL else f"-{args.model}") + ("" if args.precision == "float32" else f"-{args.precision}")
     runs = Path(args.runs or f"results/runs/quality{suffix}")
     args.out = args.out or f"results/benchmarks/quality{suffix.replace('-', '_')}.json"
-    args.no_readme = args.no_readme or args.model != DEFAULT_MODEL  # the README's table is the default model's
+    # the README's table is the default model's, in float32
+    args.no_readme = args.no_readme or args.model != DEFAULT_MODEL or args.precision != "float32"
 
     def folder(dataset: str, kind: str, seed: int) -> Path:
         return runs / f"{dataset}{KINDS[kind]}-seed{seed}"
@@ -331,8 +332,8 @@ def main() -> int:
             "max_length": RunFolder(first).manifest()["model"]["max_length"],
         }
     report = {"benchmark": "quality", "model": args.model, "model_weights_sha256": model_weights_hash(resolve_model(args.model)),
-              "k": 16, "seeds": seeds, "test_limit": args.test_limit, "datasets": list(DATASETS), "methods": METHODS,
-              "anchors": ANCHORS, "results": results, "provenance": stamp()}
+              "precision": args.precision, "k": 16, "seeds": seeds, "test_limit": args.test_limit, "datasets": list(DATASETS),
+              "methods": METHODS, "anchors": ANCHORS, "results": results, "provenance": stamp()}
     atomic_write_json(args.out, report)
     table = markdown(report)
     atomic_write_text(Path(args.out).with_suffix(".md"), table)

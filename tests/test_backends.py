@@ -62,7 +62,8 @@ def test_bfloat16_runs_the_body_in_bfloat16_and_the_vocabulary_projection_in_flo
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it_natively(native: bool, monkeypatch) -> None:
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
     assert resolve_precision("float32", "cpu") == "float32" and resolve_precision("bfloat16", "cpu") == "bfloat16"
     assert resolve_precision("auto", "mps") == "float32"

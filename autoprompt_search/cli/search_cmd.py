@@ -56,10 +56,13 @@ def print_leaderboard(result: SearchResult, rows: int = 10) -> None:
 
     space, splits = result.space, result.splits
     scored = result.best["train_dev"]["n"]
-    print(f"\nLeaderboard ({space.name}, {space.model}, seed {splits.seed}; dev n={len(splits.dev)}, test n={len(splits.test)})")
+    manifest = result.folder.manifest()
+    precision = (manifest.get("model") or {}).get("precision", "float32")
+    model = space.model if precision == "float32" else f"{space.model} in {precision}"
+    print(f"\nLeaderboard ({space.name}, {model}, seed {splits.seed}; dev n={len(splits.dev)}, test n={len(splits.test)})")
     print(f"{'#':>3} {'trial':>5} {'score':>6} {'dev':>6} {'margin':>7} {'cal':<10} {'verbalizer':<34} template   "
           f"(score: {space.objective} on train+dev, n={scored})")
-    demonstrations = (result.folder.manifest().get("pools") or {}).get("demonstrations")  # to outline their templates
+    demonstrations = (manifest.get("pools") or {}).get("demonstrations")  # to outline their templates
     for rank, trial in enumerate(result.leaderboard[:rows], 1):
         verbalizer = ", ".join("/".join(words) for words in trial.verbalizer.values())
         template = outline(trial.template.source, demonstrations).replace("\n", "\\n")

@@ -138,9 +138,11 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
                "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     RunFolder(out).write_predictions(src.splits.test, _labelled(src.splits.test).gold, {"trained": test_scored})
     atomic_write_json(out / TRAINING, {
-        "method": method, "options": identity, "source": src.described, "model": src.model.__dict__,
+        "method": method, "options": identity, "source": src.described,
+        "model": {**src.model.__dict__, "precision": "float32"},  # _load_model's, whatever precision the search ran in
         "dataset": src.splits.describe(), "curve": state.curve, "best_epoch": state.best_epoch, "scores": scores,
-        "frozen": src.frozen_scores, "saved": {k: v for k, v in saved.items() if k != "adapter"}, "timings": timings,
+        "frozen": src.frozen_scores, "frozen_precision": src.model.precision,
+        "saved": {k: v for k, v in saved.items() if k != "adapter"}, "timings": timings,
         "machine_note": "CPU threads: " + str(torch.get_num_threads()), "provenance": stamp()})
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     log(f"train: {method} chose epoch {state.best_epoch} (dev {state.best['dev_accuracy']:.4f}); "
