@@ -293,7 +293,8 @@ class MaskedBackend(Backend):
         given = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": inputs.input_ids}
         if self._head is not None:
             hidden = self.model.base_model(**given, attention_mask=inputs.attention_mask).last_hidden_state
-            return self._head(hidden[rows, inputs.slot_positions].float())  # bfloat16 when the body's last op was autocast
+            dtype = next(self._head.parameters()).dtype  # the hidden state is bfloat16 when the body's last op was autocast
+            return self._head(hidden[rows, inputs.slot_positions].to(dtype))
         return self.model(**given, attention_mask=inputs.attention_mask).logits[rows, inputs.slot_positions]
 
 
@@ -553,12 +554,13 @@ def _set_precision(model: PreTrainedModel, device: str, precision: str) -> None:
     device_type = torch.device(device).type
     reduced = precision == "bfloat16"
 
-    def in_autocast(forward, *, projection: bool = False):
+    def in_autocast(forward, *, projection: torch.nn.Module | None = None):
         @functools.wraps(forward)
         def run(*args, **kwargs):
-            if projection:
-                args = (args[0].float().contiguous(), *args[1:])
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=reduced and not projection):
+            if projection is not None:  # in the weights' own dtype: float32, or float64 where a test made the model so
+                weight = getattr(projection, "weight", None)
+                args = (args[0].to(weight.dtype if weight is not None else torch.float32).contiguous(), *args[1:])
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=reduced and projection is None):
                 return forward(*args, **kwargs)
         return run
 
@@ -567,7 +569,7 @@ def _set_precision(model: PreTrainedModel, device: str, precision: str) -> None:
             module.forward = in_autocast(module.forward)
     head = model.get_output_embeddings()
     if head is not None:
-        head.forward = in_autocast(head.forward, projection=True)
+        head.forward = in_autocast(head.forward, projection=head)
 
 
 def _custom_code(path: Path) -> str | None:

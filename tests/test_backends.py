@@ -60,6 +60,23 @@ def test_bfloat16_runs_the_body_in_bfloat16_and_the_vocabulary_projection_in_flo
         load_backend(folder, precision="float16")
 
 
+def test_a_masked_head_gets_float32_when_the_body_ends_in_bfloat16(backends, monkeypatch) -> None:
+    """Some bodies (ALBERT's) hand the MLM head a bfloat16 hidden state under autocast; the head runs outside it."""
+    backend = backends["masked"]
+    forward = backend.model.base_model.forward
+
+    def body_ending_in_bfloat16(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        output.last_hidden_state = output.last_hidden_state.to(torch.bfloat16)
+        return output
+
+    prompts = PromptScorer(backend).prepare(Template.parse(TEMPLATES["masked"]), TEXTS).prompts
+    exact = backend.next_token_log_probs(prompts)
+    monkeypatch.setattr(backend.model.base_model, "forward", body_ending_in_bfloat16)
+    reduced = backend.next_token_log_probs(prompts)
+    assert reduced.dtype == torch.float32 and torch.allclose(reduced, exact, atol=0.3)
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it_natively(native: bool, monkeypatch) -> None:
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
