@@ -22,14 +22,11 @@ import time
 from pathlib import Path
 
 from autoprompt_search.assets import cache_root
+from autoprompt_search.cache import SlotCache
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
 
 ASSET_FOLDERS = ("models", "datasets", "hashes", "downloads")
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def main() -> int:
@@ -63,7 +60,7 @@ def main() -> int:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
             "timings": {name: round(seconds, 1) for name, seconds in manifest["timings"].items()},
             "model": manifest["model"], "trials": manifest["trials"], "cache": manifest["cache"],
-            "slot_cache_bytes": folder_bytes(root / "slot_cache") if (root / "slot_cache").exists() else 0,
+            "slot_cache_bytes": sum(entry.size for entry in SlotCache(root / "slot_cache").entries()),
             "test_n": results["best"]["test"]["n"],
             "test_accuracy": {name: results[name]["test"]["accuracy"] for name in ("best_manual", "best", "ensemble")
                               if results.get(name)},
