@@ -11,7 +11,7 @@ SEED ?= 13
 PRECISION ?= auto
 TEST_LIMIT ?= 1000
 
-.PHONY: setup assets main lint test test-unit bench bench-main-job bench-quality bench-training bench-openprompt openprompt-venv clean
+.PHONY: setup assets main lint test test-unit bench bench-main-job bench-quality bench-model-ensemble bench-training bench-openprompt openprompt-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,7 @@ bench: assets
 	$(MAKE) bench-openprompt-export
 	$(MAKE) bench-reliability
 	$(MAKE) bench-quality
+	$(MAKE) bench-model-ensemble
 	$(MAKE) bench-baselines
 	$(MAKE) bench-training
 
@@ -68,6 +69,14 @@ bench-quality: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_trigger_templates.py --space search_spaces/mr_fluent.yaml
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_selection.py --datasets mr,mr_fluent,mr_gradient --out results/benchmarks/selection_mr_spaces.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_demonstrations.py --sets 2
+
+# Ensembles of models on MR: SmolLM2-135M's and Gemma-3-270M's quality-benchmark searches (5 seeds each, the
+# same samples; runs already complete are read back) combined per seed -> results/benchmarks/model_ensemble_mr.json.
+bench-model-ensemble: assets
+	$(CLI) assets fetch gemma3-270m
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_quality.py --datasets mr --methods full --no-readme --out results/benchmarks/quality_mr_float32.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_quality.py --model gemma3-270m --datasets mr --methods full --no-readme
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_model_ensemble.py results/runs/quality results/runs/quality-gemma3-270m
 
 # Every training method from the MR runs' prompts, 5 seeds (about 2.5 hours on a 2-core CPU; finished
 # outputs under results/runs/train are read back, so an interrupted run continues).

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from os import PathLike
 
-    from autoprompt_search.predictor import EnsemblePredictor, HeadPredictor, PromptPredictor
+    from autoprompt_search.predictor import EnsemblePredictor, HeadPredictor, ModelEnsemblePredictor, PromptPredictor
 
 from autoprompt_search.version import __version__  # noqa: F401 (the package's public version)
 
 
-def load(path: str | PathLike[str], *args: Any, **kwargs: Any) -> PromptPredictor | EnsemblePredictor | HeadPredictor:
+def load(path: str | PathLike[str], *args: Any,
+         **kwargs: Any) -> PromptPredictor | EnsemblePredictor | ModelEnsemblePredictor | HeadPredictor:
     """Load an exported prompt file, or a ``train`` output folder, as a predictor; see :func:`autoprompt_search.predictor.load`."""
     from autoprompt_search.predictor import load as load_prompt
 

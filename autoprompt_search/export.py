@@ -17,7 +17,7 @@ import numpy as np
 from autoprompt_search.asset_registry import MODELS
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.prompt_file import BASE_FORMAT_VERSION, FORMAT, format_version_for, parse_document
+from autoprompt_search.prompt_file import BASE_FORMAT_VERSION, FORMAT, MODELS_FORMAT_VERSION, format_version_for, parse_document
 from autoprompt_search.scoring import DEFAULT_CHUNK_SIZE
 
 PEFT_TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "masked": "FEATURE_EXTRACTION"}
@@ -165,6 +165,17 @@ def write_ensemble(path: str | Path, members: Sequence[tuple[PromptSpec, float, 
         **_header("ensemble"), "members": rows, "model": _model_block(model, batch_size, chunk_size),
         "scores": scores, "weights_fit": weights_fit, "dataset": dataset, "provenance": provenance,
     }, model, tokenizer)
+
+
+def checked_models_document(path: str | Path, parts: Sequence[tuple[Mapping, Mapping]], *, scores: Mapping, weights_fit: Mapping,
+                            dataset: Mapping, provenance: Mapping) -> dict[str, Any]:
+    """The document of an ensemble of models, checked as load() will read it from ``path``: per part,
+    (a run's ensemble.json document, as read and scored, with its weight in what to record about it)."""
+    rows = [{**record, "ensemble": part} for part, record in parts]
+    document = _plain({**_header("models"), "format_version": MODELS_FORMAT_VERSION, "parts": rows, "scores": scores,
+                       "weights_fit": weights_fit, "dataset": dataset, "provenance": provenance})
+    parse_document(document, str(path))  # never write a file that load() would refuse
+    return document
 
 
 def _header(kind: str) -> dict[str, Any]:

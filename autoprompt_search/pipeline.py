@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.provenance import stamp
@@ -21,6 +21,9 @@ from autoprompt_search.run_folder import DEFAULT_STORAGE, MANIFEST, RESULTS, Run
 from autoprompt_search.space_types import MIN_MAX_LENGTH
 from autoprompt_search.spaces import SearchSpace, load_space, slug
 from autoprompt_search.splits import RunSplits, make_splits
+
+if TYPE_CHECKING:
+    from autoprompt_search.model_ensemble import ModelEnsembleResult
 
 Log = Callable[[str], None]
 
@@ -99,6 +102,54 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
     job = _SearchJob(loaded, seed, folder, storage=storage, resume=resume, test_limit=test_limit, cache=cache,
                      model_options=options, log=log)
     return job.run()
+
+
+def run_search_models(space: str | Path | SearchSpace | Mapping[str, Any], models: Sequence[str], *, seed: int | None = None,
+                      out: str | Path | None = None, resume: bool = False, data: Sequence[Mapping[str, Any]] | Any = None,
+                      device: str = "auto", cache: bool = True, log: Log = _stderr,
+                      on_search: Callable[[SearchResult], None] | None = None, **options: Any) -> ModelEnsembleResult:
+    """One search per model of ``models`` on the same few-shot sample (``seed``), each in
+    ``out/<model>``, then their ensembles combined into an ensemble of models in ``out`` (default
+    ``results/runs/<space>-<model>+<model>-seed<seed>``; see :mod:`autoprompt_search.model_ensemble`).
+
+    ``options`` are :func:`run_search`'s (``trials``, ``test_limit``, ``precision``, ...), the same for
+    every model; ``storage`` and ``model`` are not among them. With ``resume`` every model's search
+    is resumed as :func:`run_search` resumes one (a finished one is finished again from its study,
+    its settings checked against these) and the ensemble of models is written again. ``on_search``
+    is called with each finished search."""
+    from autoprompt_search.model_ensemble import check_output, combine_runs
+
+    for name in ("storage", "model"):
+        if options.get(name) is not None:
+            raise UserError(f"{name} cannot be given with models: each model's search has its own folder and study", option=name)
+        options.pop(name, None)
+    folders = [slug(model) for model in models]
+    if len(models) < 2 or len(set(folders)) < len(folders) or {"", ".", ".."} & set(folders):
+        raise UserError(f"give at least 2 different models, whose names give different folder names, got {list(models)}", option="models")
+    if isinstance(space, SearchSpace):
+        loaded = space
+    elif isinstance(space, Mapping):
+        from autoprompt_search.spaces import space_from_mapping
+
+        loaded, data = space_from_mapping(space, records=data), None
+    else:
+        loaded = load_space(space)
+    if data is not None:
+        loaded = loaded.with_data(data)
+    seed = seed if seed is not None else loaded.few_shot.seeds[0]
+    root = Path(out) if out is not None else Path("results/runs") / f"{loaded.name}-{'+'.join(folders)}-seed{seed}"
+    check_output(root, replace=resume)  # everything the searches could refuse is checked before the first starts
+    runs = [RunFolder(root / folder) for folder in folders]
+    for run in runs:
+        run.check_startable(resume=resume)
+    for model, run in zip(models, runs):
+        log(f"{model}: search in {run.path}")
+        result = run_search(loaded, seed=seed, out=run.path, model=model, resume=resume and run.is_started(), cache=cache,
+                            device=device, log=log, **options)
+        if on_search is not None:
+            on_search(result)
+    return combine_runs([run.path for run in runs], root, device=device, cache=cache, replace=resume, space=loaded,
+                        records=loaded.dataset.records, log=log)
 
 
 def _check_options(**options: Any) -> None:

@@ -101,21 +101,35 @@ class PromptPredictor(_Classifier):
         return exp / exp.sum(axis=1, keepdims=True)
 
 
-class EnsemblePredictor(_Classifier):
-    """A weighted average of prompts' probabilities; members share one backend and cache."""
+class _WeightedAverage(_Classifier):
+    """A weighted average of predictors' class probabilities (:func:`combine_probabilities`)."""
 
-    def __init__(self, members: Sequence[PromptPredictor], weights: Sequence[float]) -> None:
-        self.members, self.weights = list(members), [float(weight) for weight in weights]
-        self.classes_ = list(self.members[0].classes_)
-        if any(member.classes_ != self.classes_ for member in self.members):
-            raise ValueError("ensemble members must share their classes, in the same order")
+    def __init__(self, predictors: Sequence[_Classifier], weights: Sequence[float]) -> None:
+        self.weights = [float(weight) for weight in weights]
+        self.classes_ = list(predictors[0].classes_)
+        if any(predictor.classes_ != self.classes_ for predictor in predictors):
+            raise ValueError("averaged predictors must share their classes, in the same order")
+
+    def each_proba(self, texts: list) -> list[np.ndarray]:
+        raise NotImplementedError
 
     def predict_proba(self, texts: Texts) -> np.ndarray:
-        """The weighted average of the members' probabilities; members that share a template are
-        read from one pass of the model over ``texts``."""
         texts = _as_list(texts)
         if not texts:
             return np.empty((0, len(self.classes_)))
+        return combine_probabilities(self.each_proba(texts), self.weights)
+
+
+class EnsemblePredictor(_WeightedAverage):
+    """A weighted average of prompts' probabilities; members share one backend and cache."""
+
+    def __init__(self, members: Sequence[PromptPredictor], weights: Sequence[float]) -> None:
+        self.members = list(members)
+        super().__init__(self.members, weights)
+
+    def each_proba(self, texts: list) -> list[np.ndarray]:
+        """Each member's probabilities; members that share a template are read from one pass of the
+        model over ``texts``."""
         groups: dict[tuple, list[int]] = {}
         for index, member in enumerate(self.members):
             groups.setdefault((member.spec.template, member.spec.fields, member.spec.trigger_ids, id(member.scorer)), []).append(index)
@@ -125,7 +139,18 @@ class EnsemblePredictor(_Classifier):
             raws = first.scorer.variant_class_scores(first.prompts(texts), [self.members[i].word_ids for i in indices])
             for index, raw in zip(indices, raws):
                 probabilities[index] = self.members[index].probabilities(raw)
-        return combine_probabilities(probabilities, self.weights)
+        return probabilities
+
+
+class ModelEnsemblePredictor(_WeightedAverage):
+    """A weighted average of several models' predictors (each an ensemble on its own backend)."""
+
+    def __init__(self, parts: Sequence[_Classifier], weights: Sequence[float]) -> None:
+        self.parts = list(parts)
+        super().__init__(self.parts, weights)
+
+    def each_proba(self, texts: list) -> list[np.ndarray]:
+        return [part.predict_proba(texts) for part in self.parts]
 
 
 class HeadPredictor(_Classifier):
@@ -229,9 +254,10 @@ def _examples(texts: Sequence[str | Mapping[str, str]], fields: Sequence[str]) -
 
 # -- loading -------------------------------------------------------------------------------------
 def load(path: str | Path, model: str | Path | Backend | None = None, device: str = "auto", cache: bool = True, *,
-         strict: bool = True) -> PromptPredictor | EnsemblePredictor | HeadPredictor:
-    """Load a prompt file as a predictor on its model; the output folder of ``autoprompt-search train``
-    gives its trained prompt (with the trained model or adapter) or its classification-head model.
+         strict: bool = True) -> PromptPredictor | EnsemblePredictor | ModelEnsemblePredictor | HeadPredictor:
+    """Load a prompt file as a predictor on its model (an ensemble of models: each part on its own); the
+    output folder of ``autoprompt-search train`` gives its trained prompt (with the trained model or
+    adapter) or its classification-head model.
 
     The model is ``model`` if given (a name, a folder, or a loaded backend used as it is), else the
     one the file names (see :func:`recorded_model`). A model or tokenizer that differs from the
@@ -251,6 +277,20 @@ def load(path: str | Path, model: str | Path | Backend | None = None, device: st
                             "(such as best.json) or the output folder of autoprompt-search train")
         path = path / TRAINED_PROMPT
     origin, file = str(path), read(path)
+    if file.kind == "models":
+        if model is not None:
+            raise UserError(f"{origin}: an ensemble of models loads each part's own model; model=... cannot replace them")
+        parts = [_load_file(part, path, f"{origin}: parts[{index}].ensemble", None, device, cache, strict)
+                 for index, (_, part) in enumerate(file.parts)]
+        result = ModelEnsemblePredictor(parts, [weight for weight, _ in file.parts])
+        result.file = file
+        return result
+    return _load_file(file, path, origin, model, device, cache, strict)
+
+
+def _load_file(file: PromptFile, path: Path, origin: str, model: str | Path | Backend | None, device: str, cache: bool,
+               strict: bool) -> PromptPredictor | EnsemblePredictor:
+    """A ``single`` or ``ensemble`` file as a predictor (see :func:`load`); ``origin`` names it in messages."""
     adapter, adapter_folder = file.model.adapter, None
     if isinstance(model, Backend) and adapter is not None:
         raise UserError(f"{origin}: the prompt comes with a trained adapter, which load() puts on a model it loads itself; "

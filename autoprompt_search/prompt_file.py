@@ -1,5 +1,8 @@
 """Prompt files, read: a prompt or ensemble JSON checked field by field (each mistake names the
-file and the field) into a :class:`PromptFile`; nothing in the file is ever run."""
+file and the field) into a :class:`PromptFile`; nothing in the file is ever run.
+
+Kinds: ``single`` (one prompt), ``ensemble`` (weighted prompts on one model) and ``models`` (weighted
+``ensemble`` documents, each on its own model: :mod:`autoprompt_search.model_ensemble`)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ FORMAT = "autoprompt_search.prompt"
 BASE_FORMAT_VERSION = 1  # what a file is written as unless it needs a later version, so older versions still read it
 ADAPTER_FORMAT_VERSION = 2  # added model.adapter (a trained PEFT adapter)
 PRECISION_FORMAT_VERSION = 3  # added model.precision (other than float32)
-FORMAT_VERSION = PRECISION_FORMAT_VERSION  # what this version reads
+MODELS_FORMAT_VERSION = 4  # added kind "models" (ensembles of several models)
+FORMAT_VERSION = MODELS_FORMAT_VERSION  # what this version reads
+KINDS = ("single", "ensemble", "models")
 DEFAULT_BATCH_SIZE = 32
 MAX_COUNT = 2**31 - 1  # the largest batch size, chunk size, length or token id a file may give
 MAX_FILE_BYTES = 64 << 20  # prompt files are kilobytes; a larger one is not read
@@ -40,14 +45,16 @@ class PromptMember:
 
 @dataclass(frozen=True)
 class PromptFile:
-    """A checked prompt file: what :func:`load` needs, and the whole document."""
+    """A checked prompt file: what :func:`load` needs, and the whole document. A ``models`` file has
+    no model of its own: its ``parts`` are (weight, ``ensemble`` file) pairs, each on its model."""
 
     kind: str
-    model: ModelInfo
+    model: ModelInfo | None
     batch_size: int
     chunk_size: int
     members: tuple[PromptMember, ...]
     document: dict[str, Any] = field(repr=False)
+    parts: tuple[tuple[float, "PromptFile"], ...] = ()
 
 
 def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -119,9 +126,9 @@ def format_version_for(model: ModelInfo) -> int:
     return ADAPTER_FORMAT_VERSION if model.adapter is not None else BASE_FORMAT_VERSION
 
 
-def read(path: str | Path) -> PromptFile:
-    """Read and check a prompt file without loading its model."""
-    return parse_document(read_document(path, "prompt file (such as best.json)"), str(path))
+def read(path: str | Path, kinds: Sequence[str] = KINDS) -> PromptFile:
+    """Read and check a prompt file of one of ``kinds`` without loading its model."""
+    return parse_document(read_document(path, "prompt file (such as best.json)"), str(path), kinds)
 
 
 def read_document(path: str | Path, what: str) -> Any:
@@ -141,7 +148,7 @@ def read_document(path: str | Path, what: str) -> Any:
         raise UserError(f"{path}: not a {what}: {error}") from None
 
 
-def parse_document(document: Any, origin: str) -> PromptFile:
+def parse_document(document: Any, origin: str, kinds: Sequence[str] = KINDS) -> PromptFile:
     if not isinstance(document, dict):
         raise UserError(f"{origin}: expected a JSON object at the top level, got {_describe(document)}")
     _get(document, "format", "", "str", origin, choices=(FORMAT,))
@@ -151,7 +158,9 @@ def parse_document(document: Any, origin: str) -> PromptFile:
 
         raise UserError(f"{origin}: format_version: the file has version {version}, but autoprompt_search "
                         f"{__version__} reads up to version {FORMAT_VERSION}; upgrade autoprompt_search")
-    kind = _get(document, "kind", "", "str", origin, choices=("single", "ensemble"))
+    kind = _get(document, "kind", "", "str", origin, choices=kinds)
+    if kind == "models":
+        return _parse_models(document, origin)
     block = _get(document, "model", "", "mapping", origin)
     model = ModelInfo(name=_get(block, "name", "model", "str", origin),
                       kind=_get(block, "kind", "model", "str", origin, choices=MODEL_KINDS),
@@ -180,6 +189,34 @@ def parse_document(document: Any, origin: str) -> PromptFile:
     return PromptFile(kind, model, _get(block, "batch_size", "model", "count", origin, DEFAULT_BATCH_SIZE),
                       _get(block, "chunk_size", "model", "count", origin, DEFAULT_CHUNK_SIZE),
                       tuple(members), document)
+
+
+def _parse_models(document: dict, origin: str) -> PromptFile:
+    """A ``models`` file: its parts, each an ``ensemble`` document with a weight, sharing their labels."""
+    rows = _get(document, "parts", "", "list", origin)
+    if len(rows) < 2:
+        raise UserError(f"{origin}: parts: an ensemble of models needs at least 2 parts, got {len(rows)}")
+    parts = []
+    for index, row in enumerate(rows):
+        where = f"parts[{index}]"
+        if not isinstance(row, dict):
+            raise UserError(f"{origin}: {where}: expected a mapping, got {_describe(row)}")
+        weight = float(_get(row, "weight", where, "number", origin))
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise UserError(f"{origin}: {where}.weight: expected a non-negative number, got {weight}")
+        part = parse_document(_get(row, "ensemble", where, "mapping", origin), f"{origin}: {where}.ensemble", kinds=("ensemble",))
+        if part.model.adapter is not None:
+            raise UserError(f"{origin}: {where}.ensemble.model.adapter: the parts of an ensemble of models are frozen searches' "
+                            "ensembles, without trained adapters")
+        for name in ("labels", "fields") if parts else ():
+            mine, first = (getattr(p.members[0].spec, name) for p in (part, parts[0][1]))
+            if mine != first:
+                raise UserError(f"{origin}: {where}: its {name} {list(mine)} differ from parts[0]'s {list(first)}")
+        parts.append((weight, part))
+    if sum(weight for weight, _ in parts) <= 0:
+        raise UserError(f"{origin}: parts: every weight is zero; at least one must be positive")
+    first = parts[0][1]
+    return PromptFile("models", None, first.batch_size, first.chunk_size, (), document, tuple(parts))
 
 
 def _parse_adapter(block: dict, origin: str) -> AdapterInfo | None:

@@ -205,6 +205,22 @@ def run_copy(change: Callable[[dict[str, Any], Env], Any] | None = None, file: s
     return build
 
 
+def second_run(change: Callable[[dict[str, Any]], None]) -> Build:
+    """A copy of the finished run as ``<dir>/run``, and another as ``<dir>/run2`` whose manifest is changed by ``change``."""
+    def build(env: Env) -> None:
+        run_copy()(env)
+        shutil.copytree(env.run, env.dir / "run2")
+        path = env.dir / "run2" / "manifest.json"
+        document = json.loads(path.read_text())
+        change(document)
+        path.write_text(json.dumps(document, indent=2))
+    return build
+
+
+def _other_test_sample(manifest: dict[str, Any]) -> None:
+    manifest["dataset"]["splits"]["test"]["content_hash"] = "0" * 64
+
+
 def _set_model(folder: str) -> Callable[[dict[str, Any], Env], None]:
     def change(document: dict[str, Any], env: Env) -> None:
         document["model"]["path"] = document["model"]["name"] = str(env.dir / folder)
@@ -569,6 +585,28 @@ CASES: list[Case] = [
     Case("cli-train-unfinished-run", "command line", "train from a run that has not finished",
          run_copy(lambda document, env: document.update(status="running"), file="manifest.json"), train("<dir>/run"),
          "<dir>/run/manifest.json: the run is not finished (status 'running')"),
+    Case("cli-combine-one-run", "command line", "combine with a single run",
+         run_copy(), ("combine", "<dir>/run", "--out", "<dir>/models"), "an ensemble of models needs at least 2 finished runs, got 1"),
+    Case("cli-combine-same-run", "command line", "combine the same run twice",
+         run_copy(), ("combine", "<dir>/run", "<dir>/./run", "--out", "<dir>/models"), "<dir>/./run: the same run is given twice"),
+    Case("cli-combine-other-sample", "command line", "combine runs scored on other test examples",
+         second_run(_other_test_sample), ("combine", "<dir>/run", "<dir>/run2", "--out", "<dir>/models"),
+         "<dir>/run2: its train, dev or test examples differ from those of <dir>/run"),
+    Case("cli-combine-out-run", "command line", "combine --out a search run's folder",
+         second_run(lambda manifest: None), ("combine", "<dir>/run", "<dir>/run2", "--out", "<dir>/run"),
+         "<dir>/run: holds a search run (manifest.json); give another folder for the ensemble of models"),
+    Case("cli-combine-out-taken", "command line", "combine --out a folder holding other predictions (a train output's)",
+         both(second_run(lambda manifest: None), write("trained/test_predictions.csv", "test_row\n")),
+         ("combine", "<dir>/run", "<dir>/run2", "--out", "<dir>/trained"),
+         "<dir>/trained: already holds test_predictions.csv; choose another output folder"),
+    Case("cli-combine-unfinished", "command line", "combine a run that has not finished",
+         second_run(lambda manifest: manifest.update(status="running")), ("combine", "<dir>/run", "<dir>/run2", "--out", "<dir>/m"),
+         "<dir>/run2/manifest.json: the run is not finished (status 'running')"),
+    Case("cli-models-and-model", "command line", "search --models with --model",
+         space(), search("--models", "<causal>", "<masked>", "--model", "<causal>"), "--model cannot be combined with --models"),
+    Case("cli-models-same-twice", "command line", "search --models naming one model twice",
+         space(), search("--models", "<causal>", "<causal>"),
+         "--models: give at least 2 different models, whose names give different folder names"),
     Case("cli-report-out-folder", "command line", "report --out an existing folder",
          both(run_copy(), write("pages/keep.txt", "x")), ("report", "<dir>/run", "--out", "<dir>/pages"),
          "--out: <dir>/pages: is a folder"),

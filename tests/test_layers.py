@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("configuration", ("space_types", "spaces", "splits", "starter")),
     ("search", ("optuna_internals", "study", "search")),
     ("ensemble", ("ensemble", "estimate")),
-    ("outputs", ("prompt_file", "export", "predictor", "run_folder", "report", "finish")),
+    ("outputs", ("prompt_file", "export", "predictor", "run_folder", "report", "finish", "model_ensemble")),
     ("training", ("training",)),
     ("pipeline", ("pipeline", "analysis", "__init__")),
     ("cli", ("cli",)),

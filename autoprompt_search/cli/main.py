@@ -16,7 +16,17 @@ EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from autoprompt_search.cli import assets_cmd, cache_cmd, evaluate_cmd, init_cmd, report_cmd, search_cmd, train_cmd, validate_cmd
+    from autoprompt_search.cli import (
+        assets_cmd,
+        cache_cmd,
+        combine_cmd,
+        evaluate_cmd,
+        init_cmd,
+        report_cmd,
+        search_cmd,
+        train_cmd,
+        validate_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="autoprompt-search",
@@ -24,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (assets_cmd, evaluate_cmd, validate_cmd, init_cmd, search_cmd, train_cmd, report_cmd, cache_cmd):
+    for module in (assets_cmd, evaluate_cmd, validate_cmd, init_cmd, search_cmd, combine_cmd, train_cmd, report_cmd, cache_cmd):
         module.register(subparsers)
     return parser
 

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "for several local processes (default: sqlite in the run folder)")
     parser.add_argument("--resume", action="store_true", help="continue the study in the run folder")
     parser.add_argument("--test-limit", type=int, help="score only a sample of this many test examples (the same sample for every seed)")
+    parser.add_argument("--models", nargs="+", metavar="MODEL",
+                        help="search with each of these models on the same few-shot sample (each in its own folder inside --out), "
+                             "then ensemble their ensembles: an ensemble of models (instead of --model)")
     parser.set_defaults(func=run)
 
 
@@ -43,12 +46,45 @@ def run(args: argparse.Namespace) -> int:
                         "names its data in its dataset section")
     options = model_options(args)
     space = args.space if args.space is not None else starting_space_from(args)
+    if args.models:
+        return run_models(args, space, options)
     result = run_search(space, seed=args.seed, out=args.out, trials=args.trials, timeout=args.timeout, storage=args.storage,
                         resume=args.resume, model=args.model, test_limit=args.test_limit, max_length=options["max_length"],
                         model_kind=options["kind"], device=options["device"], batch_size=options["batch_size"],
                         precision=options["precision"], cache=not args.no_cache)
     print_leaderboard(result)
     return 0
+
+
+def run_models(args: argparse.Namespace, space, options: dict) -> int:
+    """``--models``: a search per model, each leaderboard printed, then the ensemble of models."""
+    from autoprompt_search.errors import UserError
+    from autoprompt_search.pipeline import run_search_models
+
+    if args.model is not None:
+        raise UserError("--model cannot be combined with --models: give every model to --models")
+    combined = run_search_models(space, args.models, seed=args.seed, out=args.out, resume=args.resume, cache=not args.no_cache,
+                                 device=options["device"], on_search=print_leaderboard, trials=args.trials, timeout=args.timeout,
+                                 test_limit=args.test_limit, max_length=options["max_length"], model_kind=options["kind"],
+                                 batch_size=options["batch_size"], precision=options["precision"], storage=args.storage)
+    print_combined(combined)
+    return 0
+
+
+def print_combined(combined) -> None:
+    """Each part's ensemble and the ensemble of models, on train+dev and test."""
+    summary = combined.summary
+    print(f"\nEnsemble of models ({summary['dataset']['name']}; train+dev n={summary['scored_train_dev_rows']}, "
+          f"test n={summary['ensemble']['test']['n']})")
+    for part in summary["parts"]:
+        name = part["model"].get("name", part["run"])
+        print(f"{name:<24} weight {part['weight']:.3f}   train+dev accuracy {part['train_dev']['accuracy']:.4f}   "
+              f"test accuracy {part['test']['accuracy']:.4f}")
+    ensemble = summary["ensemble"]
+    print(f"{'ensemble of models':<24} {'':>12}   train+dev accuracy {ensemble['train_dev']['accuracy']:.4f}   "
+          f"test accuracy {ensemble['test']['accuracy']:.4f}   test macro-F1 {ensemble['test']['macro_f1']:.4f}")
+    print("(train+dev figures are those the ensembles were chosen on: they flatter)")
+    print(f"wrote {combined.path}/ensemble.json, test_predictions.csv, results.json")
 
 
 def print_leaderboard(result: SearchResult, rows: int = 10) -> None:

@@ -47,7 +47,7 @@ def read_source(source: str | Path, start: str = "best", *, records: Any = None,
                         "so it starts from a search's run folder or a prompt file inside one")
     folder.check_finished()
     prompt_path = folder.file(BEST) if path.is_dir() else path
-    file = read(prompt_path)
+    file = read(prompt_path, kinds=("single", "ensemble"))  # an ensemble of models has no one model to train
     results = folder.results()
     recorded = folder.manifest()["dataset"]
     if file.document.get("dataset", {}).get("splits") not in (None, recorded["splits"]):

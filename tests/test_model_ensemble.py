@@ -1,0 +1,225 @@
+"""Ensembles of models on two tiny models (a causal and a masked one): ``run_search_models`` runs
+one search per model on the same sample and combines their ensembles; ``combine_runs`` checks
+what it combines and where it writes; the ``models`` prompt file loads as a predictor that
+reproduces the reported figures, each part checked as any prompt file is."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from autoprompt_search import load
+from autoprompt_search.cli.main import main
+from autoprompt_search.errors import UserError
+from autoprompt_search.model_ensemble import ModelEnsembleResult, combine_runs
+from autoprompt_search.pipeline import run_search, run_search_models
+from autoprompt_search.predictor import ModelEnsemblePredictor
+from autoprompt_search.prompt_file import MODELS_FORMAT_VERSION, parse_document
+from autoprompt_search.run_folder import ENSEMBLE, PREDICTIONS, RESULTS, RunFolder
+from autoprompt_search.spaces import slug
+from autoprompt_search.testing import write_tiny_dataset
+from autoprompt_search.training.source import read_source
+
+SPACE = {
+    "name": "small",
+    "dataset": {"path": "tiny.csv", "text_fields": ["text"], "label_field": "label", "labels": ["negative", "positive"],
+                "test_fraction": 0.3},
+    "few_shot": {"k": 4, "seeds": [13, 21]},
+    "templates": {"seeds": ["{text} It was {mask}", "{text} Overall it was {mask}"]},
+    "verbalizers": {"seeds": [{"negative": ["bad"], "positive": ["good"]}, {"negative": ["terrible"], "positive": ["great"]}]},
+    "generators": {"label_words": {"enabled": False}},
+    "calibration": ["none", "prior"],
+    "budget": {"trials": 3},
+    "pruner": {"type": "none", "chunks": 1},
+    "ensemble": {"size": 2},
+}
+
+
+def quiet(message: str) -> None:
+    """A log that drops the messages."""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    write_tiny_dataset(folder / "tiny.csv", copies=2)
+    (folder / "small.yaml").write_text(yaml.safe_dump({**SPACE, "model": "smollm2-135m"}), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOPROMPT_SEARCH_CACHE", str(folder / "cache"))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def models(tiny_causal_lm: Path, tiny_masked_lm: Path) -> list[str]:
+    return [str(tiny_causal_lm), str(tiny_masked_lm)]
+
+
+@pytest.fixture(scope="module")
+def combined(workspace: Path, models: list[str]) -> ModelEnsembleResult:
+    return run_search_models(workspace / "small.yaml", models, seed=13, out=workspace / "both", batch_size=8, log=quiet)
+
+
+def part_runs(combined: ModelEnsembleResult, models: list[str]) -> list[Path]:
+    return [combined.path / slug(model) for model in models]
+
+
+def test_each_model_searches_in_its_own_folder_on_the_same_sample(combined: ModelEnsembleResult, models: list[str]) -> None:
+    manifests = [RunFolder(run).manifest() for run in part_runs(combined, models)]
+    assert [m["status"] for m in manifests] == ["complete", "complete"]
+    assert [m["model"]["name"] for m in manifests] == models
+    assert manifests[0]["dataset"]["splits"] == manifests[1]["dataset"]["splits"]
+    assert [part["run"] for part in combined.summary["parts"]] == [str(run.resolve()) for run in part_runs(combined, models)]
+
+
+def test_each_part_is_its_run_ensemble_on_the_examples_the_run_scored(combined: ModelEnsembleResult, models: list[str]) -> None:
+    """No template shows a demonstration here, so train+dev is the run's own selection set: the
+    loaded ensemble gives the run's recorded figures there and on test."""
+    for part, run in zip(combined.summary["parts"], part_runs(combined, models)):
+        recorded = RunFolder(run).results()["ensemble"]
+        for split in ("train_dev", "test"):
+            assert part[split]["n"] == recorded[split]["n"]
+            assert part[split]["accuracy"] == pytest.approx(recorded[split]["accuracy"], abs=1e-12)
+            assert part[split]["mean_margin"] == pytest.approx(recorded[split]["mean_margin"], abs=1e-6)
+
+
+def test_the_file_loads_as_the_weighted_average_of_its_parts_and_reproduces_the_test_figures(combined: ModelEnsembleResult) -> None:
+    document = json.loads((combined.path / ENSEMBLE).read_text())
+    assert document["kind"] == "models" and document["format_version"] == MODELS_FORMAT_VERSION
+    predictor = load(combined.path / ENSEMBLE)
+    assert isinstance(predictor, ModelEnsemblePredictor) and len(predictor.parts) == 2
+    with open(combined.path / PREDICTIONS, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    texts = [row["text"] for row in rows]
+    probabilities = predictor.predict_proba(texts)
+    parts = [part.predict_proba(texts) for part in predictor.parts]
+    weights = np.asarray(combined.weights)
+    np.testing.assert_allclose(probabilities, np.tensordot(weights / weights.sum(), np.stack(parts), axes=1))
+    accuracy = float(np.mean([p == row["gold"] for p, row in zip(predictor.predict(texts), rows)]))
+    assert accuracy == combined.test_accuracy
+    np.testing.assert_allclose(probabilities[:, 1], [float(row["ensemble_p_positive"]) for row in rows], rtol=1e-5)
+    columns = [part["column"] for part in combined.summary["parts"]]
+    np.testing.assert_allclose(parts[1][:, 0], [float(row[f"{columns[1]}_p_negative"]) for row in rows], rtol=1e-5)
+
+
+def test_the_command_gives_the_library_call_result(combined: ModelEnsembleResult, models: list[str], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    assert main(["combine", *map(str, part_runs(combined, models)), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / RESULTS).read_text())
+    assert again["ensemble"]["weights"] == list(combined.weights)
+    assert again["ensemble"]["test"] == combined.summary["ensemble"]["test"]
+    assert "ensemble of models" in capsys.readouterr().out
+
+
+def test_resuming_finishes_each_search_again_without_new_trials(combined: ModelEnsembleResult, workspace: Path,
+                                                                models: list[str]) -> None:
+    before = {run: len((run / "trials.csv").read_text().splitlines()) for run in part_runs(combined, models)}
+    again = run_search_models(workspace / "small.yaml", models, seed=13, out=combined.path, resume=True, batch_size=8, log=quiet)
+    assert {run: len((run / "trials.csv").read_text().splitlines()) for run in part_runs(combined, models)} == before
+    assert again.weights == combined.weights and again.test_accuracy == combined.test_accuracy
+    with pytest.raises(UserError, match="other settings"):  # a finished search resumed with another seed is refused
+        run_search_models(workspace / "small.yaml", models, seed=21, out=combined.path, resume=True, batch_size=8, log=quiet)
+
+
+def test_a_finished_combination_is_not_overwritten_without_resume(combined: ModelEnsembleResult, workspace: Path,
+                                                                  models: list[str]) -> None:
+    before = (combined.path / RESULTS).read_bytes()
+    with pytest.raises(UserError, match="already holds results.json"):
+        run_search_models(workspace / "small.yaml", models, seed=13, out=combined.path, batch_size=8, log=quiet)
+    with pytest.raises(UserError, match="already holds results.json"):
+        combine_runs(part_runs(combined, models), combined.path, log=quiet)
+    assert (combined.path / RESULTS).read_bytes() == before
+
+
+def test_a_search_run_folder_is_never_the_output(combined: ModelEnsembleResult, workspace: Path, models: list[str]) -> None:
+    run = part_runs(combined, models)[0]
+    before = (run / ENSEMBLE).read_bytes()
+    for replace in (False, True):
+        with pytest.raises(UserError, match="holds a search run"):
+            combine_runs(part_runs(combined, models), run, replace=replace, log=quiet)
+    with pytest.raises(UserError, match="holds a search run"):
+        run_search_models(workspace / "small.yaml", models, seed=13, out=run, resume=True, batch_size=8, log=quiet)
+    assert (run / ENSEMBLE).read_bytes() == before
+
+
+def test_a_space_built_in_python_with_data_in_memory_is_combined(workspace: Path, models: list[str], tmp_path: Path) -> None:
+    with open(workspace / "tiny.csv", newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle))
+    space = {key: value for key, value in SPACE.items() if key != "dataset"} | {
+        "dataset": {"name": "records", "text_fields": ["text"], "label_field": "label", "labels": ["negative", "positive"],
+                    "test_fraction": 0.3}, "model": models[0]}
+    result = run_search_models(space, models, seed=13, out=tmp_path / "python", data=records, batch_size=8, log=quiet)
+    assert (tmp_path / "python" / RESULTS).is_file() and len(result.summary["parts"]) == 2
+
+
+def test_models_whose_folders_would_clash_are_refused_before_any_search(workspace: Path, tiny_causal_lm: Path,
+                                                                        tmp_path: Path) -> None:
+    copy = tmp_path / "elsewhere" / tiny_causal_lm.name
+    shutil.copytree(tiny_causal_lm, copy)
+    with pytest.raises(UserError, match="different folder names"):
+        run_search_models(workspace / "small.yaml", [str(tiny_causal_lm), str(copy)], seed=13, out=tmp_path / "clash", log=quiet)
+    assert not (tmp_path / "clash").exists()
+
+
+def test_runs_on_another_sample_are_refused_before_anything_is_written(combined: ModelEnsembleResult, workspace: Path,
+                                                                       models: list[str], tmp_path: Path) -> None:
+    other = run_search(workspace / "small.yaml", seed=21, out=tmp_path / "seed21", model=models[1], batch_size=8, log=quiet)
+    with pytest.raises(UserError, match="differ from those of"):
+        combine_runs([part_runs(combined, models)[0], other.folder.path], tmp_path / "out", log=quiet)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_models_file_is_checked_part_by_part(combined: ModelEnsembleResult) -> None:
+    document = json.loads((combined.path / ENSEMBLE).read_text())
+    origin = "models.json"
+    with pytest.raises(UserError, match=r"parts: an ensemble of models needs at least 2 parts, got 1"):
+        parse_document({**document, "parts": document["parts"][:1]}, origin)
+    negative = json.loads(json.dumps(document))
+    negative["parts"][1]["weight"] = -1
+    with pytest.raises(UserError, match=r"parts\[1\]\.weight: expected a non-negative number"):
+        parse_document(negative, origin)
+    nested = json.loads(json.dumps(document))
+    nested["parts"][0]["ensemble"] = document
+    with pytest.raises(UserError, match=r"parts\[0\]\.ensemble: kind: expected 'ensemble', got 'models'"):
+        parse_document(nested, origin)
+    relabelled = json.loads(json.dumps(document))
+    for member in relabelled["parts"][1]["ensemble"]["members"]:
+        member["prompt"]["labels"] = ["negative", "neutral"]
+        member["prompt"]["verbalizer"] = {"negative": ["bad"], "neutral": ["good"]}
+        member.pop("word_token_ids", None)
+    with pytest.raises(UserError, match=r"parts\[1\]: its labels \['negative', 'neutral'\] differ"):
+        parse_document(relabelled, origin)
+
+
+def test_each_part_is_checked_against_its_model_before_it_is_loaded(combined: ModelEnsembleResult, tmp_path: Path) -> None:
+    document = json.loads((combined.path / ENSEMBLE).read_text())
+    document["parts"][1]["ensemble"]["model"]["weights_sha256"] = "0" * 64
+    changed = tmp_path / "models.json"
+    changed.write_text(json.dumps(document))
+    with pytest.raises(UserError, match=r"models\.json: parts\[1\]\.ensemble: .*weights_sha256"):
+        load(changed)
+    escaping = json.loads((combined.path / ENSEMBLE).read_text())
+    escaping["parts"][0]["ensemble"]["model"].update(name="../outside", path="../outside")
+    changed.write_text(json.dumps(escaping))
+    with pytest.raises(UserError, match=r"parts\[0\]\.ensemble: model"):
+        load(changed)
+
+
+def test_a_models_file_names_its_own_models(combined: ModelEnsembleResult, models: list[str]) -> None:
+    with pytest.raises(UserError, match="an ensemble of models loads each part's own model"):
+        load(combined.path / ENSEMBLE, model=models[0])
+
+
+def test_training_refuses_an_ensemble_of_models(combined: ModelEnsembleResult, models: list[str]) -> None:
+    run = part_runs(combined, models)[0]
+    shutil.copy(combined.path / ENSEMBLE, run / "models.json")  # inside a run folder, so that only its kind is wrong
+    try:
+        with pytest.raises(UserError, match="kind: expected 'single' or 'ensemble', got 'models'"):
+            read_source(run / "models.json")
+    finally:
+        (run / "models.json").unlink()
