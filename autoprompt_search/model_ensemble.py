@@ -33,7 +33,6 @@ from autoprompt_search.errors import UserError
 from autoprompt_search.export import checked_models_document
 from autoprompt_search.fileio import atomic_write_json, unwritable_reason
 from autoprompt_search.predictor import EnsemblePredictor, load
-from autoprompt_search.prompt_file import read
 from autoprompt_search.provenance import stamp
 from autoprompt_search.run_folder import ENSEMBLE, MANIFEST, POOLS, PREDICTIONS, RESULTS, RunFolder
 from autoprompt_search.scoring import PromptScore, evaluate_scores
@@ -97,11 +96,11 @@ def read_parts(runs: Sequence[str | Path], *, space: Any = None, records: Any = 
     Python or of examples given in memory (:meth:`RunFolder.splits`)."""
     if len(runs) < 2:
         raise UserError(f"an ensemble of models needs at least 2 finished runs, got {len(runs)}")
-    seen: dict[Path, str] = {}
+    seen: set[Path] = set()
     for run in runs:
         if (resolved := Path(run).resolve()) in seen:
             raise UserError(f"{run}: the same run is given twice")
-        seen[resolved] = str(run)
+        seen.add(resolved)
     parts: list[RunPart] = []
     for run in runs:
         folder = RunFolder(run)
@@ -114,9 +113,7 @@ def read_parts(runs: Sequence[str | Path], *, space: Any = None, records: Any = 
             raise UserError(f"{folder.path}: its train, dev or test examples differ from those of {parts[0].folder.path}; "
                             "an ensemble of models is fitted and scored on one sample: search each model with the same "
                             "dataset, seed and test limit")
-        file = read(folder.file(ENSEMBLE), kinds=("ensemble",))
-        if file.document.get("dataset", {}).get("splits") not in (None, manifest["dataset"]["splits"]):
-            raise UserError(f"{folder.file(ENSEMBLE)}: its dataset splits differ from the ones of the run folder {folder.path}")
+        file = folder.prompt_file(folder.file(ENSEMBLE), kinds=("ensemble",))
         if parts and list(file.members[0].spec.labels) != list(parts[0].splits.dev.labels):
             raise UserError(f"{folder.file(ENSEMBLE)}: its labels {list(file.members[0].spec.labels)} differ from "
                             f"{parts[0].folder.path}'s {list(parts[0].splits.dev.labels)}")
@@ -184,9 +181,7 @@ def combine_runs(runs: Sequence[str | Path], out: str | Path, *, device: str = "
 
 def _with_progress(predictor: EnsemblePredictor, texts: list[dict[str, str]], desc: str) -> np.ndarray:
     """The predictor's probabilities on ``texts``, with a bar of examples per second and time left."""
-    scorer = predictor.members[0].scorer
-    templates = len({(m.spec.template, m.spec.fields, m.spec.trigger_ids) for m in predictor.members})
-    with scorer.progress_bar(len(texts) * templates, desc):
+    with predictor.members[0].scorer.progress_bar(len(texts) * len(predictor.passes()), desc):
         return predictor.predict_proba(texts)
 
 

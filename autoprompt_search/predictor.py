@@ -127,14 +127,18 @@ class EnsemblePredictor(_WeightedAverage):
         self.members = list(members)
         super().__init__(self.members, weights)
 
-    def each_proba(self, texts: list) -> list[np.ndarray]:
-        """Each member's probabilities; members that share a template are read from one pass of the
-        model over ``texts``."""
+    def passes(self) -> list[list[int]]:
+        """The members' indices grouped by the pass of the model they are read from (one per template)."""
         groups: dict[tuple, list[int]] = {}
         for index, member in enumerate(self.members):
             groups.setdefault((member.spec.template, member.spec.fields, member.spec.trigger_ids, id(member.scorer)), []).append(index)
+        return list(groups.values())
+
+    def each_proba(self, texts: list) -> list[np.ndarray]:
+        """Each member's probabilities; members that share a template are read from one pass of the
+        model over ``texts``."""
         probabilities: list[np.ndarray] = [np.empty(0)] * len(self.members)
-        for indices in groups.values():
+        for indices in self.passes():
             first = self.members[indices[0]]
             raws = first.scorer.variant_class_scores(first.prompts(texts), [self.members[i].word_ids for i in indices])
             for index, raw in zip(indices, raws):

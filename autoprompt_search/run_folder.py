@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from autoprompt_search.candidates.pools import Pools
     from autoprompt_search.data import Dataset
+    from autoprompt_search.prompt_file import PromptFile
     from autoprompt_search.ranking import TrialResult
     from autoprompt_search.space_types import SearchSpace
     from autoprompt_search.splits import RunSplits
@@ -114,6 +115,15 @@ class RunFolder:
 
     def results(self) -> dict[str, Any]:
         return self.read_json(RESULTS)
+
+    def prompt_file(self, path: str | Path, kinds: Sequence[str]) -> PromptFile:
+        """A prompt file of this run (one of ``kinds``), refused if it records other data splits than the run."""
+        from autoprompt_search.prompt_file import read
+
+        file = read(path, kinds=kinds)
+        if file.document.get("dataset", {}).get("splits") not in (None, self.manifest()["dataset"]["splits"]):
+            raise UserError(f"{path}: its dataset splits differ from the ones of the run folder {self.path}")
+        return file
 
     def is_complete(self) -> bool:
         return self.file(MANIFEST).is_file() and self.manifest().get("status") == "complete"

@@ -10,7 +10,6 @@ from typing import Any
 from autoprompt_search.calibration import Calibration
 from autoprompt_search.errors import UserError
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.prompt_file import read
 from autoprompt_search.run_folder import BEST, MANIFEST, RunFolder
 from autoprompt_search.splits import RunSplits
 from autoprompt_search.templates import Template
@@ -47,11 +46,8 @@ def read_source(source: str | Path, start: str = "best", *, records: Any = None,
                         "so it starts from a search's run folder or a prompt file inside one")
     folder.check_finished()
     prompt_path = folder.file(BEST) if path.is_dir() else path
-    file = read(prompt_path, kinds=("single", "ensemble"))  # an ensemble of models has no one model to train
+    file = folder.prompt_file(prompt_path, kinds=("single", "ensemble"))  # an ensemble of models has no one model to train
     results = folder.results()
-    recorded = folder.manifest()["dataset"]
-    if file.document.get("dataset", {}).get("splits") not in (None, recorded["splits"]):
-        raise UserError(f"{prompt_path}: its dataset splits differ from the ones of the run folder {folder.path}")
     manual_entry = results.get("best_manual")
     manual = _spec_of_entry(manual_entry, file.members[0].spec) if manual_entry else None
     if start == "manual":
