@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprompt_search.analysis import BENCHMARK_SEEDS, mean_std, search_seed
+from autoprompt_search.assets import DEFAULT_MODEL
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
 
@@ -50,7 +51,7 @@ PROMPT_METHODS = ("full", "lora", "soft_text", "soft_random", "soft_manual")
 
 
 def train_once(run: Path, name: str, arguments: list[str], out: Path, keep: bool) -> dict[str, Any]:
-    """The training.json of one method on one run, training it when it is not there yet."""
+    """The compacted training.json of one method on one run, training it when it is not there yet."""
     if not (out / "training.json").is_file():
         began = time.perf_counter()
         done = subprocess.run([CLI, "train", str(run), *arguments, "--out", str(out), *(["--resume"] if out.exists() else [])],
@@ -61,12 +62,19 @@ def train_once(run: Path, name: str, arguments: list[str], out: Path, keep: bool
     recorded = json.loads((out / "training.json").read_text())
     if not keep:  # model folders are 0.5 GB each: the figures and the prompt file stay
         shutil.rmtree(out / "model", ignore_errors=True)
-    return recorded
+    return compact(recorded)
+
+
+def compact(record: dict[str, Any]) -> dict[str, Any]:
+    """What the benchmark keeps of one output's training.json."""
+    return {"test_accuracy": record["scores"]["test"]["accuracy"], "dev_accuracy": record["scores"]["dev"]["accuracy"],
+            "best_epoch": record["best_epoch"], "options": record["options"], "timings": record["timings"],
+            "curve": [{k: row[k] for k in ("epoch", "train_loss", "dev_accuracy")} for row in record["curve"]]}
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"test_accuracy": mean_std([r["scores"]["test"]["accuracy"] for r in rows]),
-            "dev_accuracy": mean_std([r["scores"]["dev"]["accuracy"] for r in rows]),
+    return {"test_accuracy": mean_std([r["test_accuracy"] for r in rows]),
+            "dev_accuracy": mean_std([r["dev_accuracy"] for r in rows]),
             "train_seconds": mean_std([r["timings"]["train_seconds"] for r in rows]),
             "total_seconds": mean_std([r["timings"]["total_seconds"] for r in rows]),
             "peak_memory_mib": max(r["timings"]["peak_memory_mib"] for r in rows),
@@ -76,17 +84,21 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="mr")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the searches' model, e.g. gemma3-270m")
     parser.add_argument("--seeds", default=",".join(map(str, BENCHMARK_SEEDS)))
     parser.add_argument("--test-limit", type=int, default=1000)
-    parser.add_argument("--runs", default="results/runs/train")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated, in order, of " + ", ".join(METHODS))
+    parser.add_argument("--runs", help="default: results/runs/train (train-<model> for another model)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated, in order, of " + ", ".join(METHODS))
     parser.add_argument("--no-manual", action="store_true", help="skip the runs started from the best manual prompt")
     parser.add_argument("--keep-models", action="store_true", help="keep the trained model folders")
-    parser.add_argument("--out", default="results/benchmarks/training_mr.json")
+    parser.add_argument("--out", help="default: results/benchmarks/training_<space>.json (training_<space>_<model>.json for another model)")
     args = parser.parse_args()
+    other_model = args.model != DEFAULT_MODEL
+    out = ROOT / (args.out or f"results/benchmarks/training_{args.space}{'_' + args.model.replace('-', '_') if other_model else ''}.json")
+    runs = Path(args.runs or f"results/runs/train{'-' + args.model if other_model else ''}")
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
-    runs = Path(args.runs)
     per_seed: dict[int, dict[str, Any]] = {}
 
     def write() -> None:
@@ -95,21 +107,16 @@ def main() -> int:
             for name, row in seed_rows["methods"].items():
                 by_method.setdefault(name, []).append(row)
         frozen = {key: mean_std([s["frozen"][key] for s in per_seed.values()]) for key in ("best_prompt", "ensemble", "best_manual")}
-        wins = {name: all(s["methods"][name]["scores"]["test"]["accuracy"] > s["frozen"]["ensemble"] for s in per_seed.values()
+        wins = {name: all(s["methods"][name]["test_accuracy"] > s["frozen"]["ensemble"] for s in per_seed.values()
                           if name in s["methods"]) for name in by_method}
-        atomic_write_json(ROOT / args.out, {
-            "benchmark": "training", "space": args.space, "seeds": seeds, "test_limit": args.test_limit,
+        atomic_write_json(out, {
+            "benchmark": "training", "space": args.space, "model": args.model, "seeds": seeds, "test_limit": args.test_limit,
             "methods": {name: summary(rows) for name, rows in by_method.items()}, "frozen": frozen,
-            "ahead_of_frozen_ensemble_on_every_seed": wins,
-            "per_seed": {seed: {"frozen": s["frozen"], "methods": {name: {
-                "test_accuracy": r["scores"]["test"]["accuracy"], "dev_accuracy": r["scores"]["dev"]["accuracy"],
-                "best_epoch": r["best_epoch"], "options": r["options"], "timings": r["timings"],
-                "curve": [{k: row[k] for k in ("epoch", "train_loss", "dev_accuracy")} for row in r["curve"]]}
-                for name, r in s["methods"].items()}} for seed, s in per_seed.items()},
+            "ahead_of_frozen_ensemble_on_every_seed": wins, "per_seed": per_seed,
             "machine_note": "one process at a time on the project's 2-core CPU machine", "provenance": stamp()})
 
     for seed in seeds:  # the searches first, then one method at a time over every seed (a method's row fills up first)
-        results = search_seed(args.space, seed, runs / f"{args.space}-seed{seed}", test_limit=args.test_limit)
+        results = search_seed(args.space, seed, runs / f"{args.space}-seed{seed}", test_limit=args.test_limit, model=args.model)
         frozen = {"best_prompt": results["best"]["test"]["accuracy"], "ensemble": results["ensemble"]["test"]["accuracy"],
                   "best_manual": results["best_manual"]["test"]["accuracy"]}
         per_seed[seed] = {"frozen": frozen, "methods": {}}
@@ -118,15 +125,16 @@ def main() -> int:
             run = runs / f"{args.space}-seed{seed}"
             per_seed[seed]["methods"][name] = train_once(run, name, METHODS[name], runs / f"{run.name}-{name}", args.keep_models)
             write()
-    if not args.no_manual:
-        candidates = [m for m in methods if m in PROMPT_METHODS]
-        chosen = max(candidates, key=lambda m: sum(s["methods"][m]["scores"]["dev"]["accuracy"] for s in per_seed.values()))
+    if not args.no_manual:  # the prompt method best on dev over every seed, started from the manual prompt
+        candidates = [m for m in PROMPT_METHODS if all(m in s["methods"] for s in per_seed.values())]
+        chosen = max(candidates, key=lambda m: sum(s["methods"][m]["dev_accuracy"] for s in per_seed.values()))
         for seed in seeds:
             run = runs / f"{args.space}-seed{seed}"
             per_seed[seed]["methods"][f"{chosen}_from_manual"] = train_once(
                 run, chosen, [*METHODS[chosen], "--start", "manual"], runs / f"{run.name}-{chosen}-from-manual", args.keep_models)
             write()
-    print(f"wrote {args.out}")
+    write()
+    print(f"wrote {out}")
     return 0
 
 
