@@ -342,5 +342,8 @@ def test_cli(causal_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert main(["train", str(causal_run), "--method", "lora", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "ok")]) == 0
     printed = capsys.readouterr().out
     assert "<- kept" in printed and "test   accuracy" in printed
+    recorded = json.loads((tmp_path / "ok" / "training.json").read_text())
+    assert "in-sample" in recorded["epoch_zero_note"]  # the untrained prompt was chosen on dev
+    assert ("kept the untrained prompt" in printed) == (recorded["best_epoch"] == 0)
     assert main(["train", str(causal_run), "--out", str(tmp_path / "ok")]) == 2
     assert "finished training run" in capsys.readouterr().err

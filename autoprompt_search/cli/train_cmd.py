@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoprompt_search.training import train
+    from autoprompt_search.training.run import EPOCH_ZERO_NOTE
 
     result = train(args.source, args.method, out=args.out, epochs=args.epochs, learning_rate=args.learning_rate,
                    batch_size=args.batch_size, seed=args.seed, start=args.start, init=args.init, resume=args.resume,
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         loss = "" if row["train_loss"] is None else f"{row['train_loss']:.4f}"
         chosen = "  <- kept" if row["epoch"] == result.best_epoch else ""
         print(f"{row['epoch']:>5} {loss:>10} {row['dev_accuracy']:>8.4f} {row['dev_loss']:>8.4f}{chosen}")
+    if result.best_epoch == 0 and result.method != "head":
+        print(f"kept the untrained prompt: {EPOCH_ZERO_NOTE}")
     print()
     for split in ("train", "dev", "test"):
         scores = result.scores[split]

@@ -53,6 +53,9 @@ TRAINING = "training.json"
 CHECKPOINT = "checkpoint"
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 8
+# The search chose the starting prompt on train+dev, so the untrained prompt's dev accuracy is in-sample.
+EPOCH_ZERO_NOTE = ("epoch 0 is the untrained prompt, which the search chose on these dev examples (with the train split): "
+                   "its dev accuracy is in-sample and flatters it against the trained epochs")
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
         "model": {**src.model.__dict__, "precision": "float32"},  # _load_model's, whatever precision the search ran in
         "dataset": src.splits.describe(), "curve": state.curve, "best_epoch": state.best_epoch, "scores": scores,
         "frozen": src.frozen_scores, "frozen_precision": src.model.precision,
+        "epoch_zero_note": EPOCH_ZERO_NOTE if method != "head" else None,
         "saved": {k: v for k, v in saved.items() if k != "adapter"}, "timings": timings,
         "machine_note": "CPU threads: " + str(torch.get_num_threads()), "provenance": stamp()})
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
