@@ -11,6 +11,8 @@ seeds before the next (finished outputs are read back, so an interrupted benchma
   tokens started from the best prompt's words, at random (PEFT's init), or from the words of the
   run's best manual prompt;
 - ``head``: standard fine-tuning with a classification head on the bare text (LM-BFF's baseline);
+- ``full_refit`` / ``lora_refit``: the epoch chosen on dev as above, then the model trained again on
+  train+dev to that epoch (``--refit``); its dev figure is in-sample, its test figure held out;
 - ``<method>_from_manual``: the prompt method with the best mean dev accuracy, started from the
   run's best manual prompt instead of the searched one (what the search contributes).
 
@@ -45,6 +47,8 @@ METHODS: dict[str, list[str]] = {
     "soft_random": ["--method", "soft", "--init", "random"],
     "head": ["--method", "head"],
     "soft_manual": ["--method", "soft", "--init", "manual"],
+    "full_refit": ["--method", "full", "--refit"],
+    "lora_refit": ["--method", "lora", "--refit"],
 }
 DEFAULT_METHODS = ("full", "head", "lora", "soft_text", "soft_random")  # the list, headline first
 PROMPT_METHODS = ("full", "lora", "soft_text", "soft_random", "soft_manual")

@@ -262,6 +262,56 @@ def test_killed_run_resumes_to_the_same_result(kind: str, method: str, request: 
     assert (tmp_path / "killed" / saved).read_bytes() == (tmp_path / "whole" / saved).read_bytes()
 
 
+def test_refit_trains_again_on_train_and_dev_to_the_chosen_epoch(causal_run: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """--refit: the epoch is chosen on dev as usual, then the model is trained again from the source's
+    weights on train+dev for that many epochs (same schedule) and that model is the output; a run killed
+    in the refit continues to the same bytes; with epoch 0 kept there is nothing to refit."""
+    from autoprompt_search.training import loop
+
+    options = {**FAST, "epochs": 3, "learning_rate": 3e-3}
+    monkeypatch.setattr(loop, "better", lambda row, best: row["epoch"] == 2)  # the selection, fixed: epoch 2 of 3
+    plain = train(causal_run, "full", out=tmp_path / "plain", log=quiet, **options)
+    refitted = train(causal_run, "full", out=tmp_path / "refit", refit=True, log=quiet, **options)
+    recorded = json.loads((tmp_path / "refit" / TRAINING).read_text())
+    assert plain.best_epoch == refitted.best_epoch == 2 and refitted.refitted and not plain.refitted
+    assert recorded["curve"] == [{**row, "seconds": recorded["curve"][i]["seconds"]} for i, row in enumerate(plain.curve)]
+    refit = recorded["refit"]
+    assert refit["done"] and refit["epochs"] == 2 and [row["epoch"] for row in refit["curve"]] == [0, 1, 2]
+    assert refit["examples"] == refitted.scores["train"]["n"] + refitted.scores["dev"]["n"]
+    assert refit["curve"][-1]["step"] == 2 * -(-refit["examples"] // options["batch_size"])  # every train+dev example, twice
+    weights = "model/model.safetensors"
+    assert (tmp_path / "refit" / weights).read_bytes() != (tmp_path / "plain" / weights).read_bytes()
+    assert load(tmp_path / "refit", device="cpu").score(  # the recorded figures are the saved model's
+        [e["text"] for e in _test_rows(tmp_path / "refit")], [e["gold"] for e in _test_rows(tmp_path / "refit")]) == pytest.approx(
+        refitted.scores["test"]["accuracy"], abs=0)
+
+    original_write = checkpoint_module.Checkpoint.write
+
+    def write_then_die(self, state, *args, **kwargs):
+        original_write(self, state, *args, **kwargs)
+        if "refit_epochs" in state.identity and state.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module.Checkpoint, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(causal_run, "full", out=tmp_path / "killed", refit=True, log=quiet, **options)
+    monkeypatch.setattr(checkpoint_module.Checkpoint, "write", original_write)
+    resumed = train(causal_run, "full", out=tmp_path / "killed", refit=True, resume=True, log=quiet, **options)
+    assert resumed.scores == refitted.scores
+    assert (tmp_path / "killed" / weights).read_bytes() == (tmp_path / "refit" / weights).read_bytes()
+
+    monkeypatch.setattr(loop, "better", lambda row, best: False)  # the untrained prompt kept
+    untouched = train(causal_run, "lora", out=tmp_path / "untouched", refit=True, log=quiet, **options)
+    assert untouched.best_epoch == 0 and not untouched.refitted
+    assert json.loads((tmp_path / "untouched" / TRAINING).read_text())["refit"]["done"] is False
+
+
+def _test_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / PREDICTIONS, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
 # -- user mistakes ----------------------------------------------------------------------------------
 def _copy_run(run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init", choices=SOFT_INITS, default="text",
                         help="soft prompts: start the virtual tokens from the prompt's own words (text), at random, or from the "
                              "words of the run's best manual prompt (default: text)")
+    parser.add_argument("--refit", action="store_true",
+                        help="after choosing the epoch on dev, train again from the start on train+dev up to that epoch (same "
+                             "schedule) and keep that model; its dev score is then in-sample, test stays held out")
     parser.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.set_defaults(func=run)
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from autoprompt_search.training.run import EPOCH_ZERO_NOTE
 
     result = train(args.source, args.method, out=args.out, epochs=args.epochs, learning_rate=args.learning_rate,
-                   batch_size=args.batch_size, seed=args.seed, start=args.start, init=args.init, resume=args.resume,
+                   batch_size=args.batch_size, seed=args.seed, start=args.start, init=args.init, refit=args.refit, resume=args.resume,
                    device=args.device)
     print(f"\n{'epoch':>5} {'train loss':>10} {'dev acc':>8} {'dev loss':>8}")
     for row in result.curve:
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['epoch']:>5} {loss:>10} {row['dev_accuracy']:>8.4f} {row['dev_loss']:>8.4f}{chosen}")
     if result.best_epoch == 0 and result.method != "head":
         print(f"kept the untrained prompt: {EPOCH_ZERO_NOTE}")
+    if result.refitted:
+        print(f"refit on train+dev up to epoch {result.best_epoch}: the dev figures below are in-sample")
     print()
     for split in ("train", "dev", "test"):
         scores = result.scores[split]

@@ -22,12 +22,17 @@ from autoprompt_search.training.methods import Method
 
 @dataclass(frozen=True)
 class FitConfig:
-    epochs: int
+    epochs: int  # the learning rate decays linearly to zero over this many epochs
     learning_rate: float
     batch_size: int
     seed: int
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    stop_after: int | None = None  # stop after this many epochs, on the same schedule (a refit to the epoch chosen on dev)
+
+    @property
+    def last_epoch(self) -> int:
+        return self.epochs if self.stop_after is None else self.stop_after
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,10 @@ def better(row: dict[str, Any], best: dict[str, Any]) -> bool:
     return (row["dev_accuracy"], -row["dev_loss"]) > (best["dev_accuracy"], -best["dev_loss"])
 
 
-def fit(method: Method, train: LabelledExamples, dev: LabelledExamples, config: FitConfig, checkpoint: Checkpoint,
+def fit(method: Method, train: LabelledExamples, dev: LabelledExamples | None, config: FitConfig, checkpoint: Checkpoint,
         identity: dict[str, Any], *, eval_batch_size: int, log: Callable[[str], None] = print) -> TrainingState:
-    """Train ``method`` and leave its parameters at the best dev epoch (epoch 0: the untrained model)."""
+    """Train ``method`` and leave its parameters at the best dev epoch (epoch 0: the untrained model),
+    or, without ``dev``, at the last epoch."""
     parameters = method.parameters()
     optimizer = torch.optim.AdamW(parameters.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train) // config.batch_size)
@@ -73,9 +79,9 @@ def fit(method: Method, train: LabelledExamples, dev: LabelledExamples, config: 
     else:
         checkpoint.restore(state, parameters, optimizer)
         log(f"train: resuming after epoch {state.epoch} of {config.epochs} (step {state.step})")
-    bar = tqdm(total=total, initial=state.step, desc=f"train {method.name}", unit="step", leave=False)
+    bar = tqdm(total=steps_per_epoch * config.last_epoch, initial=state.step, desc=f"train {method.name}", unit="step", leave=False)
     try:
-        for epoch in range(state.epoch + 1, config.epochs + 1):
+        for epoch in range(state.epoch + 1, config.last_epoch + 1):
             began, losses = time.perf_counter(), []
             order = np.random.default_rng([config.seed, epoch]).permutation(len(train))
             method.module.train()
@@ -93,16 +99,16 @@ def fit(method: Method, train: LabelledExamples, dev: LabelledExamples, config: 
                 state.step += 1
                 losses.append(loss.item())
                 bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", dev=f"{state.best['dev_accuracy']:.3f}")
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", **_dev_postfix(state.best))
             row = {"epoch": epoch, "step": state.step, "train_loss": float(np.mean(losses)), **_dev_row(method, dev, eval_batch_size),
                    "seconds": time.perf_counter() - began}
-            improved = better(row, state.best)
+            improved = dev is None or better(row, state.best)  # without dev, the last epoch is kept
             state.curve.append(row)
             state.epoch = epoch
             if improved:
                 state.best_epoch = epoch
             checkpoint.write(state, parameters, optimizer, best_changed=improved)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", dev=f"{row['dev_accuracy']:.3f}")
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", **_dev_postfix(row))
     finally:
         bar.close()
     copy_into(parameters, checkpoint.best_parameters(state))
@@ -110,6 +116,12 @@ def fit(method: Method, train: LabelledExamples, dev: LabelledExamples, config: 
     return state
 
 
-def _dev_row(method: Method, dev: LabelledExamples, batch_size: int) -> dict[str, float]:
+def _dev_row(method: Method, dev: LabelledExamples | None, batch_size: int) -> dict[str, float | None]:
+    if dev is None:
+        return {"dev_accuracy": None, "dev_loss": None}
     scored = evaluate(method, dev, batch_size)
     return {"dev_accuracy": scored["accuracy"], "dev_loss": scored["loss"]}
+
+
+def _dev_postfix(row: dict[str, Any]) -> dict[str, str]:
+    return {} if row["dev_accuracy"] is None else {"dev": f"{row['dev_accuracy']:.3f}"}

@@ -19,7 +19,7 @@ import resource
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,6 +51,7 @@ from autoprompt_search.training.source import TrainSource, read_source
 
 TRAINING = "training.json"
 CHECKPOINT = "checkpoint"
+REFIT = "refit"  # the refit's own checkpoint, inside the selection run's
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 8
 # The search chose the starting prompt on train+dev, so the untrained prompt's dev accuracy is in-sample.
@@ -68,6 +69,7 @@ class TrainResult:
     scores: dict[str, Any]  # train, dev, test: accuracy, macro_f1, n
     curve: list[dict[str, Any]]
     timings: dict[str, float]
+    refitted: bool = False  # trained again on train+dev to the chosen epoch: the dev score is in-sample
 
 
 def check_options(method: str, epochs: int, learning_rate: float, batch_size: int, seed: int | None, init: str) -> None:
@@ -103,13 +105,14 @@ def check_output(out: Path, resume: bool) -> None:
 
 def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: int = DEFAULT_EPOCHS,
           learning_rate: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, seed: int | None = None, start: str = "best",
-          init: str = "text", resume: bool = False, device: str = "auto", eval_batch_size: int = 32, records: Any = None,
-          space: Any = None, log: Callable[[str], None] = print) -> TrainResult:
+          init: str = "text", refit: bool = False, resume: bool = False, device: str = "auto", eval_batch_size: int = 32,
+          records: Any = None, space: Any = None, log: Callable[[str], None] = print) -> TrainResult:
     """Train the prompt of ``source`` (a run folder or a prompt file inside one) with ``method`` on the
     run's few-shot train split, keep the epoch best on dev, write the outputs under ``out`` and score
-    them, loaded back from the files, on train, dev and the run's held-out test split. A run whose
-    examples were given in memory needs them again (``records``), one whose space was built in Python
-    needs it again (``space``)."""
+    them, loaded back from the files, on train, dev and the run's held-out test split. ``refit``: then
+    train again from the start on train+dev, stopping at the chosen epoch on the same schedule, and
+    keep that model (its dev score is then in-sample). A run whose examples were given in memory
+    needs them again (``records``), one whose space was built in Python needs it again (``space``)."""
     began = time.perf_counter()
     learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
     check_options(method, epochs, learning_rate, batch_size, seed, init)
@@ -117,23 +120,28 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     out = Path(out)
     check_output(out, resume)
     src = read_source(source, start, records=records, space=space)
-    backend = _load_model(src, device, eval_batch_size)
     seed = src.splits.seed if seed is None else seed
-    torch.manual_seed(seed)
-    trainer = _method(method, backend, src, seed=seed, init=init)
-    if method == "head":  # the head model is a copy of its own: the language model is not needed any more
-        backend = None
     identity = {"method": method, "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
                 "init": init if method == "soft" else None, "source": src.described, "model": src.model.weights_sha256,
-                "splits": src.splits.describe()["splits"]}
+                "splits": src.splits.describe()["splits"], **({"refit": True} if refit else {})}
     train_examples, dev_examples = _labelled(src.splits.train), _labelled(src.splits.dev)
+    config = FitConfig(epochs, learning_rate, batch_size, seed)
+    trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
     out.mkdir(parents=True, exist_ok=True)
-    state = fit(trainer, train_examples, dev_examples, FitConfig(epochs, learning_rate, batch_size, seed), Checkpoint(out / CHECKPOINT),
-                identity, eval_batch_size=eval_batch_size, log=log)
+    state = fit(trainer, train_examples, dev_examples, config, Checkpoint(out / CHECKPOINT), identity,
+                eval_batch_size=eval_batch_size, log=log)
+    refitted = None
+    if refit and state.best_epoch > 0:
+        del trainer  # one model in memory: the refit starts again from the source's weights
+        trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
+        both = LabelledExamples(train_examples.fields + dev_examples.fields, train_examples.gold + dev_examples.gold)
+        log(f"train: refit on train+dev ({len(both)} examples) for the {state.best_epoch} epoch(s) chosen on dev")
+        refitted = fit(trainer, both, None, replace(config, stop_after=state.best_epoch), Checkpoint(out / CHECKPOINT / REFIT),
+                       {**identity, "refit_epochs": state.best_epoch}, eval_batch_size=eval_batch_size, log=log)
     trained_seconds = time.perf_counter() - began
     saved = trainer.save(out)
     word_ids = trainer.word_token_ids() if isinstance(trainer, PromptMethod) else None
-    del trainer, backend  # the outputs are scored as a user loads them, from the files
+    del trainer  # the outputs are scored as a user loads them, from the files
     scores_began = time.perf_counter()
     scores, test_scored = _write_and_score(out, src, saved, word_ids, device=device, batch_size=eval_batch_size)
     timings = {"train_seconds": trained_seconds, "score_seconds": time.perf_counter() - scores_began,
@@ -144,14 +152,32 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
         "method": method, "options": identity, "source": src.described,
         "model": {**src.model.__dict__, "precision": "float32"},  # _load_model's, whatever precision the search ran in
         "dataset": src.splits.describe(), "curve": state.curve, "best_epoch": state.best_epoch, "scores": scores,
+        "refit": _refit_record(refit, state.best_epoch, refitted, len(train_examples) + len(dev_examples)),
         "frozen": src.frozen_scores, "frozen_precision": src.model.precision,
         "epoch_zero_note": EPOCH_ZERO_NOTE if method != "head" else None,
         "saved": {k: v for k, v in saved.items() if k != "adapter"}, "timings": timings,
         "machine_note": "CPU threads: " + str(torch.get_num_threads()), "provenance": stamp()})
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
-    log(f"train: {method} chose epoch {state.best_epoch} (dev {state.best['dev_accuracy']:.4f}); "
-        f"test accuracy {scores['test']['accuracy']:.4f} on {scores['test']['n']} examples -> {out}")
-    return TrainResult(out, method, state.best_epoch, scores, state.curve, timings)
+    log(f"train: {method} chose epoch {state.best_epoch} (dev {state.best['dev_accuracy']:.4f})"
+        f"{'; refit on train+dev' if refitted else ''}; test accuracy {scores['test']['accuracy']:.4f} on {scores['test']['n']} "
+        f"examples -> {out}")
+    return TrainResult(out, method, state.best_epoch, scores, state.curve, timings, refitted is not None)
+
+
+def _fresh_method(method: str, src: TrainSource, device: str, eval_batch_size: int, *, seed: int, init: str) -> Method:
+    """The method on a freshly loaded model (the same random start under the same seed)."""
+    backend = _load_model(src, device, eval_batch_size)
+    torch.manual_seed(seed)
+    return _method(method, backend, src, seed=seed, init=init)
+
+
+def _refit_record(asked: bool, chosen_epoch: int, refitted: Any, examples: int) -> dict[str, Any] | None:
+    if not asked:
+        return None
+    if refitted is None:
+        return {"done": False, "why": "the untrained prompt (epoch 0) was kept: there is nothing to refit"}
+    return {"done": True, "epochs": chosen_epoch, "examples": examples, "curve": refitted.curve,
+            "dev_note": "dev is part of the refit's training data: its dev score is in-sample; test stays held out"}
 
 
 def _load_model(src: TrainSource, device: str, batch_size: int) -> Backend:
