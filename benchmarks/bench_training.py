@@ -1,7 +1,8 @@
-"""Past the frozen model: every training method started from the search's prompt, on MR, five seeds.
+"""Past the frozen model: every training method started from the search's prompt, five seeds.
 
-For each few-shot seed the README's search (``mr`` space, SmolLM2-135M, K=16 per class, the held-out
-test sample of ``--test-limit`` examples shared by all seeds) is run (or read back), then
+For each few-shot seed the README's search (``--space``, default ``mr``; the space's model unless
+``--model``; K=16 per class; the held-out test sample of ``--test-limit`` examples shared by all
+seeds) is run (or read back: a complete run of another model is refused), then
 ``autoprompt-search train`` runs each method on every run, one process at a time, a method over all
 seeds before the next (finished outputs are read back, so an interrupted benchmark continues):
 
@@ -17,9 +18,10 @@ seeds before the next (finished outputs are read back, so an interrupted benchma
   run's best manual prompt instead of the searched one (what the search contributes).
 
 Every method uses the defaults of ``autoprompt-search train`` (not tuned on these runs). Figures
-come from each output's training.json: test accuracy of the epoch kept on dev, scored from the
-saved files; wall time and peak memory of the training process. Beside them, the frozen figures
-of the same runs (best prompt and ensemble). Writes ``results/benchmarks/training_mr.json``.
+come from each output's training.json: test accuracy of the model written (the epoch kept on dev,
+or its refit), scored from the saved files; wall time and peak memory of the training process.
+Beside them, the frozen figures of the same runs (best prompt and ensemble). Writes
+``results/benchmarks/training_<space>.json`` (``training_<space>_<model>.json`` with ``--model``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from autoprompt_search.analysis import BENCHMARK_SEEDS, mean_std, search_seed
 from autoprompt_search.assets import DEFAULT_MODEL
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.provenance import stamp
+from autoprompt_search.run_folder import RunFolder
+from autoprompt_search.spaces import slug
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("autoprompt-search"))
@@ -71,7 +75,9 @@ def train_once(run: Path, name: str, arguments: list[str], out: Path, keep: bool
 
 def compact(record: dict[str, Any]) -> dict[str, Any]:
     """What the benchmark keeps of one output's training.json."""
+    refit = record.get("refit") or {}
     return {"test_accuracy": record["scores"]["test"]["accuracy"], "dev_accuracy": record["scores"]["dev"]["accuracy"],
+            "dev_in_sample": bool(refit.get("done")), "refit": {k: v for k, v in refit.items() if k != "curve"} or None,
             "best_epoch": record["best_epoch"], "options": record["options"], "timings": record["timings"],
             "curve": [{k: row[k] for k in ("epoch", "train_loss", "dev_accuracy")} for row in record["curve"]]}
 
@@ -82,13 +88,14 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "train_seconds": mean_std([r["timings"]["train_seconds"] for r in rows]),
             "total_seconds": mean_std([r["timings"]["total_seconds"] for r in rows]),
             "peak_memory_mib": max(r["timings"]["peak_memory_mib"] for r in rows),
-            "chosen_epochs": [r["best_epoch"] for r in rows], "seeds": len(rows)}
+            "chosen_epochs": [r["best_epoch"] for r in rows], "seeds": len(rows),
+            "dev_in_sample_seeds": sum(r.get("dev_in_sample", False) for r in rows)}  # refits: dev was trained on
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="mr")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="the searches' model, e.g. gemma3-270m")
+    parser.add_argument("--model", help="the searches' model, e.g. gemma3-270m (default: the space's)")
     parser.add_argument("--seeds", default=",".join(map(str, BENCHMARK_SEEDS)))
     parser.add_argument("--test-limit", type=int, default=1000)
     parser.add_argument("--runs", help="default: results/runs/train (train-<model> for another model)")
@@ -98,9 +105,10 @@ def main() -> int:
     parser.add_argument("--keep-models", action="store_true", help="keep the trained model folders")
     parser.add_argument("--out", help="default: results/benchmarks/training_<space>.json (training_<space>_<model>.json for another model)")
     args = parser.parse_args()
-    other_model = args.model != DEFAULT_MODEL
-    out = ROOT / (args.out or f"results/benchmarks/training_{args.space}{'_' + args.model.replace('-', '_') if other_model else ''}.json")
-    runs = Path(args.runs or f"results/runs/train{'-' + args.model if other_model else ''}")
+    name = slug(Path(args.model).name) if args.model and args.model != DEFAULT_MODEL else ""
+    suffix = "_" + name.replace("-", "_") if name else ""
+    out = ROOT / (args.out or f"results/benchmarks/training_{slug(Path(args.space).stem)}{suffix}.json")
+    runs = ROOT / (args.runs or f"results/runs/train{'-' + name if name else ''}")
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
     per_seed: dict[int, dict[str, Any]] = {}
@@ -114,13 +122,17 @@ def main() -> int:
         wins = {name: all(s["methods"][name]["test_accuracy"] > s["frozen"]["ensemble"] for s in per_seed.values()
                           if name in s["methods"]) for name in by_method}
         atomic_write_json(out, {
-            "benchmark": "training", "space": args.space, "model": args.model, "seeds": seeds, "test_limit": args.test_limit,
+            "benchmark": "training", "space": args.space, "model": searched, "seeds": seeds, "test_limit": args.test_limit,
             "methods": {name: summary(rows) for name, rows in by_method.items()}, "frozen": frozen,
             "ahead_of_frozen_ensemble_on_every_seed": wins, "per_seed": per_seed,
             "machine_note": "one process at a time on the project's 2-core CPU machine", "provenance": stamp()})
 
     for seed in seeds:  # the searches first, then one method at a time over every seed (a method's row fills up first)
-        results = search_seed(args.space, seed, runs / f"{args.space}-seed{seed}", test_limit=args.test_limit, model=args.model)
+        folder = runs / f"{args.space}-seed{seed}"
+        results = search_seed(args.space, seed, folder, test_limit=args.test_limit, **({"model": args.model} if args.model else {}))
+        searched = RunFolder(folder).manifest()["model"]["name"]
+        if args.model and searched != args.model:
+            raise SystemExit(f"{folder}: a run of {searched}, not {args.model}: give another --runs folder")
         frozen = {"best_prompt": results["best"]["test"]["accuracy"], "ensemble": results["ensemble"]["test"]["accuracy"],
                   "best_manual": results["best_manual"]["test"]["accuracy"]}
         per_seed[seed] = {"frozen": frozen, "methods": {}}
@@ -131,6 +143,8 @@ def main() -> int:
             write()
     if not args.no_manual:  # the prompt method best on dev over every seed, started from the manual prompt
         candidates = [m for m in PROMPT_METHODS if all(m in s["methods"] for s in per_seed.values())]
+        if not candidates:
+            raise SystemExit(f"no prompt method ({', '.join(PROMPT_METHODS)}) to start from the manual prompt; add one or --no-manual")
         chosen = max(candidates, key=lambda m: sum(s["methods"][m]["dev_accuracy"] for s in per_seed.values()))
         for seed in seeds:
             run = runs / f"{args.space}-seed{seed}"

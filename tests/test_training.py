@@ -265,26 +265,33 @@ def test_killed_run_resumes_to_the_same_result(kind: str, method: str, request: 
 def test_refit_trains_again_on_train_and_dev_to_the_chosen_epoch(causal_run: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """--refit: the epoch is chosen on dev as usual, then the model is trained again from the source's
-    weights on train+dev for that many epochs (same schedule) and that model is the output; a run killed
-    in the refit continues to the same bytes; with epoch 0 kept there is nothing to refit."""
+    weights on train+dev for that many epochs, on the schedule of the configured epochs, and that model
+    is the output; a run killed in the refit resumes there to the same bytes; with epoch 0 kept there
+    is nothing to refit."""
     from autoprompt_search.training import loop
+    from autoprompt_search.training import run as run_module
 
     options = {**FAST, "epochs": 3, "learning_rate": 3e-3}
     monkeypatch.setattr(loop, "better", lambda row, best: row["epoch"] == 2)  # the selection, fixed: epoch 2 of 3
+    loaded = []
+    fresh = run_module._fresh_method
+    monkeypatch.setattr(run_module, "_fresh_method", lambda *a, **k: loaded.append(1) or fresh(*a, **k))
     plain = train(causal_run, "full", out=tmp_path / "plain", log=quiet, **options)
     refitted = train(causal_run, "full", out=tmp_path / "refit", refit=True, log=quiet, **options)
+    assert len(loaded) == 3  # the plain run's model, then the refit's: loaded again, not the selected one trained on
     recorded = json.loads((tmp_path / "refit" / TRAINING).read_text())
-    assert plain.best_epoch == refitted.best_epoch == 2 and refitted.refitted and not plain.refitted
+    assert plain.best_epoch == refitted.best_epoch == 2 and refitted.refit_curve and plain.refit_curve is None
     assert recorded["curve"] == [{**row, "seconds": recorded["curve"][i]["seconds"]} for i, row in enumerate(plain.curve)]
     refit = recorded["refit"]
     assert refit["done"] and refit["epochs"] == 2 and [row["epoch"] for row in refit["curve"]] == [0, 1, 2]
     assert refit["examples"] == refitted.scores["train"]["n"] + refitted.scores["dev"]["n"]
-    assert refit["curve"][-1]["step"] == 2 * -(-refit["examples"] // options["batch_size"])  # every train+dev example, twice
+    steps_per_epoch = -(-refit["examples"] // options["batch_size"])
+    assert refit["curve"][-1]["step"] == 2 * steps_per_epoch  # every train+dev example, twice
     weights = "model/model.safetensors"
     assert (tmp_path / "refit" / weights).read_bytes() != (tmp_path / "plain" / weights).read_bytes()
-    assert load(tmp_path / "refit", device="cpu").score(  # the recorded figures are the saved model's
-        [e["text"] for e in _test_rows(tmp_path / "refit")], [e["gold"] for e in _test_rows(tmp_path / "refit")]) == pytest.approx(
-        refitted.scores["test"]["accuracy"], abs=0)
+    rows = _test_rows(tmp_path / "refit")
+    assert load(tmp_path / "refit", device="cpu").score([r["text"] for r in rows], [r["gold"] for r in rows]) == pytest.approx(
+        refitted.scores["test"]["accuracy"], abs=0)  # the recorded figures are the saved model's
 
     original_write = checkpoint_module.Checkpoint.write
 
@@ -297,13 +304,18 @@ def test_refit_trains_again_on_train_and_dev_to_the_chosen_epoch(causal_run: Pat
     with pytest.raises(KeyboardInterrupt):
         train(causal_run, "full", out=tmp_path / "killed", refit=True, log=quiet, **options)
     monkeypatch.setattr(checkpoint_module.Checkpoint, "write", original_write)
-    resumed = train(causal_run, "full", out=tmp_path / "killed", refit=True, resume=True, log=quiet, **options)
+    saved = json.loads((tmp_path / "killed" / "checkpoint" / "refit" / "state.json").read_text())
+    last_step = steps_per_epoch - 1  # the rate of the refit's last step before the kill: decaying over all 3 epochs, not 2
+    assert saved["param_groups"][0]["lr"] == pytest.approx(options["learning_rate"] * (1 - last_step / (3 * steps_per_epoch)))
+    messages: list[str] = []
+    resumed = train(causal_run, "full", out=tmp_path / "killed", refit=True, resume=True, log=messages.append, **options)
+    assert any("resuming after epoch 1 of 2" in m for m in messages)  # the refit itself resumed, not started again
     assert resumed.scores == refitted.scores
     assert (tmp_path / "killed" / weights).read_bytes() == (tmp_path / "refit" / weights).read_bytes()
 
     monkeypatch.setattr(loop, "better", lambda row, best: False)  # the untrained prompt kept
     untouched = train(causal_run, "lora", out=tmp_path / "untouched", refit=True, log=quiet, **options)
-    assert untouched.best_epoch == 0 and not untouched.refitted
+    assert untouched.best_epoch == 0 and untouched.refit_curve is None
     assert json.loads((tmp_path / "untouched" / TRAINING).read_text())["refit"]["done"] is False
 
 

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoprompt_search.training import train
-    from autoprompt_search.training.run import EPOCH_ZERO_NOTE
+    from autoprompt_search.training.run import epoch_zero_note
 
     result = train(args.source, args.method, out=args.out, epochs=args.epochs, learning_rate=args.learning_rate,
                    batch_size=args.batch_size, seed=args.seed, start=args.start, init=args.init, refit=args.refit, resume=args.resume,
@@ -50,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
         loss = "" if row["train_loss"] is None else f"{row['train_loss']:.4f}"
         chosen = "  <- kept" if row["epoch"] == result.best_epoch else ""
         print(f"{row['epoch']:>5} {loss:>10} {row['dev_accuracy']:>8.4f} {row['dev_loss']:>8.4f}{chosen}")
-    if result.best_epoch == 0 and result.method != "head":
-        print(f"kept the untrained prompt: {EPOCH_ZERO_NOTE}")
-    if result.refitted:
-        print(f"refit on train+dev up to epoch {result.best_epoch}: the dev figures below are in-sample")
+    if result.best_epoch == 0 and (note := epoch_zero_note(result.method, args.init)):
+        print(f"kept epoch 0: {note}" + ("; nothing to refit" if args.refit else ""))
+    if result.refit_curve:
+        print(f"epoch {result.best_epoch} chosen on dev above; the model written was trained again on train+dev to that epoch "
+              f"({result.refit_curve[-1]['step']} steps): the dev figures below are in-sample")
     print()
     for split in ("train", "dev", "test"):
         scores = result.scores[split]

@@ -78,7 +78,8 @@ def fit(method: Method, train: LabelledExamples, dev: LabelledExamples | None, c
         checkpoint.write(state, parameters, optimizer, best_changed=True)
     else:
         checkpoint.restore(state, parameters, optimizer)
-        log(f"train: resuming after epoch {state.epoch} of {config.epochs} (step {state.step})")
+        if state.epoch < config.last_epoch:
+            log(f"train: resuming after epoch {state.epoch} of {config.last_epoch} (step {state.step})")
     bar = tqdm(total=steps_per_epoch * config.last_epoch, initial=state.step, desc=f"train {method.name}", unit="step", leave=False)
     try:
         for epoch in range(state.epoch + 1, config.last_epoch + 1):

@@ -10,10 +10,12 @@ Output folder::
     adapter/               LoRA and soft prompts: a PEFT adapter folder (``PeftModel.from_pretrained``)
     test_predictions.csv   per test example: gold, prediction and probabilities
     checkpoint/            while training: the last epoch, from which ``--resume`` continues
+                           (``checkpoint/refit/``: the same for the refit on train+dev)
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import resource
 import shutil
@@ -57,6 +59,7 @@ DEFAULT_BATCH_SIZE = 8
 # The search chose the starting prompt on train+dev, so the untrained prompt's dev accuracy is in-sample.
 EPOCH_ZERO_NOTE = ("epoch 0 is the untrained prompt, which the search chose on these dev examples (with the train split): "
                    "its dev accuracy is in-sample and flatters it against the trained epochs")
+SOFT_RANDOM_EPOCH_ZERO_NOTE = "epoch 0 is the prompt behind randomly initialised virtual tokens, which no search chose"
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class TrainResult:
     scores: dict[str, Any]  # train, dev, test: accuracy, macro_f1, n
     curve: list[dict[str, Any]]
     timings: dict[str, float]
-    refitted: bool = False  # trained again on train+dev to the chosen epoch: the dev score is in-sample
+    refit_curve: list[dict[str, Any]] | None = None  # trained again on train+dev to the chosen epoch: dev scores in-sample
 
 
 def check_options(method: str, epochs: int, learning_rate: float, batch_size: int, seed: int | None, init: str) -> None:
@@ -133,6 +136,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     refitted = None
     if refit and state.best_epoch > 0:
         del trainer  # one model in memory: the refit starts again from the source's weights
+        gc.collect()  # a backend's output head sits in a reference cycle (backends.as_one_product)
         trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
         both = LabelledExamples(train_examples.fields + dev_examples.fields, train_examples.gold + dev_examples.gold)
         log(f"train: refit on train+dev ({len(both)} examples) for the {state.best_epoch} epoch(s) chosen on dev")
@@ -154,14 +158,21 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
         "dataset": src.splits.describe(), "curve": state.curve, "best_epoch": state.best_epoch, "scores": scores,
         "refit": _refit_record(refit, state.best_epoch, refitted, len(train_examples) + len(dev_examples)),
         "frozen": src.frozen_scores, "frozen_precision": src.model.precision,
-        "epoch_zero_note": EPOCH_ZERO_NOTE if method != "head" else None,
+        "epoch_zero_note": epoch_zero_note(method, init),
         "saved": {k: v for k, v in saved.items() if k != "adapter"}, "timings": timings,
         "machine_note": "CPU threads: " + str(torch.get_num_threads()), "provenance": stamp()})
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     log(f"train: {method} chose epoch {state.best_epoch} (dev {state.best['dev_accuracy']:.4f})"
         f"{'; refit on train+dev' if refitted else ''}; test accuracy {scores['test']['accuracy']:.4f} on {scores['test']['n']} "
         f"examples -> {out}")
-    return TrainResult(out, method, state.best_epoch, scores, state.curve, timings, refitted is not None)
+    return TrainResult(out, method, state.best_epoch, scores, state.curve, timings, refitted.curve if refitted else None)
+
+
+def epoch_zero_note(method: str, init: str) -> str | None:
+    """What epoch 0's dev accuracy is worth: in-sample for a prompt the search chose; None for a new head."""
+    if method == "head":
+        return None
+    return SOFT_RANDOM_EPOCH_ZERO_NOTE if method == "soft" and init == "random" else EPOCH_ZERO_NOTE
 
 
 def _fresh_method(method: str, src: TrainSource, device: str, eval_batch_size: int, *, seed: int, init: str) -> Method:
