@@ -92,8 +92,8 @@ def check_output(out: Path, *, replace: bool) -> None:
 
 def read_parts(runs: Sequence[str | Path], *, space: Any = None, records: Any = None) -> list[RunPart]:
     """The runs to combine, each checked: finished, with an ensemble of its own data, on the same
-    train, dev and test examples as the first. ``space``/``records``: for runs of a space built in
-    Python or of examples given in memory (:meth:`RunFolder.splits`)."""
+    train, dev and test examples as the first. ``records``: the examples of runs whose examples were
+    given in memory; ``space``: the data to read instead of the runs' own (:meth:`RunFolder.splits`)."""
     if len(runs) < 2:
         raise UserError(f"an ensemble of models needs at least 2 finished runs, got {len(runs)}")
     seen: set[Path] = set()

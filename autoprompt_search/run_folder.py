@@ -205,27 +205,36 @@ class RunFolder:
 
     # -- the data -----------------------------------------------------------------------------
     def splits(self, records: Sequence[dict[str, Any]] | Any = None, space: SearchSpace | None = None) -> RunSplits:
-        """The run's train, dev and test splits derived again from its recorded space (or ``space``,
-        for one built in Python), K, seed and test limit, each checked against the content hash the
-        run recorded. A run whose examples were given in memory needs them again (``records``)."""
+        """The run's train, dev and test splits derived again from its data, K, seed and test limit,
+        each checked against the content hash the run recorded. The data are those of the run's
+        space file, of ``space`` when given, or else (a space built in Python, ``search --dataset``)
+        those the manifest records. A run whose examples were given in memory needs them again (``records``)."""
+        from autoprompt_search.space_types import DatasetSpec, Invalid, Unlabelled
         from autoprompt_search.spaces import load_space
         from autoprompt_search.splits import make_splits
 
         manifest = self.manifest()
-        recorded, source = manifest["dataset"], manifest["space"].get("source")
-        if (manifest["space"].get("dataset") or {}).get("in_memory") and records is None:
+        recorded, described = manifest["dataset"], manifest["space"]
+        if (described.get("dataset") or {}).get("in_memory") and records is None:
             raise UserError(f"{self.file(MANIFEST)}: the run's examples were given in memory: pass them again (records)")
-        if space is None and source is None:
-            raise UserError(f"{self.file(MANIFEST)}: the run's space was built in Python: pass it (space)")
-        space = space if space is not None else load_space(source)
-        if records is not None:
-            space = space.with_data(records)
+        if space is not None or described.get("source") is not None:
+            space = space if space is not None else load_space(described["source"])
+            if records is not None:
+                space = space.with_data(records)
+            dataset, unlabelled = space.dataset, space.unlabelled
+        else:
+            try:
+                dataset = DatasetSpec.from_record(described["dataset"], records)
+                unlabelled = Unlabelled.from_record(described.get("unlabelled") or {})
+            except (Invalid, KeyError, TypeError) as error:
+                raise UserError(f"{self.file(MANIFEST)}: space.dataset: the run's data cannot be read from its record ({error}); "
+                                "pass the run's space (space)") from None
         test_limit = recorded.get("test_limit") or None  # runs of an earlier version recorded 0 for no limit
         # Runs made before TEST_SAMPLE_SEED existed sampled their test split with the run's own seed.
         sample_seed = recorded.get("test_sample_seed", manifest["seed"]) if test_limit else None
         # texts are drawn again only if the run drew some (a run of an older version may have found none left)
-        unlabelled = space.unlabelled.texts if "unlabelled" in recorded["splits"] else 0
-        splits = make_splits(space.dataset, recorded["k"], manifest["seed"], test_limit, unlabelled=unlabelled,
-                             unlabelled_file=space.unlabelled.path, **({} if sample_seed is None else {"test_sample_seed": sample_seed}))
+        texts = unlabelled.texts if "unlabelled" in recorded["splits"] else 0
+        splits = make_splits(dataset, recorded["k"], manifest["seed"], test_limit, unlabelled=texts,
+                             unlabelled_file=unlabelled.path, **({} if sample_seed is None else {"test_sample_seed": sample_seed}))
         splits.check(recorded, str(self.path))
         return splits

@@ -8,7 +8,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from autoprompt_search import data
 from autoprompt_search.asset_registry import DATASETS, DEFAULT_MODEL, MODELS
@@ -29,6 +29,11 @@ MIN_MAX_LENGTH = 16  # room for a short template, the slot and some text
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # ------------------------------------------------------------------------------- dataclasses
+
+
+def _as_records(records: Any) -> tuple[Any, ...]:
+    """Examples given in memory as a tuple of mappings (a pandas DataFrame's rows, without importing pandas)."""
+    return tuple(records.to_dict("records") if hasattr(records, "to_dict") else records)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,25 @@ class DatasetSpec:
     @property
     def registered(self) -> bool:
         return self.path is None and self.records is None
+
+    def with_records(self, records: Any) -> DatasetSpec:
+        """This dataset's columns over ``records`` (dicts, or a pandas DataFrame) instead of its file or name."""
+        name = self.name if not self.registered else f"{self.name}-records"
+        return DatasetSpec(name, None, self.text_fields, self.label_field, None if self.registered else self.labels,
+                           self.test_fraction, _as_records(records))
+
+    @classmethod
+    def from_record(cls, recorded: Mapping[str, Any], records: Any = None) -> DatasetSpec:
+        """The dataset as a run's manifest recorded it (:meth:`SearchSpace.to_dict`), over ``records``
+        when they are given (examples that were given in memory must be)."""
+        labels = tuple(recorded["labels"]) if recorded.get("labels") else None
+        fields = (recorded["name"], None, tuple(recorded["text_fields"]), recorded["label_field"], labels, recorded.get("test_fraction"))
+        if recorded.get("in_memory"):
+            if records is None:
+                raise Invalid("dataset", "the examples were given in memory: pass them again (records)")
+            return cls(*fields, _as_records(records))
+        spec = cls(fields[0], Path(recorded["path"]) if recorded.get("path") else None, *fields[2:])
+        return spec if records is None else spec.with_records(records)
 
     @property
     def spec(self) -> str:
@@ -197,6 +221,11 @@ class Unlabelled:
         return {"texts": self.texts, **({"select": self.select} if self.select != "labelled" else {}),
                 **({"path": str(self.path)} if self.path is not None else {})}
 
+    @classmethod
+    def from_record(cls, recorded: Mapping[str, Any]) -> Unlabelled:
+        """The section as a run's manifest recorded it (:meth:`to_dict`; absent: no texts)."""
+        return cls(recorded.get("texts", 0), recorded.get("select", "labelled"), Path(recorded["path"]) if recorded.get("path") else None)
+
 
 @dataclass(frozen=True)
 class Ensemble:
@@ -321,24 +350,10 @@ class SearchSpace:
     def with_data(self, records: Any) -> SearchSpace:
         """A copy whose examples are ``records`` (dicts with the dataset's columns, or a pandas DataFrame)
         instead of the registered dataset or the file; the space's dataset section names the columns."""
-        if hasattr(records, "to_dict"):  # a DataFrame, without importing pandas
-            records = records.to_dict("records")
-        dataset = self.dataset
-        text_fields = dataset.text_fields
-        name = dataset.name if not dataset.registered else f"{dataset.name}-records"
         try:
-            spec = DatasetSpec(
-                name,
-                None,
-                text_fields,
-                dataset.label_field,
-                None if dataset.registered else dataset.labels,
-                dataset.test_fraction,
-                tuple(records),
-            )
+            return dataclasses.replace(self, dataset=self.dataset.with_records(records))
         except Invalid as error:
             raise UserError(f"{self.origin}: {error}") from None
-        return dataclasses.replace(self, dataset=spec)
 
     def identity(self, max_length: int) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (with the prompt length the model applies)."""

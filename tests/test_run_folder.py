@@ -149,10 +149,10 @@ def test_check_finished_reports_a_damaged_manifest_as_a_user_error(tmp_path: Pat
 # -- splits ---------------------------------------------------------------------------------------
 
 
-def test_splits_of_a_space_built_in_python_need_the_space(tmp_path: Path) -> None:
+def test_splits_without_a_space_file_or_a_readable_record_need_the_space(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text(json.dumps({"seed": 13, "space": {"source": None},
                                                  "dataset": {"k": 4, "splits": {}, "test_limit": None}}))
-    with pytest.raises(UserError, match="built in Python"):
+    with pytest.raises(UserError, match=r"space.dataset: the run's data cannot be read from its record .*pass the run's space"):
         RunFolder(tmp_path).splits()
 
 
@@ -173,6 +173,29 @@ def test_splits_are_derived_again_with_the_recorded_hashes(tiny_run: SearchResul
     splits = folder.splits()
     assert splits.describe() == tiny_run.splits.describe()
     assert splits.describe()["splits"] == folder.manifest()["dataset"]["splits"]
+
+
+def test_splits_of_a_space_built_in_python_come_from_the_manifest(tiny_run: SearchResult, tmp_path: Path) -> None:
+    """A run whose space has no file (``search --dataset FILE``, a mapping) is read back from the data
+    its manifest records: train, combine and resume need nothing else. Examples that were given in
+    memory are still asked for, and other examples are caught."""
+    import csv
+
+    manifest = json.loads((tiny_run.folder.path / MANIFEST).read_text())
+    (tmp_path / "python").mkdir()
+    (tmp_path / "python" / MANIFEST).write_text(json.dumps({**manifest, "space": {**manifest["space"], "source": None}}))
+    assert RunFolder(tmp_path / "python").splits().describe() == tiny_run.splits.describe()
+
+    with open(tiny_run.space.dataset.path, newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle))
+    in_memory = {**manifest["space"], "source": None, "dataset": {**manifest["space"]["dataset"], "path": None, "in_memory": True}}
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / MANIFEST).write_text(json.dumps({**manifest, "space": in_memory}))
+    with pytest.raises(UserError, match="given in memory: pass them again"):
+        RunFolder(tmp_path / "memory").splits()
+    assert RunFolder(tmp_path / "memory").splits(records=records).describe()["splits"] == tiny_run.splits.describe()["splits"]
+    with pytest.raises(UserError, match="differs"):
+        RunFolder(tmp_path / "memory").splits(records=records[1:])
 
 
 def test_splits_detect_changed_data(tiny_run: SearchResult) -> None:

@@ -137,3 +137,7 @@ def test_search_runs_a_data_file_with_its_starting_space(tmp_path, tiny_causal_l
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["best_manual"]["verbalizer"] == {"negative": ["negative"], "positive": ["positive"]}
     assert "Leaderboard (reviews," in capsys.readouterr().out
+    # the run's data come from its manifest (no space file): train starts from it as from any run
+    assert main(["train", str(out), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "trained")]) == 0
+    trained = json.loads((tmp_path / "trained" / "training.json").read_text(encoding="utf-8"))
+    assert trained["dataset"]["splits"] == json.loads((out / "manifest.json").read_text(encoding="utf-8"))["dataset"]["splits"]

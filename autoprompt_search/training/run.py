@@ -115,7 +115,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     them, loaded back from the files, on train, dev and the run's held-out test split. ``refit``: then
     train again from the start on train+dev, stopping at the chosen epoch on the same schedule, and
     keep that model (its dev score is then in-sample). A run whose examples were given in memory
-    needs them again (``records``), one whose space was built in Python needs it again (``space``)."""
+    needs them again (``records``); ``space`` replaces the data the run recorded (:meth:`RunFolder.splits`)."""
     began = time.perf_counter()
     learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
     check_options(method, epochs, learning_rate, batch_size, seed, init)
