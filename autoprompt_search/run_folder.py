@@ -206,29 +206,33 @@ class RunFolder:
     # -- the data -----------------------------------------------------------------------------
     def splits(self, records: Sequence[dict[str, Any]] | Any = None, space: SearchSpace | None = None) -> RunSplits:
         """The run's train, dev and test splits derived again from its data, K, seed and test limit,
-        each checked against the content hash the run recorded. The data are those of the run's
-        space file, of ``space`` when given, or else (a space built in Python, ``search --dataset``)
-        those the manifest records. A run whose examples were given in memory needs them again (``records``)."""
+        each checked against the content hash the run recorded. The data are those the manifest
+        records (so a run whose space has no file, ``search --dataset`` or a mapping, reads back as any
+        other), of the run's space file for a record an older version wrote, or of ``space`` when given.
+        A run whose examples were given in memory needs them again (``records``)."""
         from autoprompt_search.space_types import DatasetSpec, Invalid, Unlabelled
         from autoprompt_search.spaces import load_space
         from autoprompt_search.splits import make_splits
 
         manifest = self.manifest()
         recorded, described = manifest["dataset"], manifest["space"]
-        if (described.get("dataset") or {}).get("in_memory") and records is None:
+        if not isinstance(described, Mapping) or not isinstance(described.get("dataset"), Mapping):
+            raise UserError(f"{self.file(MANIFEST)}: space.dataset: not a record of the run's data; the manifest is damaged")
+        if described["dataset"].get("in_memory") and records is None:
             raise UserError(f"{self.file(MANIFEST)}: the run's examples were given in memory: pass them again (records)")
-        if space is not None or described.get("source") is not None:
-            space = space if space is not None else load_space(described["source"])
-            if records is not None:
-                space = space.with_data(records)
-            dataset, unlabelled = space.dataset, space.unlabelled
-        else:
+        if space is None:  # the data as the run recorded them (absolute paths); the space file only for older records
             try:
                 dataset = DatasetSpec.from_record(described["dataset"], records)
                 unlabelled = Unlabelled.from_record(described.get("unlabelled") or {})
-            except (Invalid, KeyError, TypeError) as error:
-                raise UserError(f"{self.file(MANIFEST)}: space.dataset: the run's data cannot be read from its record ({error}); "
-                                "pass the run's space (space)") from None
+            except (Invalid, KeyError, TypeError, AttributeError) as error:
+                if described.get("source") is None:
+                    raise UserError(f"{self.file(MANIFEST)}: space: the run's data cannot be read from its record ({error!r}); "
+                                    "from Python, pass the run's space (space=...)") from None
+                space = load_space(described["source"])
+        if space is not None:
+            if records is not None:
+                space = space.with_data(records)
+            dataset, unlabelled = space.dataset, space.unlabelled
         test_limit = recorded.get("test_limit") or None  # runs of an earlier version recorded 0 for no limit
         # Runs made before TEST_SAMPLE_SEED existed sampled their test split with the run's own seed.
         sample_seed = recorded.get("test_sample_seed", manifest["seed"]) if test_limit else None

@@ -31,7 +31,7 @@ _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # ------------------------------------------------------------------------------- dataclasses
 
 
-def _as_records(records: Any) -> tuple[Any, ...]:
+def as_records(records: Any) -> tuple[Any, ...]:
     """Examples given in memory as a tuple of mappings (a pandas DataFrame's rows, without importing pandas)."""
     return tuple(records.to_dict("records") if hasattr(records, "to_dict") else records)
 
@@ -81,7 +81,7 @@ class DatasetSpec:
         """This dataset's columns over ``records`` (dicts, or a pandas DataFrame) instead of its file or name."""
         name = self.name if not self.registered else f"{self.name}-records"
         return DatasetSpec(name, None, self.text_fields, self.label_field, None if self.registered else self.labels,
-                           self.test_fraction, _as_records(records))
+                           self.test_fraction, as_records(records))
 
     @classmethod
     def from_record(cls, recorded: Mapping[str, Any], records: Any = None) -> DatasetSpec:
@@ -92,7 +92,7 @@ class DatasetSpec:
         if recorded.get("in_memory"):
             if records is None:
                 raise Invalid("dataset", "the examples were given in memory: pass them again (records)")
-            return cls(*fields, _as_records(records))
+            return cls(*fields, as_records(records))
         spec = cls(fields[0], Path(recorded["path"]) if recorded.get("path") else None, *fields[2:])
         return spec if records is None else spec.with_records(records)
 

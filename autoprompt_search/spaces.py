@@ -43,6 +43,7 @@ from autoprompt_search.space_types import (
     TemplateSpace,
     Unlabelled,
     VerbalizerSpace,
+    as_records,
 )
 from autoprompt_search.templates import SLOT, Template
 from autoprompt_search.verbalizers import Verbalizer
@@ -433,8 +434,7 @@ def slug(text: str) -> str:
 
 def _records_dataset(value: Any, records: Any) -> DatasetSpec:
     """The dataset section of a space whose examples are given in memory: its name and columns."""
-    if hasattr(records, "to_dict"):  # a DataFrame, without importing pandas
-        records = records.to_dict("records")
+    records = as_records(records)
     options = dict(value) if isinstance(value, Mapping) else {"name": value}
     if "path" in options:
         raise Invalid("dataset.path", "is for a data file; the examples were given in memory")

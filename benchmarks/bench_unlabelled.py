@@ -48,7 +48,7 @@ from autoprompt_search.provenance import stamp
 from autoprompt_search.ranking import TrialResult, ranking_key
 from autoprompt_search.run_folder import RESULTS, RunFolder
 from autoprompt_search.scoring import evaluate_scores
-from autoprompt_search.spaces import load_space
+from autoprompt_search.space_types import DatasetSpec
 from autoprompt_search.verbalizers import Verbalizer
 
 SINGLE = ("chosen", "batch_prior", "mi_near_top", "agreement_near_top", "mi_near_top_batch", "agreement_near_top_batch")
@@ -60,8 +60,7 @@ class RunSignals:
 
     def __init__(self, path: Path, unlabelled: int) -> None:
         self.run = FinishedRun(path)
-        space = load_space(self.run.space["source"])
-        pool = space.dataset.load_split("train_pool")
+        pool = DatasetSpec.from_record(self.run.space["dataset"]).load_split("train_pool")
         self.unlabelled = unlabelled_sample(pool, [self.run.train, self.run.dev], unlabelled, self.run.seed)
         self.search = self.run.search()
         began = time.perf_counter()

@@ -149,10 +149,17 @@ def test_check_finished_reports_a_damaged_manifest_as_a_user_error(tmp_path: Pat
 # -- splits ---------------------------------------------------------------------------------------
 
 
-def test_splits_without_a_space_file_or_a_readable_record_need_the_space(tmp_path: Path) -> None:
-    (tmp_path / MANIFEST).write_text(json.dumps({"seed": 13, "space": {"source": None},
-                                                 "dataset": {"k": 4, "splits": {}, "test_limit": None}}))
-    with pytest.raises(UserError, match=r"space.dataset: the run's data cannot be read from its record .*pass the run's space"):
+@pytest.mark.parametrize("space, message", [
+    ({"source": None}, "space.dataset: not a record of the run's data"),
+    ({"source": None, "dataset": "mr"}, "space.dataset: not a record of the run's data"),
+    ({"source": None, "dataset": {"name": "mr"}}, r"space: the run's data cannot be read from its record .*pass the run's space"),
+    ({"source": None, "dataset": {"name": "nope", "text_fields": ["text"], "label_field": "label"}}, "cannot be read from its record"),
+    ({"source": None, "dataset": {"name": "mr", "text_fields": ["text"], "label_field": "label"}, "unlabelled": ["x"]},
+     "cannot be read from its record"),
+])
+def test_splits_without_a_readable_record_or_space_file_are_a_user_error(tmp_path: Path, space: dict, message: str) -> None:
+    (tmp_path / MANIFEST).write_text(json.dumps({"seed": 13, "space": space, "dataset": {"k": 4, "splits": {}, "test_limit": None}}))
+    with pytest.raises(UserError, match=message):
         RunFolder(tmp_path).splits()
 
 

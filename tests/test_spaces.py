@@ -396,3 +396,27 @@ def test_an_unlabelled_file_needs_a_number_of_texts_and_is_recorded(tmp_path: Pa
     space = load_space(_write(tmp_path, "space.yaml", MINIMAL + "unlabelled: {texts: 10, path: texts.csv}\n"))
     assert space.to_dict()["unlabelled"] == {"texts": 10, "path": str(tmp_path / "texts.csv")}
     assert "unlabelled" not in load_space(_write(tmp_path, "space.yaml", MINIMAL)).to_dict()
+
+
+# -- the record a run's manifest keeps ---------------------------------------------------------------
+def test_the_recorded_dataset_and_unlabelled_sections_rebuild_what_the_search_used(tmp_path):
+    """A run is read back from its manifest's record (RunFolder.splits): every kind of dataset and the
+    unlabelled section come back equal, paths absolute, labels in the order given."""
+    from autoprompt_search.space_types import DatasetSpec, Unlabelled
+    from autoprompt_search.testing import write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "tiny.csv")
+    (tmp_path / "pool.csv").write_text("text\na text\nanother text\n", encoding="utf-8")
+    registered = space_from_mapping({"include": "mr"})
+    on_file = space_from_mapping({"include": "mr", "dataset": {"path": str(tmp_path / "tiny.csv"), "text_fields": ["text"],
+                                                               "labels": ["positive", "negative"], "test_fraction": 0.25},
+                                  "unlabelled": {"texts": 2, "path": str(tmp_path / "pool.csv")}})
+    records = [{"text": "good film", "label": "positive"}, {"text": "bad film", "label": "negative"}]
+    in_memory = registered.with_data(records)
+    for space, given in ((registered, None), (on_file, None), (in_memory, records)):
+        recorded = json.loads(json.dumps(space.to_dict()))  # as the manifest holds it
+        rebuilt = DatasetSpec.from_record(recorded["dataset"], given)
+        assert rebuilt == space.dataset and rebuilt.records == space.dataset.records
+        assert Unlabelled.from_record(recorded.get("unlabelled") or {}) == space.unlabelled
+    assert on_file.dataset.labels == ("positive", "negative") and Path(on_file.to_dict()["dataset"]["path"]).is_absolute()
+    assert in_memory.dataset.name == "mr-records" and on_file.unlabelled.path == tmp_path / "pool.csv"

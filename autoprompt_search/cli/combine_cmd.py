@@ -10,8 +10,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "combine", help="ensemble the ensembles of finished runs on the same few-shot sample (an ensemble of models)",
         description="Combine the ensembles of finished search runs on the same dataset, seed and test sample (typically one "
                     "per model) into one ensemble of models, its weights fitted on the runs' labelled examples.")
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders (at least 2) of a search space file or a "
-                                                            "registered dataset (runs of `search --dataset FILE`: `search --models`)")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders (at least 2) on the same examples")
     parser.add_argument("--out", required=True, help="folder for ensemble.json, test_predictions.csv and results.json")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk slot cache")
