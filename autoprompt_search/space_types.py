@@ -87,14 +87,12 @@ class DatasetSpec:
     def from_record(cls, recorded: Mapping[str, Any], records: Any = None) -> DatasetSpec:
         """The dataset as a run's manifest recorded it (:meth:`SearchSpace.to_dict`), over ``records``
         when they are given (examples that were given in memory must be)."""
-        labels = tuple(recorded["labels"]) if recorded.get("labels") else None
-        fields = (recorded["name"], None, tuple(recorded["text_fields"]), recorded["label_field"], labels, recorded.get("test_fraction"))
-        if recorded.get("in_memory"):
-            if records is None:
-                raise Invalid("dataset", "the examples were given in memory: pass them again (records)")
-            return cls(*fields, as_records(records))
-        spec = cls(fields[0], Path(recorded["path"]) if recorded.get("path") else None, *fields[2:])
-        return spec if records is None else spec.with_records(records)
+        if recorded.get("in_memory") and records is None:
+            raise Invalid("dataset", "the examples were given in memory: pass them again (records)")
+        spec = cls(recorded["name"], Path(recorded["path"]) if recorded.get("path") else None, tuple(recorded["text_fields"]),
+                   recorded["label_field"], tuple(recorded["labels"]) if recorded.get("labels") else None, recorded.get("test_fraction"),
+                   as_records(records) if recorded.get("in_memory") else None)  # in memory: as recorded, over the records
+        return spec if records is None or recorded.get("in_memory") else spec.with_records(records)
 
     @property
     def spec(self) -> str:
