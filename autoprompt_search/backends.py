@@ -14,10 +14,12 @@ length to cut padding.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import inspect
 import json
 import time
+import types
+import weakref
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -553,29 +555,39 @@ def _set_precision(model: PreTrainedModel, device: str, precision: str) -> None:
     SmolLM2 on the 2-core CPU)."""
     device_type = torch.device(device).type
 
-    def in_bfloat16(forward):
-        @functools.wraps(forward)
-        def run(*args, **kwargs):
-            with torch.autocast(device_type, dtype=torch.bfloat16):
-                return forward(*args, **kwargs)
-        return run
+    def in_bfloat16(forward, *args, **kwargs):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
 
-    def as_one_product(head: torch.nn.Module):
-        forward, weight = head.forward, getattr(head, "weight", None)
-
-        @functools.wraps(forward)
-        def run(hidden, *args, **kwargs):
-            dtype = weight.dtype if weight is not None else torch.float32  # float64 where a test made the model so
-            with torch.autocast(device_type, enabled=False):
-                return forward(hidden.to(dtype).contiguous(), *args, **kwargs)
-        return run
+    def as_one_product(forward, hidden, *args, **kwargs):
+        weight = getattr(getattr(forward, "__self__", None), "weight", None)
+        dtype = weight.dtype if weight is not None else torch.float32  # float64 where a test made the model so
+        with torch.autocast(device_type, enabled=False):
+            return forward(hidden.to(dtype).contiguous(), *args, **kwargs)
 
     if precision == "bfloat16":
         for module in {id(m): m for m in (model, model.base_model)}.values():
-            module.forward = in_bfloat16(module.forward)
+            _wrap_forward(module, in_bfloat16)
     head = model.get_output_embeddings()
     if head is not None:
-        head.forward = as_one_product(head)
+        _wrap_forward(head, as_one_product)
+
+
+def _wrap_forward(module: torch.nn.Module, around) -> None:
+    """Make ``module.forward(...)`` call ``around(forward, ...)`` with the module's own forward.
+
+    The bound method is held weakly: the wrapper lives on the module, and a strong reference would
+    close a cycle (module -> wrapper -> method -> module) that keeps a dropped model in memory until
+    the garbage collector's next full pass."""
+    forward = module.forward
+    method = weakref.WeakMethod(forward) if isinstance(forward, types.MethodType) else (lambda: forward)
+
+    def run(*args, **kwargs):
+        return around(method(), *args, **kwargs)
+
+    run.__name__, run.__doc__ = getattr(forward, "__name__", "forward"), forward.__doc__
+    run.__signature__ = inspect.signature(forward)  # what transformers reads to see which arguments a model takes
+    module.forward = run
 
 
 def _custom_code(path: Path) -> str | None:

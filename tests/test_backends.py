@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
+import weakref
+
 import pytest
 import torch
 from transformers import BertConfig, LlamaConfig, T5Config
@@ -58,6 +62,23 @@ def test_bfloat16_runs_the_body_in_bfloat16_and_the_vocabulary_projection_in_flo
     assert bf16.fingerprint != float32.fingerprint  # the slot cache keeps the two apart
     with pytest.raises(UserError, match="unknown precision 'float16'"):
         load_backend(folder, precision="float16")
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", ["masked", "causal", "seq2seq"])
+def test_a_dropped_backend_frees_its_model_without_waiting_for_the_garbage_collector(
+        tiny_masked_lm, tiny_causal_lm, tiny_seq2seq, name: str, precision: str) -> None:
+    folder = {"masked": tiny_masked_lm, "causal": tiny_causal_lm, "seq2seq": tiny_seq2seq}[name]
+    gc.collect()
+    gc.disable()  # only reference counting frees what is dropped: a cycle through a wrapped forward would keep it
+    try:
+        backend = load_backend(folder, batch_size=2, precision=precision)
+        assert "input_ids" in inspect.signature(backend.model.forward).parameters  # what transformers reads stays readable
+        modules = [weakref.ref(module) for module in backend.model.modules()]
+        del backend
+        assert [ref for ref in modules if ref() is not None] == []
+    finally:
+        gc.enable()
 
 
 def test_a_masked_head_gets_float32_when_the_body_ends_in_bfloat16(backends, monkeypatch) -> None:

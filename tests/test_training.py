@@ -5,11 +5,13 @@ continues to the same result, and each user mistake is one clear error with noth
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -273,11 +275,24 @@ def test_refit_trains_again_on_train_and_dev_to_the_chosen_epoch(causal_run: Pat
 
     options = {**FAST, "epochs": 3, "learning_rate": 3e-3}
     monkeypatch.setattr(loop, "better", lambda row, best: row["epoch"] == 2)  # the selection, fixed: epoch 2 of 3
-    loaded = []
+    loaded: list[list[weakref.ref]] = []
     fresh = run_module._fresh_method
-    monkeypatch.setattr(run_module, "_fresh_method", lambda *a, **k: loaded.append(1) or fresh(*a, **k))
-    plain = train(causal_run, "full", out=tmp_path / "plain", log=quiet, **options)
-    refitted = train(causal_run, "full", out=tmp_path / "refit", refit=True, log=quiet, **options)
+
+    def fresh_with_the_last_model_gone(*args, **kwargs):
+        if loaded:  # freed by reference counting alone (the garbage collector is off): one model in memory at a time
+            assert [ref for ref in loaded[-1] if ref() is not None] == []
+        method = fresh(*args, **kwargs)
+        loaded.append([weakref.ref(module) for module in method.module.modules()])
+        return method
+
+    monkeypatch.setattr(run_module, "_fresh_method", fresh_with_the_last_model_gone)
+    gc.collect()
+    gc.disable()
+    try:
+        plain = train(causal_run, "full", out=tmp_path / "plain", log=quiet, **options)
+        refitted = train(causal_run, "full", out=tmp_path / "refit", refit=True, log=quiet, **options)
+    finally:
+        gc.enable()
     assert len(loaded) == 3  # the plain run's model, then the refit's: loaded again, not the selected one trained on
     recorded = json.loads((tmp_path / "refit" / TRAINING).read_text())
     assert plain.best_epoch == refitted.best_epoch == 2 and refitted.refit_curve and plain.refit_curve is None

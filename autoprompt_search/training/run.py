@@ -15,7 +15,6 @@ Output folder::
 
 from __future__ import annotations
 
-import gc
 import math
 import resource
 import shutil
@@ -136,7 +135,6 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     refitted = None
     if refit and state.best_epoch > 0:
         del trainer  # one model in memory: the refit starts again from the source's weights
-        gc.collect()  # a backend's output head sits in a reference cycle (backends.as_one_product)
         trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
         both = LabelledExamples(train_examples.fields + dev_examples.fields, train_examples.gold + dev_examples.gold)
         log(f"train: refit on train+dev ({len(both)} examples) for the {state.best_epoch} epoch(s) chosen on dev")
