@@ -2,7 +2,7 @@
 file and the field) into a :class:`PromptFile`; nothing in the file is ever run.
 
 Kinds: ``single`` (one prompt), ``ensemble`` (weighted prompts on one model) and ``models`` (weighted
-``ensemble`` documents, each on its own model: :mod:`autoprompt_search.model_ensemble`)."""
+``ensemble`` documents, or trained ``single`` ones, each on its own model: :mod:`autoprompt_search.model_ensemble`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class PromptMember:
 @dataclass(frozen=True)
 class PromptFile:
     """A checked prompt file: what :func:`load` needs, and the whole document. A ``models`` file has
-    no model of its own: its ``parts`` are (weight, ``ensemble`` file) pairs, each on its model."""
+    no model of its own: its ``parts`` are (weight, ``ensemble`` or trained ``single`` file) pairs, each on its model."""
 
     kind: str
     model: ModelInfo | None
@@ -192,7 +192,7 @@ def parse_document(document: Any, origin: str, kinds: Sequence[str] = KINDS) -> 
 
 
 def _parse_models(document: dict, origin: str) -> PromptFile:
-    """A ``models`` file: its parts, each an ``ensemble`` document with a weight, sharing their labels."""
+    """A ``models`` file: its parts, each an ``ensemble`` (or trained ``single``) document with a weight, sharing their labels."""
     rows = _get(document, "parts", "", "list", origin)
     if len(rows) < 2:
         raise UserError(f"{origin}: parts: an ensemble of models needs at least 2 parts, got {len(rows)}")
@@ -204,10 +204,8 @@ def _parse_models(document: dict, origin: str) -> PromptFile:
         weight = float(_get(row, "weight", where, "number", origin))
         if not (weight >= 0 and math.isfinite(weight)):
             raise UserError(f"{origin}: {where}.weight: expected a non-negative number, got {weight}")
-        part = parse_document(_get(row, "ensemble", where, "mapping", origin), f"{origin}: {where}.ensemble", kinds=("ensemble",))
-        if part.model.adapter is not None:
-            raise UserError(f"{origin}: {where}.ensemble.model.adapter: the parts of an ensemble of models are frozen searches' "
-                            "ensembles, without trained adapters")
+        # a search's ensemble, or a trained prompt (its model or adapter in a folder beside the file)
+        part = parse_document(_get(row, "ensemble", where, "mapping", origin), f"{origin}: {where}.ensemble", kinds=("ensemble", "single"))
         for name in ("labels", "fields") if parts else ():
             mine, first = (getattr(p.members[0].spec, name) for p in (part, parts[0][1]))
             if mine != first:

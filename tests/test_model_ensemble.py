@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from autoprompt_search import load
-from autoprompt_search.cli.main import main
+from autoprompt_search.cli.main import EXIT_USER_ERROR, main
 from autoprompt_search.errors import UserError
 from autoprompt_search.model_ensemble import ModelEnsembleResult, combine_runs
 from autoprompt_search.pipeline import run_search, run_search_models
@@ -24,6 +24,7 @@ from autoprompt_search.prompt_file import MODELS_FORMAT_VERSION, parse_document
 from autoprompt_search.run_folder import ENSEMBLE, PREDICTIONS, RESULTS, RunFolder
 from autoprompt_search.spaces import slug
 from autoprompt_search.testing import write_tiny_dataset
+from autoprompt_search.training import train
 from autoprompt_search.training.source import read_source
 
 SPACE = {
@@ -185,7 +186,7 @@ def test_a_models_file_is_checked_part_by_part(combined: ModelEnsembleResult) ->
         parse_document(negative, origin)
     nested = json.loads(json.dumps(document))
     nested["parts"][0]["ensemble"] = document
-    with pytest.raises(UserError, match=r"parts\[0\]\.ensemble: kind: expected 'ensemble', got 'models'"):
+    with pytest.raises(UserError, match=r"parts\[0\]\.ensemble: kind: expected 'ensemble' or 'single', got 'models'"):
         parse_document(nested, origin)
     relabelled = json.loads(json.dumps(document))
     for member in relabelled["parts"][1]["ensemble"]["members"]:
@@ -223,3 +224,82 @@ def test_training_refuses_an_ensemble_of_models(combined: ModelEnsembleResult, m
             read_source(run / "models.json")
     finally:
         (run / "models.json").unlink()
+
+
+# -- trained parts ----------------------------------------------------------------------------------
+TRAIN_FAST = {"epochs": 1, "learning_rate": 1e-3, "batch_size": 4, "eval_batch_size": 8, "log": quiet}
+
+
+@pytest.fixture(scope="module")
+def trained_combination(combined: ModelEnsembleResult, models: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a causal model trained on all weights and a masked one with LoRA, each from its run."""
+    folder = tmp_path_factory.mktemp("trained") / "combination"
+    causal, masked = part_runs(combined, models)
+    train(causal, "full", out=folder / "causal-full", **TRAIN_FAST)
+    train(masked, "lora", out=folder / "masked-lora", **TRAIN_FAST)
+    return folder
+
+
+def test_trained_models_and_a_frozen_run_combine_with_equal_weights(trained_combination: Path, combined: ModelEnsembleResult,
+                                                                   models: list[str], tmp_path: Path) -> None:
+    """Trained parts have learned train+dev, so the average is uniform; the file names their models
+    relative to itself, so the folder moves as one piece and still reproduces the figures."""
+    folder = trained_combination
+    parts = [folder / "causal-full", folder / "masked-lora", part_runs(combined, models)[0]]
+    result = combine_runs(parts, folder, log=quiet)
+    assert result.weights == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert result.summary["ensemble"]["weights_fit"]["method"].startswith("uniform")
+    dev_n = len(read_source(parts[2]).splits.dev)
+    assert result.summary["scored_train_dev_rows"] == dev_n  # every train example was trained on
+    assert [part["model"].get("trained", {}).get("method") for part in result.summary["parts"]] == ["full", "lora", None]
+    rows = _predictions(folder)
+    texts, gold = [row["text"] for row in rows], [row["gold"] for row in rows]
+    for column, part in zip((p["column"] for p in result.summary["parts"]), parts[:2]):
+        alone = load(part).predict_proba(texts)  # the train output as a user loads it
+        np.testing.assert_allclose(alone[:, 1], [float(row[f"{column}_p_positive"]) for row in rows], rtol=1e-5)
+    moved = tmp_path / "moved"
+    shutil.move(str(folder), moved)
+    try:
+        document = json.loads((moved / ENSEMBLE).read_text())
+        assert document["parts"][0]["ensemble"]["model"]["path"] == "causal-full/model"
+        assert document["parts"][1]["ensemble"]["model"]["adapter"]["path"] == "masked-lora/adapter"
+        predictor = load(moved / ENSEMBLE)
+        assert isinstance(predictor, ModelEnsemblePredictor) and len(predictor.parts) == 3
+        accuracy = float(np.mean([p == g for p, g in zip(predictor.predict(texts), gold)]))
+        assert accuracy == result.test_accuracy
+        np.testing.assert_allclose(predictor.predict_proba(texts)[:, 1], [float(row["ensemble_p_positive"]) for row in rows], rtol=1e-5)
+    finally:
+        shutil.move(str(moved), folder)
+
+
+def test_a_trained_part_outside_the_output_folder_or_without_a_prompt_is_refused(trained_combination: Path,
+                                                                                 combined: ModelEnsembleResult, models: list[str],
+                                                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = part_runs(combined, models)[0]
+    with pytest.raises(UserError, match="must lie inside the output folder"):
+        combine_runs([trained_combination / "causal-full", run], tmp_path / "elsewhere", log=quiet)
+    head = train(run, "head", out=trained_combination / "causal-head", **TRAIN_FAST)
+    with pytest.raises(UserError, match="a classification-head model has no prompt"):
+        combine_runs([head.folder, run], trained_combination, replace=True, log=quiet)
+    shutil.copytree(trained_combination / "causal-full", trained_combination / "stripped", ignore=shutil.ignore_patterns("model"))
+    try:
+        with pytest.raises(UserError, match=r"model\.path: the trained weights' folder .* is missing"):
+            combine_runs([trained_combination / "stripped", run], trained_combination, replace=True, log=quiet)
+    finally:
+        shutil.rmtree(trained_combination / "stripped")
+    moved_run = tmp_path / "gone"
+    shutil.move(str(run), moved_run)
+    try:
+        with pytest.raises(UserError, match="the run the model was trained from is needed"):
+            combine_runs([trained_combination / "causal-full", part_runs(combined, models)[1]], trained_combination, replace=True,
+                         log=quiet)
+    finally:
+        shutil.move(str(moved_run), run)
+    assert main(["combine", str(trained_combination / "causal-full"), str(run), "--out", str(tmp_path / "cli")]) == EXIT_USER_ERROR
+    assert "must lie inside the output folder" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "cli").exists()
+
+
+def _predictions(folder: Path) -> list[dict[str, str]]:
+    with open(folder / PREDICTIONS, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -4,6 +4,7 @@ print the leaderboard."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoprompt_search.cli.options import add_data_options, add_model_options, model_options
@@ -78,12 +79,14 @@ def print_combined(combined) -> None:
           f"test n={summary['ensemble']['test']['n']})")
     for part in summary["parts"]:
         name = part["model"].get("name", part["run"])
+        if trained := part["model"].get("trained"):
+            name = f"{Path(name).name} trained ({trained['method']})"
         print(f"{name:<24} weight {part['weight']:.3f}   train+dev accuracy {part['train_dev']['accuracy']:.4f}   "
               f"test accuracy {part['test']['accuracy']:.4f}")
     ensemble = summary["ensemble"]
     print(f"{'ensemble of models':<24} {'':>12}   train+dev accuracy {ensemble['train_dev']['accuracy']:.4f}   "
           f"test accuracy {ensemble['test']['accuracy']:.4f}   test macro-F1 {ensemble['test']['macro_f1']:.4f}")
-    print("(train+dev figures are those the ensembles were chosen on: they flatter)")
+    print(f"({ensemble['train_dev_note']})")
     print(f"wrote {combined.path}/ensemble.json, test_predictions.csv, results.json")
 
 
