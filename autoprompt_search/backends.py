@@ -555,12 +555,12 @@ def _set_precision(model: PreTrainedModel, device: str, precision: str) -> None:
     SmolLM2 on the 2-core CPU)."""
     device_type = torch.device(device).type
 
-    def in_bfloat16(forward, *args, **kwargs):
+    def in_bfloat16(module, forward, /, *args, **kwargs):
         with torch.autocast(device_type, dtype=torch.bfloat16):
             return forward(*args, **kwargs)
 
-    def as_one_product(forward, hidden, *args, **kwargs):
-        weight = getattr(getattr(forward, "__self__", None), "weight", None)
+    def as_one_product(head, forward, hidden, /, *args, **kwargs):
+        weight = getattr(head, "weight", None)
         dtype = weight.dtype if weight is not None else torch.float32  # float64 where a test made the model so
         with torch.autocast(device_type, enabled=False):
             return forward(hidden.to(dtype).contiguous(), *args, **kwargs)
@@ -574,19 +574,22 @@ def _set_precision(model: PreTrainedModel, device: str, precision: str) -> None:
 
 
 def _wrap_forward(module: torch.nn.Module, around) -> None:
-    """Make ``module.forward(...)`` call ``around(forward, ...)`` with the module's own forward.
+    """Make ``module.forward(...)`` call ``around(module, forward, ...)`` with the module's own forward.
 
-    The bound method is held weakly: the wrapper lives on the module, and a strong reference would
-    close a cycle (module -> wrapper -> method -> module) that keeps a dropped model in memory until
-    the garbage collector's next full pass."""
-    forward = module.forward
+    The module and its bound method are held weakly: the wrapper lives on the module, and a strong
+    reference would close a cycle (module -> wrapper -> method -> module) that keeps a dropped model
+    in memory until the garbage collector's next full pass."""
+    forward, owner = module.forward, weakref.ref(module)
     method = weakref.WeakMethod(forward) if isinstance(forward, types.MethodType) else (lambda: forward)
 
     def run(*args, **kwargs):
-        return around(method(), *args, **kwargs)
+        return around(owner(), method(), *args, **kwargs)
 
     run.__name__, run.__doc__ = getattr(forward, "__name__", "forward"), forward.__doc__
-    run.__signature__ = inspect.signature(forward)  # what transformers reads to see which arguments a model takes
+    try:
+        run.__signature__ = inspect.signature(forward)  # what transformers reads to see which arguments a model takes
+    except (TypeError, ValueError):  # a forward without a readable signature: none to pass on
+        pass
     module.forward = run
 
 

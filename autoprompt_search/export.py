@@ -17,7 +17,14 @@ import numpy as np
 from autoprompt_search.asset_registry import MODELS
 from autoprompt_search.fileio import atomic_write_json
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.prompt_file import BASE_FORMAT_VERSION, FORMAT, MODELS_FORMAT_VERSION, format_version_for, parse_document
+from autoprompt_search.prompt_file import (
+    BASE_FORMAT_VERSION,
+    FORMAT,
+    MODELS_FORMAT_VERSION,
+    TRAINED_PARTS_FORMAT_VERSION,
+    format_version_for,
+    parse_document,
+)
 from autoprompt_search.scoring import DEFAULT_CHUNK_SIZE
 
 PEFT_TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "masked": "FEATURE_EXTRACTION"}
@@ -172,7 +179,9 @@ def checked_models_document(path: str | Path, parts: Sequence[tuple[Mapping, Map
     """The document of an ensemble of models, checked as load() will read it from ``path``: per part,
     (a run's ensemble.json document, as read and scored, with its weight in what to record about it)."""
     rows = [{**record, "ensemble": part} for part, record in parts]
-    document = _plain({**_header("models"), "format_version": MODELS_FORMAT_VERSION, "parts": rows, "scores": scores,
+    trained = any(part.get("kind") == "single" for part, _ in parts)  # older readers refuse it rather than misread it
+    version = TRAINED_PARTS_FORMAT_VERSION if trained else MODELS_FORMAT_VERSION
+    document = _plain({**_header("models"), "format_version": version, "parts": rows, "scores": scores,
                        "weights_fit": weights_fit, "dataset": dataset, "provenance": provenance})
     parse_document(document, str(path))  # never write a file that load() would refuse
     return document

@@ -39,7 +39,7 @@ from autoprompt_search.ensemble import combine_probabilities, fit_weights
 from autoprompt_search.errors import UserError
 from autoprompt_search.export import checked_models_document
 from autoprompt_search.fileio import atomic_write_json, unwritable_reason
-from autoprompt_search.predictor import TRAINED_CLASSIFIER, TRAINED_PROMPT, TRAINING, EnsemblePredictor, PromptPredictor, load
+from autoprompt_search.predictor import CHECKPOINT, TRAINED_CLASSIFIER, TRAINED_PROMPT, TRAINING, EnsemblePredictor, PromptPredictor, load
 from autoprompt_search.provenance import stamp
 from autoprompt_search.run_folder import ENSEMBLE, MANIFEST, POOLS, PREDICTIONS, RESULTS, RunFolder
 from autoprompt_search.scoring import PromptScore, evaluate_scores
@@ -48,6 +48,7 @@ from autoprompt_search.splits import SPLIT_NAMES, RunSplits
 
 Log = Callable[[str], None]
 KIND = "models"  # results.json's "kind": what marks a folder as holding an ensemble of models
+TRAIN_OUTPUT_NAMES = (TRAINING, TRAINED_PROMPT, TRAINED_CLASSIFIER, CHECKPOINT)  # what marks a train output, finished or not
 
 
 def _stderr(message: str) -> None:
@@ -123,7 +124,7 @@ def read_parts(runs: Sequence[str | Path], *, out: str | Path | None = None, spa
     parts: list[RunPart] = []
     first_labels: list[str] = []
     for run in runs:
-        trained = Path(run) if (Path(run) / TRAINING).exists() else None
+        trained = Path(run) if any((Path(run) / name).exists() for name in TRAIN_OUTPUT_NAMES) else None
         folder, model = _trained_source(trained, out) if trained else _finished_run(Path(run))
         where = trained or folder.path
         if parts and _hashes(folder.manifest()) != _hashes(parts[0].folder.manifest()):  # before the data are read again
@@ -158,6 +159,8 @@ def _trained_source(path: Path, out: str | Path | None) -> tuple[RunFolder, dict
     if (path / TRAINED_CLASSIFIER).is_file():
         raise UserError(f"{path}: a classification-head model has no prompt; an ensemble of models takes the outputs of "
                         "train's prompt methods (full, lora, soft)")
+    if not (path / TRAINING).is_file():
+        raise UserError(f"{path}: a train output that has not finished ({TRAINING} missing): finish it with train --resume")
     if not (path / TRAINED_PROMPT).is_file():
         raise UserError(f"{path}: {TRAINED_PROMPT} missing; the train output cannot be a part of an ensemble of models")
     if out is None or not path.resolve().is_relative_to(Path(out).resolve()):
@@ -165,10 +168,12 @@ def _trained_source(path: Path, out: str | Path | None) -> tuple[RunFolder, dict
                         "whose ensemble.json names its model relative to itself: train into it "
                         "(train RUN --out OUT/NAME) or move the train output there")
     training = RunFolder(path).read_json(TRAINING)
-    source = ((training.get("options") or {}).get("source") or {}).get("path")
-    if not isinstance(source, str):
+    options = training.get("options")
+    source = options.get("source") if isinstance(options, dict) else None
+    source = source.get("path") if isinstance(source, dict) else None
+    if not isinstance(source, str) or not source:
         raise UserError(f"{path / TRAINING}: options.source.path: the run the model was trained from is not recorded")
-    folder = RunFolder(source)
+    folder = RunFolder(Path(source) if not Path(source).is_file() else Path(source).parent)  # a run folder, or a prompt file in one
     try:
         folder.check_finished()
     except UserError as error:
@@ -180,7 +185,8 @@ def _trained_source(path: Path, out: str | Path | None) -> tuple[RunFolder, dict
             raise UserError(f"{path / TRAINED_PROMPT}: {name}: the trained weights' folder {path / value} is missing "
                             "(an output written without them, or moved without them)")
     model = folder.manifest().get("model") or {"name": str(folder.path)}
-    return folder, {**model, "trained": {"method": training.get("method"), "output": str(path.resolve())}}
+    inside = path.resolve().relative_to(Path(out).resolve()).as_posix()
+    return folder, {**model, "trained": {"method": training.get("method"), "output": inside}}
 
 
 def _hashes(manifest: dict[str, Any]) -> dict[str, str | None]:
@@ -245,7 +251,7 @@ def combine_runs(runs: Sequence[str | Path], out: str | Path, *, device: str = "
 def _weights(parts: Sequence[RunPart], selection: list[np.ndarray], gold: Sequence[int], seed: int) -> dict[str, Any]:
     """The parts' weights and how they were set: fitted on the unseen train+dev examples, or uniform
     when a trained part has learned them (its probabilities there say nothing of unseen text)."""
-    if trained := [str(part.where) for part in parts if part.trained is not None]:
+    if trained := [part.model["trained"]["output"] for part in parts if part.trained is not None]:
         return {"method": "uniform: a trained part learned the train examples and chose its epoch on dev, "
                           "so no labelled example is left to fit weights on", "weights": [1.0 / len(parts)] * len(parts),
                 "trained_parts": trained}

@@ -28,6 +28,7 @@ Texts = Iterable[str | Mapping[str, str]]
 TRAINED_PROMPT = "prompt.json"  # in a train output folder: the prompt with its trained model or adapter
 TRAINED_CLASSIFIER = "classifier.json"  # in a train output folder: a model with a classification head
 TRAINING = "training.json"  # in a train output folder: what was trained from what (written last: the run is done)
+CHECKPOINT = "checkpoint"  # in a train output folder while it trains: the last epoch, to resume from
 CLASSIFIER_FORMAT = "autoprompt_search.classifier"
 CLASSIFIER_FORMAT_VERSION = 1  # what this version reads; the files written so far carry no version (1)
 

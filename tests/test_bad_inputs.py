@@ -612,6 +612,10 @@ CASES: list[Case] = [
          ("combine", "<dir>/models/head", "<dir>/run", "--out", "<dir>/models"),
          "<dir>/models/head: a classification-head model has no prompt; an ensemble of models takes the outputs of train's prompt "
          "methods (full, lora, soft)"),
+    Case("cli-combine-trained-unfinished", "command line", "combine a train output that has not finished",
+         both(run_copy(), write("models/half/checkpoint/state.json", "{}")),
+         ("combine", "<dir>/models/half", "<dir>/run", "--out", "<dir>/models"),
+         "<dir>/models/half: a train output that has not finished (training.json missing): finish it with train --resume"),
     Case("cli-models-and-model", "command line", "search --models with --model",
          space(), search("--models", "<causal>", "<masked>", "--model", "<causal>"), "--model cannot be combined with --models"),
     Case("cli-models-same-twice", "command line", "search --models naming one model twice",

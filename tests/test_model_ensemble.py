@@ -20,7 +20,7 @@ from autoprompt_search.errors import UserError
 from autoprompt_search.model_ensemble import ModelEnsembleResult, combine_runs
 from autoprompt_search.pipeline import run_search, run_search_models
 from autoprompt_search.predictor import ModelEnsemblePredictor
-from autoprompt_search.prompt_file import MODELS_FORMAT_VERSION, parse_document
+from autoprompt_search.prompt_file import MODELS_FORMAT_VERSION, TRAINED_PARTS_FORMAT_VERSION, parse_document
 from autoprompt_search.run_folder import ENSEMBLE, PREDICTIONS, RESULTS, RunFolder
 from autoprompt_search.spaces import slug
 from autoprompt_search.testing import write_tiny_dataset
@@ -232,11 +232,12 @@ TRAIN_FAST = {"epochs": 1, "learning_rate": 1e-3, "batch_size": 4, "eval_batch_s
 
 @pytest.fixture(scope="module")
 def trained_combination(combined: ModelEnsembleResult, models: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding a causal model trained on all weights and a masked one with LoRA, each from its run."""
+    """A folder holding a causal model trained on all weights from its run, and a masked one with LoRA
+    from its run's ensemble file."""
     folder = tmp_path_factory.mktemp("trained") / "combination"
     causal, masked = part_runs(combined, models)
     train(causal, "full", out=folder / "causal-full", **TRAIN_FAST)
-    train(masked, "lora", out=folder / "masked-lora", **TRAIN_FAST)
+    train(masked / ENSEMBLE, "lora", out=folder / "masked-lora", **TRAIN_FAST)
     return folder
 
 
@@ -261,7 +262,9 @@ def test_trained_models_and_a_frozen_run_combine_with_equal_weights(trained_comb
     shutil.move(str(folder), moved)
     try:
         document = json.loads((moved / ENSEMBLE).read_text())
+        assert document["format_version"] == TRAINED_PARTS_FORMAT_VERSION
         assert document["parts"][0]["ensemble"]["model"]["path"] == "causal-full/model"
+        assert document["weights_fit"]["trained_parts"] == ["causal-full", "masked-lora"]
         assert document["parts"][1]["ensemble"]["model"]["adapter"]["path"] == "masked-lora/adapter"
         predictor = load(moved / ENSEMBLE)
         assert isinstance(predictor, ModelEnsemblePredictor) and len(predictor.parts) == 3
@@ -270,6 +273,9 @@ def test_trained_models_and_a_frozen_run_combine_with_equal_weights(trained_comb
         np.testing.assert_allclose(predictor.predict_proba(texts)[:, 1], [float(row["ensemble_p_positive"]) for row in rows], rtol=1e-5)
     finally:
         shutil.move(str(moved), folder)
+    arguments = ["combine", str(parts[0]), str(parts[1]), "--out", str(folder)]  # another choice of parts, over the first
+    assert main(arguments) == EXIT_USER_ERROR and main([*arguments, "--replace"]) == 0
+    assert len(json.loads((folder / RESULTS).read_text())["parts"]) == 2
 
 
 def test_a_trained_part_outside_the_output_folder_or_without_a_prompt_is_refused(trained_combination: Path,

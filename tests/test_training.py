@@ -264,6 +264,24 @@ def test_killed_run_resumes_to_the_same_result(kind: str, method: str, request: 
     assert (tmp_path / "killed" / saved).read_bytes() == (tmp_path / "whole" / saved).read_bytes()
 
 
+@pytest.mark.parametrize("method, init", [("full", None), ("lora", None), ("soft", "text"), ("head", None)])
+def test_a_dropped_method_frees_its_model_by_reference_counting(causal_run: Path, method: str, init: str | None) -> None:
+    """What the refit relies on to hold one model at a time: no reference cycle keeps a method's model alive."""
+    from autoprompt_search.training import run as run_module
+    from autoprompt_search.training.source import read_source
+
+    source = read_source(causal_run)
+    gc.collect()
+    gc.disable()
+    try:
+        trained = run_module._fresh_method(method, source, "cpu", 8, seed=1, init=init)
+        modules = [weakref.ref(module) for module in trained.module.modules()]
+        del trained
+        assert [ref for ref in modules if ref() is not None] == []
+    finally:
+        gc.enable()
+
+
 def test_refit_trains_again_on_train_and_dev_to_the_chosen_epoch(causal_run: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """--refit: the epoch is chosen on dev as usual, then the model is trained again from the source's

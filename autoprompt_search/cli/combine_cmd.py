@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN",
                         help="finished run folders, or train outputs inside --out (at least 2 in all), on the same examples")
     parser.add_argument("--out", required=True, help="folder for ensemble.json, test_predictions.csv and results.json")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace an earlier ensemble of models in --out (nothing else there is ever replaced)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk slot cache")
     parser.set_defaults(func=run)
@@ -25,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
     from autoprompt_search.cli.search_cmd import print_combined
     from autoprompt_search.model_ensemble import combine_runs
 
-    print_combined(combine_runs(args.runs, args.out, device=args.device, cache=not args.no_cache))
+    print_combined(combine_runs(args.runs, args.out, device=args.device, cache=not args.no_cache, replace=args.replace))
     return 0

@@ -31,7 +31,7 @@ from autoprompt_search.backends import Backend, checked_device, load_backend
 from autoprompt_search.errors import UserError
 from autoprompt_search.export import write_prompt
 from autoprompt_search.fileio import atomic_write_json, unwritable_reason
-from autoprompt_search.predictor import CLASSIFIER_FORMAT, TRAINED_CLASSIFIER, TRAINED_PROMPT, TRAINING, load
+from autoprompt_search.predictor import CHECKPOINT, CLASSIFIER_FORMAT, TRAINED_CLASSIFIER, TRAINED_PROMPT, TRAINING, load
 from autoprompt_search.prompt import ModelInfo
 from autoprompt_search.provenance import stamp
 from autoprompt_search.run_folder import RunFolder
@@ -50,7 +50,6 @@ from autoprompt_search.training.methods import (
 )
 from autoprompt_search.training.source import TrainSource, read_source
 
-CHECKPOINT = "checkpoint"
 REFIT = "refit"  # the refit's own checkpoint, inside the selection run's
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 8
