@@ -40,6 +40,7 @@ from autoprompt_search.errors import UserError
 from autoprompt_search.export import checked_models_document
 from autoprompt_search.fileio import atomic_write_json, unwritable_reason
 from autoprompt_search.predictor import CHECKPOINT, TRAINED_CLASSIFIER, TRAINED_PROMPT, TRAINING, EnsemblePredictor, PromptPredictor, load
+from autoprompt_search.prompt_file import PromptFile
 from autoprompt_search.provenance import stamp
 from autoprompt_search.run_folder import ENSEMBLE, MANIFEST, POOLS, PREDICTIONS, RESULTS, RunFolder
 from autoprompt_search.scoring import PromptScore, evaluate_scores
@@ -134,7 +135,9 @@ def read_parts(runs: Sequence[str | Path], *, out: str | Path | None = None, spa
         splits = folder.splits(records, space)
         shown = range(len(splits.train)) if trained else folder.read_pools()[0].held_out_train_rows  # trained on, or demonstrations
         part = RunPart(folder, model, splits, frozenset(shown), trained=trained)
-        file = folder.prompt_file(part.prompt_path, kinds=("single",) if trained else ("ensemble",))
+        file = folder.prompt_file(part.prompt_path, kinds=("single",) if trained else ("ensemble",))  # on its run's splits
+        if trained:
+            _check_trained_weights(trained, file)
         labels = list(file.members[0].spec.labels)  # the order of the probabilities' columns
         if parts and labels != first_labels:
             raise UserError(f"{part.prompt_path}: its labels {labels} differ from {parts[0].prompt_path}'s {first_labels}")
@@ -179,14 +182,17 @@ def _trained_source(path: Path, out: str | Path | None) -> tuple[RunFolder, dict
     except UserError as error:
         raise UserError(f"{path / TRAINING}: options.source.path: the run the model was trained from is needed for its "
                         f"examples ({error})") from None
-    file = folder.prompt_file(path / TRAINED_PROMPT, kinds=("single",))  # refused unless on its run's splits
+    model = folder.manifest().get("model") or {"name": str(folder.path)}
+    inside = path.resolve().relative_to(Path(out).resolve()).as_posix()
+    return folder, {**model, "trained": {"method": training.get("method"), "output": inside}}
+
+
+def _check_trained_weights(path: Path, file: PromptFile) -> None:
+    """A user error when the model or adapter folder that a train output's prompt file names beside it is gone."""
     for name, value in (("model.path", file.model.path), ("model.adapter.path", file.model.adapter and file.model.adapter.path)):
         if value and not Path(value).is_absolute() and not (path / value).is_dir():
             raise UserError(f"{path / TRAINED_PROMPT}: {name}: the trained weights' folder {path / value} is missing "
                             "(an output written without them, or moved without them)")
-    model = folder.manifest().get("model") or {"name": str(folder.path)}
-    inside = path.resolve().relative_to(Path(out).resolve()).as_posix()
-    return folder, {**model, "trained": {"method": training.get("method"), "output": inside}}
 
 
 def _hashes(manifest: dict[str, Any]) -> dict[str, str | None]:
@@ -216,7 +222,7 @@ def combine_runs(runs: Sequence[str | Path], out: str | Path, *, device: str = "
         predictor = load(part.prompt_path, device=device, cache=cache)
         selection.append(predictor.predict_proba([e.fields for e in scored]))
         test.append(_with_progress(predictor, [e.fields for e in splits.test.examples], f"test {name}"))
-        documents.append(_relative_to(out, part, predictor.file.document))
+        documents.append(_relative_to_out(part, predictor.file.document))
         del predictor  # one model in memory at a time
     fit = _weights(parts, selection, gold, splits.seed)
     combined_selection, combined_test = (_score(combine_probabilities(p, fit["weights"]), g)
@@ -258,12 +264,12 @@ def _weights(parts: Sequence[RunPart], selection: list[np.ndarray], gold: Sequen
     return fit_weights(selection, gold, seed=seed).to_dict()
 
 
-def _relative_to(out: Path, part: RunPart, document: dict[str, Any]) -> dict[str, Any]:
+def _relative_to_out(part: RunPart, document: dict[str, Any]) -> dict[str, Any]:
     """A trained part's document with its model and adapter folders named relative to ``out`` (where
     ensemble.json is written) instead of to the train output; a run's ensemble as it is."""
     if part.trained is None:
         return document
-    moved = part.trained.resolve().relative_to(out.resolve())
+    moved = Path(part.model["trained"]["output"])  # the train output's folder, relative to out
     model = dict(document["model"])
     if model.get("path") and not Path(model["path"]).is_absolute():
         model["path"] = (moved / model["path"]).as_posix()

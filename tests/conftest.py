@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,18 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache.mkdir()
     monkeypatch.setenv("AUTOPROMPT_SEARCH_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """The garbage collector off for one test: what the test drops is freed by reference counting alone,
+    so an object kept by a reference cycle stays alive where the test can see it."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @pytest.fixture(scope="module")

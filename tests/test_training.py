@@ -5,7 +5,6 @@ continues to the same result, and each user mistake is one clear error with noth
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import os
 import shutil
@@ -265,25 +264,20 @@ def test_killed_run_resumes_to_the_same_result(kind: str, method: str, request: 
 
 
 @pytest.mark.parametrize("method, init", [("full", None), ("lora", None), ("soft", "text"), ("head", None)])
-def test_a_dropped_method_frees_its_model_by_reference_counting(causal_run: Path, method: str, init: str | None) -> None:
+def test_a_dropped_method_frees_its_model_by_reference_counting(causal_run: Path, method: str, init: str | None,
+                                                                collector_off) -> None:
     """What the refit relies on to hold one model at a time: no reference cycle keeps a method's model alive."""
     from autoprompt_search.training import run as run_module
     from autoprompt_search.training.source import read_source
 
-    source = read_source(causal_run)
-    gc.collect()
-    gc.disable()
-    try:
-        trained = run_module._fresh_method(method, source, "cpu", 8, seed=1, init=init)
-        modules = [weakref.ref(module) for module in trained.module.modules()]
-        del trained
-        assert [ref for ref in modules if ref() is not None] == []
-    finally:
-        gc.enable()
+    trained = run_module._fresh_method(method, read_source(causal_run), "cpu", 8, seed=1, init=init)
+    modules = [weakref.ref(module) for module in trained.module.modules()]
+    del trained
+    assert [ref for ref in modules if ref() is not None] == []
 
 
 def test_refit_trains_again_on_train_and_dev_to_the_chosen_epoch(causal_run: Path, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                 monkeypatch: pytest.MonkeyPatch, collector_off) -> None:
     """--refit: the epoch is chosen on dev as usual, then the model is trained again from the source's
     weights on train+dev for that many epochs, on the schedule of the configured epochs, and that model
     is the output; a run killed in the refit resumes there to the same bytes; with epoch 0 kept there
@@ -304,13 +298,8 @@ def test_refit_trains_again_on_train_and_dev_to_the_chosen_epoch(causal_run: Pat
         return method
 
     monkeypatch.setattr(run_module, "_fresh_method", fresh_with_the_last_model_gone)
-    gc.collect()
-    gc.disable()
-    try:
-        plain = train(causal_run, "full", out=tmp_path / "plain", log=quiet, **options)
-        refitted = train(causal_run, "full", out=tmp_path / "refit", refit=True, log=quiet, **options)
-    finally:
-        gc.enable()
+    plain = train(causal_run, "full", out=tmp_path / "plain", log=quiet, **options)
+    refitted = train(causal_run, "full", out=tmp_path / "refit", refit=True, log=quiet, **options)
     assert len(loaded) == 3  # the plain run's model, then the refit's: loaded again, not the selected one trained on
     recorded = json.loads((tmp_path / "refit" / TRAINING).read_text())
     assert plain.best_epoch == refitted.best_epoch == 2 and refitted.refit_curve and plain.refit_curve is None
