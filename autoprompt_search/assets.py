@@ -26,10 +26,10 @@ from typing import IO, Callable, Iterator
 from autoprompt_search.asset_registry import DATASETS, DEFAULT_MODEL, MODELS, Asset, DatasetAsset, ModelAsset, Requirement  # noqa: F401 (this module's API)
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_json, sha256_file, sha256_text
+from autoprompt_search.logs import Log, to_stderr
 
 MARKER = ".complete.json"
 MARKER_FORMAT = 1
-Log = Callable[[str], None]
 Downloader = Callable[[Requirement, Path], Path]
 # Any one of these lets transformers build a tokenizer (fast JSON, SentencePiece, BPE or WordPiece files).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt")
@@ -104,7 +104,7 @@ def fetch(name: str, *, downloader: Downloader | None = None, verify: bool = Tru
 def resolve_model(name_or_path: str) -> Path:
     """A registered model name (fetched if needed) or a local folder with config and safetensors weights."""
     if name_or_path in MODELS:
-        return fetch(name_or_path, verify=False, log=_stderr_log)
+        return fetch(name_or_path, verify=False, log=to_stderr)
     path = Path(name_or_path).expanduser()
     if not path.exists():
         if os.sep in name_or_path or name_or_path.startswith((".", "~")):
@@ -135,7 +135,7 @@ def resolve_dataset_dir(name: str) -> Path:
     """The folder of registered dataset ``name``, fetched if needed."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}: registered datasets are {', '.join(DATASETS)}")
-    return fetch(name, verify=False, log=_stderr_log)
+    return fetch(name, verify=False, log=to_stderr)
 
 
 def model_weights_hash(folder: Path) -> str:
@@ -394,6 +394,3 @@ def _cache_lock(log: Log) -> Iterator[None]:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
-
-def _stderr_log(message: str) -> None:
-    print(message, file=sys.stderr)

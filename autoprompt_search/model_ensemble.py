@@ -26,11 +26,10 @@ Output folder (which may also hold the runs themselves, as ``search --models`` w
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +38,7 @@ from autoprompt_search.ensemble import combine_probabilities, fit_weights
 from autoprompt_search.errors import UserError
 from autoprompt_search.export import checked_models_document
 from autoprompt_search.fileio import atomic_write_json, unwritable_reason
+from autoprompt_search.logs import Log, to_stderr
 from autoprompt_search.predictor import CHECKPOINT, TRAINED_CLASSIFIER, TRAINED_PROMPT, TRAINING, EnsemblePredictor, PromptPredictor, load
 from autoprompt_search.prompt_file import PromptFile
 from autoprompt_search.provenance import stamp
@@ -47,13 +47,9 @@ from autoprompt_search.scoring import PromptScore, evaluate_scores
 from autoprompt_search.spaces import slug
 from autoprompt_search.splits import SPLIT_NAMES, RunSplits
 
-Log = Callable[[str], None]
 KIND = "models"  # results.json's "kind": what marks a folder as holding an ensemble of models
 TRAIN_OUTPUT_NAMES = (TRAINING, TRAINED_PROMPT, TRAINED_CLASSIFIER, CHECKPOINT)  # what marks a train output, finished or not
 
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -201,7 +197,7 @@ def _hashes(manifest: dict[str, Any]) -> dict[str, str | None]:
 
 
 def combine_runs(runs: Sequence[str | Path], out: str | Path, *, device: str = "auto", cache: bool = True, replace: bool = False,
-                 space: Any = None, records: Any = None, log: Log = _stderr) -> ModelEnsembleResult:
+                 space: Any = None, records: Any = None, log: Log = to_stderr) -> ModelEnsembleResult:
     """Combine the ensembles of ``runs`` (finished run folders on the same few-shot sample, or train
     outputs inside ``out`` started from such runs) into an ensemble of models in ``out``; ``replace``
     lets it overwrite an earlier ensemble of models there. ``space``/``records``: see :func:`read_parts`."""

@@ -8,13 +8,13 @@ generation rounds) -> ensemble -> scores on test -> exports, each written into t
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from autoprompt_search.errors import UserError
+from autoprompt_search.logs import Log, to_stderr
 from autoprompt_search.provenance import stamp
 from autoprompt_search.ranking import TrialResult
 from autoprompt_search.run_folder import DEFAULT_STORAGE, MANIFEST, RESULTS, RunFolder
@@ -25,11 +25,7 @@ from autoprompt_search.splits import RunSplits, make_splits
 if TYPE_CHECKING:
     from autoprompt_search.model_ensemble import ModelEnsembleResult
 
-Log = Callable[[str], None]
 
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,7 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
                trials: int | None = None, timeout: float | None = None, storage: str | None = None, resume: bool = False,
                model: str | None = None, data: Sequence[Mapping[str, Any]] | Any = None, test_limit: int | None = None,
                max_length: int | None = None, model_kind: str | None = None, device: str = "auto", batch_size: int = 32,
-               precision: str = "float32", cache: bool = True, log: Log = _stderr) -> SearchResult:
+               precision: str = "float32", cache: bool = True, log: Log = to_stderr) -> SearchResult:
     """Search prompts for ``space`` (a YAML path or bundled name, a mapping with the YAML's keys, or a
     :class:`SearchSpace`) on the few-shot sample drawn with ``seed`` (default: the space's first),
     writing the run into ``out`` (default ``results/runs/<space>-<model>-seed<seed>``).
@@ -106,7 +102,7 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
 
 def run_search_models(space: str | Path | SearchSpace | Mapping[str, Any], models: Sequence[str], *, seed: int | None = None,
                       out: str | Path | None = None, resume: bool = False, data: Sequence[Mapping[str, Any]] | Any = None,
-                      device: str = "auto", cache: bool = True, log: Log = _stderr,
+                      device: str = "auto", cache: bool = True, log: Log = to_stderr,
                       on_search: Callable[[SearchResult], None] | None = None, **options: Any) -> ModelEnsembleResult:
     """One search per model of ``models`` on the same few-shot sample (``seed``), each in
     ``out/<model>``, then their ensembles combined into an ensemble of models in ``out`` (default
