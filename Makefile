@@ -81,13 +81,15 @@ bench-model-ensemble: assets
 # Every training method from the MR runs' prompts, 5 seeds (about 2.5 hours on a 2-core CPU; finished
 # outputs are read back, so an interrupted run continues); then, on the quality benchmark's MR runs of both
 # models (bench-model-ensemble's), all-weights training from the found and the manual prompt and its refit,
-# Gemma-3-270M with LoRA, subj and bbc, and the two models' trained outputs averaged.
+# Gemma-3-270M with LoRA and with all weights, subj and bbc, and the two models' trained outputs averaged.
 bench-training: bench-model-ensemble
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --out results/benchmarks/training_mr.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods full,full_refit \
 		--out results/benchmarks/training_mr_quality_runs.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --model gemma3-270m --runs results/runs/quality-gemma3-270m \
 		--methods lora,lora_refit --no-manual
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --model gemma3-270m --runs results/runs/quality-gemma3-270m \
+		--methods full --no-manual --out results/benchmarks/training_mr_gemma3_270m_full.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --space subj --methods full --no-manual
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --space bbc --methods full --no-manual
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_trained_ensembles.py \
@@ -95,9 +97,11 @@ bench-training: bench-model-ensemble
 		--part smollm2_full_refit='results/runs/quality/mr-seed{seed}-full_refit' \
 		--part gemma3_lora='results/runs/quality-gemma3-270m/mr-seed{seed}-lora' \
 		--part gemma3_lora_refit='results/runs/quality-gemma3-270m/mr-seed{seed}-lora_refit' \
+		--part gemma3_full='results/runs/quality-gemma3-270m/mr-seed{seed}-full' \
 		--part smollm2_frozen='results/runs/quality/mr-seed{seed}' --part gemma3_frozen='results/runs/quality-gemma3-270m/mr-seed{seed}' \
 		--combination trained=smollm2_full+gemma3_lora --combination trained_refit=smollm2_full_refit+gemma3_lora_refit \
 		--combination trained_and_frozen=smollm2_full+gemma3_lora+smollm2_frozen+gemma3_frozen \
+		--combination trained_both_full=smollm2_full+gemma3_full --combination trained_three=smollm2_full+gemma3_lora+gemma3_full \
 		--out results/benchmarks/trained_ensembles_mr.json
 
 # OpenPrompt 1.0.1 in its own environment, for the speed comparison (see benchmarks/openprompt/requirements.txt).

@@ -5,7 +5,8 @@ each output's ``test_predictions.csv`` and averaged with equal weights.
 Equal weights because nothing labelled is left to fit them on: a trained output has seen its train
 split and chose its epoch on dev. The combinations are named on the command line before any figure
 is read (``--combination NAME=PART+PART``), and every part's own test accuracy is reported beside
-them. This is a measurement of a route, not a product feature: ``combine`` takes search runs only.
+them. The average is the one ``combine`` computes with uniform weights; this script reads the saved
+probabilities instead, so that it also reads outputs whose model weights a benchmark deleted to save disk.
 
 Example (MR, SmolLM2-135M trained with all weights, Gemma-3-270M with LoRA, on the quality runs)::
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from autoprompt_search.analysis import BENCHMARK_SEEDS, mean_std
+from autoprompt_search.ensemble import combine_probabilities
 from autoprompt_search.errors import UserError
 from autoprompt_search.fileio import atomic_write_json, sha256_file
 from autoprompt_search.provenance import stamp
@@ -72,6 +74,11 @@ def accuracy(predicted: list[str], gold: list[str]) -> float:
     return float(np.mean([p == g for p, g in zip(predicted, gold)]))
 
 
+def average(probabilities: list[np.ndarray]) -> np.ndarray:
+    """The parts' probabilities averaged with equal weights, as ``combine`` does with trained parts."""
+    return combine_probabilities(probabilities, [1.0] * len(probabilities))
+
+
 def named(items: list[str], what: str) -> dict[str, str]:
     """``NAME=VALUE`` arguments as a mapping; a clear exit on a malformed or repeated name."""
     pairs = [item.split("=", 1) for item in items]
@@ -109,8 +116,8 @@ def main() -> int:
             "parts": {name: {"test_accuracy": accuracy(part.predicted, part.gold), "folder": parts[name].format(seed=seed),
                              "predictions_sha256": sha256_file(Path(parts[name].format(seed=seed)) / PREDICTIONS)}
                       for name, part in read.items()},
-            "combinations": {name: accuracy([first.labels[i] for i in np.mean([read[m].probabilities for m in members], axis=0)
-                                             .argmax(axis=1)], first.gold) for name, members in combinations.items()},
+            "combinations": {name: accuracy([first.labels[i] for i in average([read[m].probabilities for m in members]).argmax(axis=1)],
+                                            first.gold) for name, members in combinations.items()},
             "test_examples": len(first.gold)}
         print(seed, {name: round(v, 3) for name, v in per_seed[seed]["combinations"].items()}, flush=True)
     summary = {
