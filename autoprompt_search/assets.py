@@ -393,4 +393,3 @@ def _cache_lock(log: Log) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-

@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 
 from autoprompt_search.backends import SlotQuery
 from autoprompt_search.errors import UserError
+from autoprompt_search.logs import to_stderr
 from autoprompt_search.templates import RenderedPrompt
 
 CACHE_FORMAT = 2  # in every key; an entry of the float32 format is read and recoded (see SlotCache.get)
@@ -91,7 +91,7 @@ class SlotCache:
         self.memory_bytes = memory_bytes
         self.max_bytes = max_bytes if max_bytes is not None else _size_setting(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES)
         self.min_free_bytes = min_free_bytes if min_free_bytes is not None else _size_setting(MIN_FREE_VARIABLE, DEFAULT_MIN_FREE_BYTES)
-        self.warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.warn = warn or to_stderr
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memory_used = 0
         self._disk_used: int | None = None  # measured on the first write

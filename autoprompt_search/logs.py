@@ -1,5 +1,6 @@
-"""Where progress lines go: a :data:`Log` takes one line; :func:`to_stderr`, the library's default,
-keeps stdout free for what a command prints as its result."""
+"""Where progress lines go: a :data:`Log` takes one line; :func:`to_stderr` (the default of the
+search, ``combine``, the asset resolvers and the slot cache's warnings) keeps stdout free for what
+a command prints as its result."""
 
 from __future__ import annotations
 

@@ -51,7 +51,6 @@ KIND = "models"  # results.json's "kind": what marks a folder as holding an ense
 TRAIN_OUTPUT_NAMES = (TRAINING, TRAINED_PROMPT, TRAINED_CLASSIFIER, CHECKPOINT)  # what marks a train output, finished or not
 
 
-
 @dataclass(frozen=True)
 class RunPart:
     """One part: a finished run (its ensemble) or a train output (its trained prompt) started from one.

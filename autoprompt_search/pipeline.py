@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from autoprompt_search.model_ensemble import ModelEnsembleResult
 
 
-
-
 @dataclass(frozen=True)
 class SearchResult:
     """A finished search: its leaderboard (best first), the summaries of the best prompt, the best

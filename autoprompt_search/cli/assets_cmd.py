@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 from autoprompt_search import assets
 from autoprompt_search.errors import UserError
+from autoprompt_search.logs import to_stderr
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,9 +53,9 @@ def run_fetch(args: argparse.Namespace) -> int:
     start = time.monotonic()
     for name in names:
         began = time.monotonic()
-        folder = assets.fetch(name, verify=not args.no_verify, log=_progress)
-        _progress(f"{name}: {folder} ({time.monotonic() - began:.1f} s)")
-    _progress(f"{len(names)} asset(s) ready in {time.monotonic() - start:.1f} s")
+        folder = assets.fetch(name, verify=not args.no_verify, log=to_stderr)
+        to_stderr(f"{name}: {folder} ({time.monotonic() - began:.1f} s)")
+    to_stderr(f"{len(names)} asset(s) ready in {time.monotonic() - start:.1f} s")
     return 0
 
 
@@ -70,6 +70,3 @@ def selected_names(names: list[str], *, include_optional: bool) -> list[str]:
         assets.get_asset(name)  # raises UserError listing the registered names
     return list(dict.fromkeys(names))
 
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
