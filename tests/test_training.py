@@ -326,12 +326,16 @@ def test_refit_trains_again_on_train_and_dev_to_the_chosen_epoch(causal_run: Pat
     with pytest.raises(KeyboardInterrupt):
         train(causal_run, "full", out=tmp_path / "killed", refit=True, log=quiet, **options)
     monkeypatch.setattr(checkpoint_module.Checkpoint, "write", original_write)
+    # the selection's tensors went when the refit began: its state stays, its model does not
+    assert sorted(path.name for path in (tmp_path / "killed" / "checkpoint").iterdir()) == ["refit", "state.json"]
     saved = json.loads((tmp_path / "killed" / "checkpoint" / "refit" / "state.json").read_text())
     last_step = steps_per_epoch - 1  # the rate of the refit's last step before the kill: decaying over all 3 epochs, not 2
     assert saved["param_groups"][0]["lr"] == pytest.approx(options["learning_rate"] * (1 - last_step / (3 * steps_per_epoch)))
     messages: list[str] = []
+    models_before = len(loaded)
     resumed = train(causal_run, "full", out=tmp_path / "killed", refit=True, resume=True, log=messages.append, **options)
     assert any("resuming after epoch 1 of 2" in m for m in messages)  # the refit itself resumed, not started again
+    assert len(loaded) == models_before + 1  # the refit's model only: the finished selection is not loaded again
     assert resumed.scores == refitted.scores
     assert (tmp_path / "killed" / weights).read_bytes() == (tmp_path / "refit" / weights).read_bytes()
 

@@ -31,6 +31,7 @@ class TrainingState:
     curve: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     files: dict[str, str] = field(default_factory=dict)  # role -> file name
+    released: bool = False  # finished, its tensors deleted: nothing will read them (a refit follows)
 
     @property
     def best(self) -> dict[str, Any]:
@@ -122,6 +123,17 @@ class Checkpoint:
         copy_into(parameters, load_tensors(self.folder / state.files["parameters"]))
         groups = read_json(self.folder / STATE, "training checkpoint state")["param_groups"]
         restore_optimizer(optimizer, load_tensors(self.folder / state.files["optimizer"]), groups)
+
+    def release(self, state: TrainingState) -> None:
+        """Delete the finished run's tensors, keeping its state: a resumed run learns that this part
+        is done without loading a model or reading gigabytes (the state is rewritten first, so a kill
+        in between leaves files no state names, removed with the folder)."""
+        names = set(state.files.values())
+        groups = read_json(self.folder / STATE, "training checkpoint state").get("param_groups", [])
+        state.files, state.released = {}, True
+        atomic_write_json(self.folder / STATE, {**asdict(state), "param_groups": groups})
+        for name in names:
+            (self.folder / name).unlink(missing_ok=True)
 
     def best_parameters(self, state: TrainingState) -> dict[str, torch.Tensor]:
         return load_tensors(self.folder / state.files["best"])

@@ -10,7 +10,8 @@ Output folder::
     adapter/               LoRA and soft prompts: a PEFT adapter folder (``PeftModel.from_pretrained``)
     test_predictions.csv   per test example: gold, prediction and probabilities
     checkpoint/            while training: the last epoch, from which ``--resume`` continues
-                           (``checkpoint/refit/``: the same for the refit on train+dev)
+                           (``checkpoint/refit/``: the same for the refit on train+dev; when the refit
+                           begins, the selection's tensors are deleted and its state kept)
 """
 
 from __future__ import annotations
@@ -126,13 +127,18 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
                 "splits": src.splits.describe()["splits"], **({"refit": True} if refit else {})}
     train_examples, dev_examples = _labelled(src.splits.train), _labelled(src.splits.dev)
     config = FitConfig(epochs, learning_rate, batch_size, seed)
-    trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
-    out.mkdir(parents=True, exist_ok=True)
-    state = fit(trainer, train_examples, dev_examples, config, Checkpoint(out / CHECKPOINT), identity,
-                eval_batch_size=eval_batch_size, log=log)
+    selection = Checkpoint(out / CHECKPOINT)
+    state = selection.read(identity) if resume else None
+    if state is None or not state.released:
+        trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
+        out.mkdir(parents=True, exist_ok=True)
+        state = fit(trainer, train_examples, dev_examples, config, selection, identity, eval_batch_size=eval_batch_size, log=log)
+    else:
+        log(f"train: the selection on dev is done (epoch {state.best_epoch} kept); resuming the refit")
     refitted = None
     if refit and state.best_epoch > 0:
-        del trainer  # one model in memory: the refit starts again from the source's weights
+        trainer = None  # one model in memory: the refit starts again from the source's weights
+        selection.release(state)  # and its model on disk is not needed either (GBs with all weights)
         trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
         both = LabelledExamples(train_examples.fields + dev_examples.fields, train_examples.gold + dev_examples.gold)
         log(f"train: refit on train+dev ({len(both)} examples) for the {state.best_epoch} epoch(s) chosen on dev")
