@@ -8,7 +8,9 @@ prompt. A hit is therefore safe across
 runs, templates and verbalizers; any change of model, tokenizer output or truncation misses.
 
 The folder is bounded: at most ``max_bytes`` (default ``$AUTOPROMPT_SEARCH_CACHE_MAX``, else 8 GiB),
-least recently used entries evicted first (a hit touches its file), and it never takes the disk
+least recently used entries evicted first (a hit touches its file), counted from the folder before
+every write, so that workers sharing it keep to the cap together (entries are few and large: a
+thousand files are counted in milliseconds), and it never takes the disk
 below ``min_free_bytes`` of free space (``$AUTOPROMPT_SEARCH_CACHE_MIN_FREE``, else 2 GiB): it evicts,
 or, when evicting is not enough, stops writing and says so once. ``autoprompt-search cache``
 shows, prunes and clears it.
@@ -94,7 +96,6 @@ class SlotCache:
         self.warn = warn or to_stderr
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memory_used = 0
-        self._disk_used: int | None = None  # measured on the first write
         self.writing = True  # False once the disk had no room left for an entry
         self.hits = 0
         self.misses = 0
@@ -163,12 +164,9 @@ class SlotCache:
 
     def _forget_file(self, path: Path) -> None:
         try:
-            size = path.stat().st_size
             path.unlink()
         except OSError:  # gone already, or not ours to remove
-            return
-        if self._disk_used is not None:
-            self._disk_used -= size
+            pass
 
     def put(self, key: str, codes: np.ndarray) -> None:
         """Keep an entry's codes (:func:`encode_log_probs`, never raw log-probabilities)."""
@@ -186,13 +184,10 @@ class SlotCache:
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
-            replaced = path.stat().st_size if path.exists() else 0
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        if self._disk_used is not None:
-            self._disk_used += path.stat().st_size - replaced
 
     def entries(self) -> list[CacheEntry]:
         """The folder's entries, least recently used first."""
@@ -218,7 +213,6 @@ class SlotCache:
                 break
             entry.path.unlink(missing_ok=True)
             removed, freed = removed + 1, freed + entry.size
-        self._disk_used = total - freed
         self.evicted += removed
         return removed, freed
 
@@ -227,14 +221,13 @@ class SlotCache:
         (and one warning) when even an empty cache would leave too little of the disk free."""
         if size > self.max_bytes:  # larger than the whole cache may be: kept in memory only
             return False
-        if self._disk_used is None:
-            self._disk_used = sum(entry.size for entry in self.entries())
-        if self._disk_used + size > self.max_bytes:
-            self.prune(max(0, int(self.max_bytes * PRUNE_TO) - size))
+        used = sum(entry.size for entry in self.entries())  # counted afresh: other processes write here too
+        if used + size > self.max_bytes:
+            used -= self.prune(max(0, int(self.max_bytes * PRUNE_TO) - size))[1]
         self.directory.mkdir(parents=True, exist_ok=True)
         shortfall = self.min_free_bytes + size - shutil.disk_usage(self.directory).free
         if shortfall > 0:
-            self.prune(max(0, self._disk_used - shortfall))
+            self.prune(max(0, used - shortfall))
             if self.min_free_bytes + size > shutil.disk_usage(self.directory).free:
                 self.writing = False
                 self.warn(f"slot cache {self.directory}: stopped writing, the disk has less than "

@@ -53,6 +53,17 @@ def test_the_folder_stays_under_its_cap_and_evicts_the_least_recently_used(tmp_p
     assert on_disk == {others[2], first, others[3]} and cache.evicted == 2
 
 
+def test_caches_sharing_a_folder_keep_to_its_cap_together(tmp_path: Path) -> None:
+    """Workers of one search share the folder: each counts what the others wrote before it writes."""
+    size = entry_size(tmp_path)
+    workers = [SlotCache(tmp_path / "shared", max_bytes=4 * size, min_free_bytes=0) for _ in range(2)]
+    for i, key in enumerate(keys(12)):
+        workers[i % 2].put(key, ENTRY)
+        time.sleep(0.01)
+        assert sum(entry.size for entry in workers[0].entries()) <= 4 * size
+    assert sum(worker.evicted for worker in workers) == 12 - len(workers[0].entries())
+
+
 def test_an_entry_larger_than_the_cap_stays_in_memory_only(tmp_path: Path) -> None:
     cache = SlotCache(tmp_path / "cache", max_bytes=100, min_free_bytes=0)
     cache.put(keys(1)[0], ENTRY)
