@@ -86,7 +86,7 @@ bench-training: bench-model-ensemble
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --out results/benchmarks/training_mr.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods full,full_refit \
 		--out results/benchmarks/training_mr_quality_runs.json
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods soft_random,soft_text --no-manual \
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods soft_random --no-manual \
 		--out results/benchmarks/training_mr_quality_runs_soft.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --model gemma3-270m --runs results/runs/quality-gemma3-270m \
 		--methods lora,lora_refit --no-manual
