@@ -202,16 +202,21 @@ class SlotCache:
             found.append(CacheEntry(path, stat.st_size, stat.st_mtime))
         return sorted(found, key=lambda entry: entry.used)
 
-    def prune(self, max_bytes: int) -> tuple[int, int]:
-        """Evict least recently used entries until the folder holds at most ``max_bytes``;
-        returns (entries removed, bytes freed)."""
-        entries = self.entries()
+    def prune(self, max_bytes: int, entries: list[CacheEntry] | None = None) -> tuple[int, int]:
+        """Evict least recently used entries (``entries``, as just listed, or listed now) until the
+        folder holds at most ``max_bytes``; returns (entries removed, bytes freed), counting only
+        the files this call removed (another process may evict the same ones)."""
+        entries = self.entries() if entries is None else entries
         total = sum(entry.size for entry in entries)
         removed = freed = 0
         for entry in entries:
             if total - freed <= max_bytes:
                 break
-            entry.path.unlink(missing_ok=True)
+            try:
+                entry.path.unlink()
+            except FileNotFoundError:  # evicted by another process: gone from the total all the same
+                total -= entry.size
+                continue
             removed, freed = removed + 1, freed + entry.size
         self.evicted += removed
         return removed, freed
@@ -221,9 +226,10 @@ class SlotCache:
         (and one warning) when even an empty cache would leave too little of the disk free."""
         if size > self.max_bytes:  # larger than the whole cache may be: kept in memory only
             return False
-        used = sum(entry.size for entry in self.entries())  # counted afresh: other processes write here too
+        entries = self.entries()  # listed afresh: other processes write here too
+        used = sum(entry.size for entry in entries)
         if used + size > self.max_bytes:
-            used -= self.prune(max(0, int(self.max_bytes * PRUNE_TO) - size))[1]
+            used -= self.prune(max(0, int(self.max_bytes * PRUNE_TO) - size), entries)[1]
         self.directory.mkdir(parents=True, exist_ok=True)
         shortfall = self.min_free_bytes + size - shutil.disk_usage(self.directory).free
         if shortfall > 0:

@@ -126,14 +126,14 @@ class Checkpoint:
 
     def release(self, state: TrainingState) -> None:
         """Delete the finished run's tensors, keeping its state: a resumed run learns that this part
-        is done without loading a model or reading gigabytes (the state is rewritten first, so a kill
-        in between leaves files no state names, removed with the folder)."""
-        names = set(state.files.values())
+        is done without loading a model or reading gigabytes. The state is rewritten first; the
+        tensor files go after it, all of them, so that a release cut off in between completes when
+        called again on the resumed run."""
         groups = read_json(self.folder / STATE, "training checkpoint state").get("param_groups", [])
         state.files, state.released = {}, True
         atomic_write_json(self.folder / STATE, {**asdict(state), "param_groups": groups})
-        for name in names:
-            (self.folder / name).unlink(missing_ok=True)
+        for path in self.folder.glob("*.safetensors"):
+            path.unlink(missing_ok=True)
 
     def best_parameters(self, state: TrainingState) -> dict[str, torch.Tensor]:
         return load_tensors(self.folder / state.files["best"])

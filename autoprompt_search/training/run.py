@@ -133,8 +133,11 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
         trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
         out.mkdir(parents=True, exist_ok=True)
         state = fit(trainer, train_examples, dev_examples, config, selection, identity, eval_batch_size=eval_batch_size, log=log)
-    else:
+    elif refit and state.best_epoch > 0:  # as the identity check implies: only a refit releases the selection
         log(f"train: the selection on dev is done (epoch {state.best_epoch} kept); resuming the refit")
+    else:
+        raise UserError(f"{out / CHECKPOINT / STATE}: the selection's model was deleted for a refit that is not asked for; "
+                        "train into a new output folder", option="out")
     refitted = None
     if refit and state.best_epoch > 0:
         trainer = None  # one model in memory: the refit starts again from the source's weights
