@@ -70,6 +70,15 @@ bench-quality: assets
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_selection.py --datasets mr,mr_fluent,mr_gradient --out results/benchmarks/selection_mr_spaces.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_demonstrations.py --sets 2
 
+# The slot cache's size and the disk's free space sampled over the whole quality benchmark, with the default
+# cap and floor -> results/benchmarks/cache_bound_quality.json. Run it in a fresh clone (there every search
+# runs; here finished runs are read back); it takes hours on a 2-core CPU: the same command again continues
+# the record (--append), the finished runs read back.
+.PHONY: bench-cache-bound
+bench-cache-bound: assets
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_cache_bound.py --append --out results/benchmarks/cache_bound_quality.json \
+		-- $(MAKE) bench-quality
+
 # Ensembles of models on MR: SmolLM2-135M's and Gemma-3-270M's quality-benchmark searches (5 seeds each, the
 # same samples; runs already complete are read back) combined per seed -> results/benchmarks/model_ensemble_mr.json.
 bench-model-ensemble: assets
@@ -80,13 +89,13 @@ bench-model-ensemble: assets
 
 # Every training method from the MR runs' prompts, 5 seeds (about 2.5 hours on a 2-core CPU; finished
 # outputs are read back, so an interrupted run continues); then, on the quality benchmark's MR runs of both
-# models (bench-model-ensemble's), all-weights training from the found and the manual prompt and its refit,
-# Gemma-3-270M with LoRA and with all weights, subj and bbc, and the two models' trained outputs averaged.
+# models (bench-model-ensemble's), all-weights training from the found and the manual prompt and its refit, the
+# two soft prompts, Gemma-3-270M with LoRA and with all weights, subj and bbc, and the two models' trained outputs averaged.
 bench-training: bench-model-ensemble
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --out results/benchmarks/training_mr.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods full,full_refit \
 		--out results/benchmarks/training_mr_quality_runs.json
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods soft_random --no-manual \
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods soft_random,soft_text --no-manual \
 		--out results/benchmarks/training_mr_quality_runs_soft.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --model gemma3-270m --runs results/runs/quality-gemma3-270m \
 		--methods lora,lora_refit --no-manual
