@@ -26,13 +26,13 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from autoprompt_search.backends import SlotQuery
 from autoprompt_search.errors import UserError
-from autoprompt_search.logs import to_stderr
+from autoprompt_search.logs import Log, to_stderr
 from autoprompt_search.templates import RenderedPrompt
 
 CACHE_FORMAT = 2  # in every key; an entry of the float32 format is read and recoded (see SlotCache.get)
@@ -88,7 +88,7 @@ class SlotCache:
     both hold the entries' codes (:func:`encode_log_probs`)."""
 
     def __init__(self, directory: Path | None = None, *, memory_bytes: int = 512 * 2**20, max_bytes: int | None = None,
-                 min_free_bytes: int | None = None, warn: Callable[[str], None] | None = None) -> None:
+                 min_free_bytes: int | None = None, warn: Log | None = None) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.memory_bytes = memory_bytes
         self.max_bytes = max_bytes if max_bytes is not None else _size_setting(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES)

@@ -5,7 +5,7 @@ and the exports written."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from autoprompt_search.ensemble import WeightFit, combine_probabilities, fit_wei
 from autoprompt_search.estimate import CANDIDATES, Candidate, estimate_choices
 from autoprompt_search.export import write_ensemble, write_prompt
 from autoprompt_search.label_free import choose_by_agreement
+from autoprompt_search.logs import Log
 from autoprompt_search.prompt import ModelInfo, PromptSpec
 from autoprompt_search.ranking import TrialResult
 from autoprompt_search.run_folder import BEST, ENSEMBLE, RunFolder
@@ -25,7 +26,7 @@ from autoprompt_search.verbalizers import Verbalizer
 
 
 def score_on_split(scorer: PromptScorer, results: Sequence[TrialResult], dataset, gold: Sequence[int],
-                   log: Callable[[str], None]) -> list[PromptScore]:
+                   log: Log) -> list[PromptScore]:
     """Prompts on a split, in one pass of the model over it: all the verbalizers and calibrations
     of a template are read from its distributions, and the templates' distributions of an example
     are computed together (a causal model runs the opening they share once)."""
@@ -89,7 +90,7 @@ class FinishedSearch:
 
 
 def finish_search(board: list[TrialResult], search: PromptSearch, scorer: PromptScorer, space, splits: RunSplits, *,
-                  seed: int, log: Callable[[str], None]) -> FinishedSearch:
+                  seed: int, log: Log) -> FinishedSearch:
     """Pick the best prompt (the top one, or by ``space.unlabelled.select``), the best manual one and
     the ensemble's members from ``board`` (best first), fit the ensemble's weights on train+dev, and
     score them all on test."""

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
+
+from autoprompt_search.logs import Log
 
 CHECK_SENTENCE = "The movie was surprisingly good, and the ending made me smile."
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, *, log: Callable[[str], None] = print) -> None:
+def convert_gguf(gguf_path: Path, out_dir: Path, *, log: Log = print) -> None:
     """Write ``config.json``, ``model.safetensors`` and tokenizer files for ``gguf_path`` into ``out_dir``.
 
     Checks that the reloaded folder gives the same token ids and logits as the GGUF load.
@@ -25,7 +27,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, log: Callable[[str], None] =
         _convert(gguf_path, out_dir, log)
 
 
-def _convert(gguf_path: Path, out_dir: Path, log: Callable[[str], None]) -> None:
+def _convert(gguf_path: Path, out_dir: Path, log: Log) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source_dir, gguf_name = str(gguf_path.parent), gguf_path.name
@@ -74,7 +76,7 @@ def _convert(gguf_path: Path, out_dir: Path, log: Callable[[str], None]) -> None
     log(f"  converted folder reloads with identical logits (max |diff| {max_diff:.1e})")
 
 
-def _sane_special_ids(model: torch.nn.Module, tokenizer, log: Callable[[str], None]) -> None:
+def _sane_special_ids(model: torch.nn.Module, tokenizer, log: Log) -> None:
     """Make the tokenizer, config and generation config agree on in-vocabulary bos/eos/pad ids."""
     config = model.config
     vocab_size = config.get_text_config().vocab_size

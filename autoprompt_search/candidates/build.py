@@ -11,7 +11,7 @@ run's manifest keeps.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from autoprompt_search.candidates.generators import REGISTRY
 from autoprompt_search.candidates.generators.base import GenerationContext, RankedSeed
@@ -19,12 +19,13 @@ from autoprompt_search.candidates.pools import Pools
 from autoprompt_search.candidates.template_pool import build_template_pool, normalize_template
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
+from autoprompt_search.logs import Log
 from autoprompt_search.scoring import PromptScorer
 from autoprompt_search.templates import Template
 from autoprompt_search.verbalizers import Verbalizer
 
 
-def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: Callable[[str], None] = print) -> Pools:
+def build_pools(space, scorer: PromptScorer, train: Dataset, dev: Dataset, log: Log = print) -> Pools:
     """The frozen pools of a search: templates, label-word options per class, calibrations, the
     manual baselines (seed templates x seed verbalizers x calibrations) and the generators' proposals."""
     labels = tuple(train.labels)
@@ -85,7 +86,7 @@ def _append_new(templates: list[Template], found: Sequence[Template]) -> None:
             templates.append(template)
 
 
-def next_round(space, scorer: PromptScorer, train: Dataset, pools: Pools, board: Sequence, log: Callable[[str], None] = print) -> Pools:
+def next_round(space, scorer: PromptScorer, train: Dataset, pools: Pools, board: Sequence, log: Log = print) -> Pools:
     """One more generation round: the word generators run again from the templates the study ranks
     best so far (``board``, best first, each with its best verbalizer), instead of the seed
     ranking, and their new words extend the pools under the next round's parameter names."""

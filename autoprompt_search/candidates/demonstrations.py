@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from autoprompt_search.data import Dataset
+from autoprompt_search.logs import Log
 from autoprompt_search.scoring import MAX_WORD_TOKENS, PromptScorer
 from autoprompt_search.templates import TRIGGER, Template, escape
 from autoprompt_search.tokenization import encode_plain
@@ -55,7 +56,7 @@ def choose_sets(train: Dataset, per_class: int, sets: int, seed: int, eligible: 
 
 
 def demonstration_templates(generator, scorer: PromptScorer, bases: Sequence[tuple[Template, Verbalizer]], train: Dataset,
-                            seed: int, log: Callable[[str], None]) -> tuple[list[tuple[Template, Verbalizer]], dict[str, Any]]:
+                            seed: int, log: Log) -> tuple[list[tuple[Template, Verbalizer]], dict[str, Any]]:
     """Each base template (with the verbalizer whose first words the demonstrations show) with
     each demonstration set; returns (template, the verbalizer it shows) pairs and the record."""
     tokenizer = scorer.backend.tokenizer

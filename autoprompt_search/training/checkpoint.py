@@ -129,9 +129,8 @@ class Checkpoint:
         is done without loading a model or reading gigabytes. The state is rewritten first; the
         tensor files go after it, all of them, so that a release cut off in between completes when
         called again on the resumed run."""
-        groups = read_json(self.folder / STATE, "training checkpoint state").get("param_groups", [])
         state.files, state.released = {}, True
-        atomic_write_json(self.folder / STATE, {**asdict(state), "param_groups": groups})
+        atomic_write_json(self.folder / STATE, {**asdict(state), "param_groups": []})  # no optimizer left to restore
         for path in self.folder.glob("*.safetensors"):
             path.unlink(missing_ok=True)
 

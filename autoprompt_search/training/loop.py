@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from autoprompt_search.logs import Log
 from autoprompt_search.training.checkpoint import Checkpoint, TrainingState, copy_into
 from autoprompt_search.training.methods import Method
 
@@ -63,7 +64,7 @@ def better(row: dict[str, Any], best: dict[str, Any]) -> bool:
 
 
 def fit(method: Method, train: LabelledExamples, dev: LabelledExamples | None, config: FitConfig, checkpoint: Checkpoint,
-        identity: dict[str, Any], *, eval_batch_size: int, log: Callable[[str], None] = print) -> TrainingState:
+        identity: dict[str, Any], *, eval_batch_size: int, log: Log = print) -> TrainingState:
     """Train ``method`` and leave its parameters at the best dev epoch (epoch 0: the untrained model),
     or, without ``dev``, at the last epoch."""
     parameters = method.parameters()

@@ -23,7 +23,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -32,6 +32,7 @@ from autoprompt_search.backends import Backend, checked_device, load_backend
 from autoprompt_search.errors import UserError
 from autoprompt_search.export import write_prompt
 from autoprompt_search.fileio import atomic_write_json, unwritable_reason
+from autoprompt_search.logs import Log
 from autoprompt_search.predictor import CHECKPOINT, CLASSIFIER_FORMAT, TRAINED_CLASSIFIER, TRAINED_PROMPT, TRAINING, load
 from autoprompt_search.prompt import ModelInfo
 from autoprompt_search.provenance import stamp
@@ -107,7 +108,7 @@ def check_output(out: Path, resume: bool) -> None:
 def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: int = DEFAULT_EPOCHS,
           learning_rate: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, seed: int | None = None, start: str = "best",
           init: str = "text", refit: bool = False, resume: bool = False, device: str = "auto", eval_batch_size: int = 32,
-          records: Any = None, space: Any = None, log: Callable[[str], None] = print) -> TrainResult:
+          records: Any = None, space: Any = None, log: Log = print) -> TrainResult:
     """Train the prompt of ``source`` (a run folder or a prompt file inside one) with ``method`` on the
     run's few-shot train split, keep the epoch best on dev, write the outputs under ``out`` and score
     them, loaded back from the files, on train, dev and the run's held-out test split. ``refit``: then

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Mapping, Sequence, TypeVar
+
+from autoprompt_search.logs import Log
 
 if TYPE_CHECKING:
     from autoprompt_search.data import Dataset
@@ -40,7 +42,7 @@ class GenerationContext:
     ranked: Sequence[RankedSeed]  # the best templates so far, best first
     options: list[list[tuple[str, ...]]]
     seed: int
-    log: Callable[[str], None]
+    log: Log
 
     @property
     def labels(self) -> tuple[str, ...]:
