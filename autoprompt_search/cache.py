@@ -12,8 +12,10 @@ least recently used entries evicted first (a hit touches its file), counted from
 every write, so that workers sharing it keep to the cap together (entries are few and large: a
 thousand files are counted in milliseconds), and it never takes the disk
 below ``min_free_bytes`` of free space (``$AUTOPROMPT_SEARCH_CACHE_MIN_FREE``, else 2 GiB): it evicts,
-or, when evicting is not enough, stops writing and says so once. ``autoprompt-search cache``
-shows, prunes and clears it.
+or, when evicting is not enough, stops writing and says so once. Partial writes (``.tmp``) count
+against the cap too; one untouched for ``STALE_WRITE_SECONDS`` was left by a process killed mid-write
+and is the first thing evicted, while one still being written is never removed. ``autoprompt-search
+cache`` shows, prunes and clears it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,10 @@ MAX_BYTES_VARIABLE, MIN_FREE_VARIABLE = "AUTOPROMPT_SEARCH_CACHE_MAX", "AUTOPROM
 DEFAULT_MAX_BYTES = 8 * 2**30
 DEFAULT_MIN_FREE_BYTES = 2 * 2**30
 PRUNE_TO = 0.9  # an eviction frees down to this share of the cap, so that every write does not evict
+# A write takes seconds and its file's modification time moves as it grows; one untouched for an hour
+# belongs to a process that died mid-write (SIGKILL, power loss) and will never be renamed into place.
+STALE_WRITE_SECONDS = 3600
+PARTIAL_SUFFIX = ".tmp"
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
           "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
 
@@ -81,6 +88,12 @@ class CacheEntry:
     path: Path
     size: int
     used: float  # when it was last written or read (file modification time)
+    orphaned: bool = False  # a partial write whose process died: removable whatever its age
+
+    @property
+    def in_progress(self) -> bool:
+        """A partial write another process is still making: counted, never removed."""
+        return self.path.name.endswith(PARTIAL_SUFFIX) and not self.orphaned
 
 
 class SlotCache:
@@ -180,7 +193,7 @@ class SlotCache:
 
     def _write(self, path: Path, array: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=PARTIAL_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
@@ -191,26 +204,43 @@ class SlotCache:
 
     def entries(self) -> list[CacheEntry]:
         """The folder's entries, least recently used first."""
+        return sorted(self._files("*/*.npy"), key=lambda entry: entry.used)
+
+    def partial_writes(self) -> list[CacheEntry]:
+        """The folder's partial writes, oldest first, each marked orphaned when untouched for
+        ``STALE_WRITE_SECONDS``."""
+        stale_before = time.time() - STALE_WRITE_SECONDS
+        return sorted((CacheEntry(found.path, found.size, found.used, orphaned=found.used < stale_before)
+                       for found in self._files(f"*/*{PARTIAL_SUFFIX}")), key=lambda entry: entry.used)
+
+    def listing(self) -> list[CacheEntry]:
+        """Everything that takes the folder's room, in eviction order: orphaned partial writes,
+        then entries least recently used first, then the writes still in progress (never evicted)."""
+        partial = self.partial_writes()
+        return ([entry for entry in partial if entry.orphaned] + self.entries()
+                + [entry for entry in partial if entry.in_progress])
+
+    def _files(self, pattern: str) -> list[CacheEntry]:
         if self.directory is None or not self.directory.is_dir():
             return []
         found = []
-        for path in self.directory.glob("*/*.npy"):
+        for path in self.directory.glob(pattern):
             try:
                 stat = path.stat()
-            except FileNotFoundError:  # evicted by another process meanwhile
+            except FileNotFoundError:  # evicted or renamed into place by another process meanwhile
                 continue
             found.append(CacheEntry(path, stat.st_size, stat.st_mtime))
-        return sorted(found, key=lambda entry: entry.used)
+        return found
 
-    def prune(self, max_bytes: int, entries: list[CacheEntry] | None = None) -> tuple[int, int]:
-        """Evict least recently used entries (``entries``, as just listed, or listed now) until the
-        folder holds at most ``max_bytes``; returns (entries removed, bytes freed), counting only
-        the files this call removed (another process may evict the same ones)."""
-        entries = self.entries() if entries is None else entries
-        total = sum(entry.size for entry in entries)
+    def prune(self, max_bytes: int, listing: list[CacheEntry] | None = None) -> tuple[int, int]:
+        """Evict in :meth:`listing`'s order (as just listed, or listed now) until the folder holds
+        at most ``max_bytes``, leaving writes in progress alone; returns (files removed, bytes freed),
+        counting only the files this call removed (another process may evict the same ones)."""
+        listing = self.listing() if listing is None else listing
+        total = sum(entry.size for entry in listing)
         removed = freed = 0
-        for entry in entries:
-            if total - freed <= max_bytes:
+        for entry in listing:
+            if total - freed <= max_bytes or entry.in_progress:
                 break
             try:
                 entry.path.unlink()
@@ -226,10 +256,10 @@ class SlotCache:
         (and one warning) when even an empty cache would leave too little of the disk free."""
         if size > self.max_bytes:  # larger than the whole cache may be: kept in memory only
             return False
-        entries = self.entries()  # listed afresh: other processes write here too
-        used = sum(entry.size for entry in entries)
+        listing = self.listing()  # listed afresh: other processes write here too
+        used = sum(entry.size for entry in listing)
         if used + size > self.max_bytes:
-            used -= self.prune(max(0, int(self.max_bytes * PRUNE_TO) - size), entries)[1]
+            used -= self.prune(max(0, int(self.max_bytes * PRUNE_TO) - size), listing)[1]
         self.directory.mkdir(parents=True, exist_ok=True)
         shortfall = self.min_free_bytes + size - shutil.disk_usage(self.directory).free
         if shortfall > 0:

@@ -42,7 +42,7 @@ STOPPED = "stopped writing"  # in the cache's one warning when the floor stops i
 
 
 def folder_bytes(folder: Path) -> int:
-    """Every file under ``folder``: entries, and partial writes (``.tmp``) the cache does not count."""
+    """Every file under ``folder``: entries and partial writes (``.tmp``), as the cache counts them."""
     total = 0
     for root, _, names in os.walk(folder):
         for name in names:

@@ -16,6 +16,7 @@ from autoprompt_search.cache import (
     CODE_ERROR,
     LOG_PROB_FLOOR,
     MAX_BYTES_VARIABLE,
+    STALE_WRITE_SECONDS,
     SlotCache,
     decode_log_probs,
     encode_log_probs,
@@ -64,6 +65,29 @@ def test_caches_sharing_a_folder_keep_to_its_cap_together(tmp_path: Path) -> Non
     # each write over the cap evicts down to 90% of it less the new entry: 2 entries left, then 3 with it
     assert sum(worker.evicted for worker in workers) == 8
     assert {entry.path.name.split(".")[0] for entry in workers[0].entries()} == set(keys(12)[8:])
+
+
+def test_partial_writes_count_against_the_cap_and_orphaned_ones_are_evicted_first(tmp_path: Path) -> None:
+    """A process killed mid-write leaves a ``.tmp`` file that will never be renamed into place: it takes
+    room, goes before any entry, while a write still in progress is counted and left alone."""
+    size = entry_size(tmp_path)
+    cache = SlotCache(tmp_path / "cache", max_bytes=5 * size, min_free_bytes=0)
+    for key in keys(2):
+        cache.put(key, ENTRY)
+    folder = cache._path(keys(1)[0]).parent
+    orphan, writing = folder / "tmpdead.tmp", folder / "tmplive.tmp"
+    for partial in (orphan, writing):
+        partial.write_bytes(bytes(size))
+    long_ago = time.time() - STALE_WRITE_SECONDS - 60
+    os.utime(orphan, (long_ago, long_ago))  # older than every entry too: eviction order is not by age alone
+    assert [entry.path for entry in cache.listing()] == [orphan, *(entry.path for entry in cache.entries()), writing]
+    cache.put(keys(3)[2], ENTRY)  # 4 files + this one fit in 5 sizes: nothing evicted
+    assert orphan.exists() and cache.evicted == 0
+    cache.put(keys(4)[3], ENTRY)  # over the cap: the orphan goes first, then the oldest entry
+    assert not orphan.exists() and writing.exists() and cache.evicted == 2
+    assert {entry.path.name.split(".")[0] for entry in cache.entries()} == set(keys(4)[1:])
+    assert sum(entry.size for entry in cache.listing()) <= 5 * size
+    assert cache.prune(0) == (3, 3 * size) and [entry.path for entry in cache.listing()] == [writing]
 
 
 def test_an_entry_larger_than_the_cap_stays_in_memory_only(tmp_path: Path) -> None:
@@ -125,9 +149,14 @@ def test_the_cache_command_shows_prunes_and_clears(tmp_path: Path, monkeypatch: 
     legacy = tmp_path / "slot_cache" / "ff" / f"{'ff' * 32}.npy"
     legacy.parent.mkdir(exist_ok=True)
     np.save(legacy, np.zeros((2, 3), dtype=np.float32))  # the float32 format
+    orphan = legacy.with_name("tmpdead.tmp")
+    orphan.write_bytes(bytes(100))
+    os.utime(orphan, (0, 0))
     assert main(["cache", "info"]) == 0
     assert "entries    7," in (out := capsys.readouterr().out) and "1 of them (0.0 MiB) in the float32 format" in out
+    assert "partial    1 writes (0.0 MiB)" in out and "1 of them left by processes that died mid-write" in out
     legacy.unlink()
+    orphan.unlink()
     assert main(["cache", "prune", "--max-size", str(3 * size)]) == 0
     assert len(SlotCache(tmp_path / "slot_cache").entries()) == 3 and "removed 3 entries" in capsys.readouterr().out
     assert main(["cache", "prune", "--max-size", "lots"]) == 2

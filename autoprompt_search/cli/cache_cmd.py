@@ -42,6 +42,11 @@ def run_info(args: argparse.Namespace) -> int:
     if legacy:
         print(f"           {len(legacy)} of them ({_size(sum(e.size for e in legacy))}) in the float32 format, "
               "recoded at half the size when next read")
+    partial = cache.partial_writes()
+    if partial:
+        orphaned = [entry for entry in partial if entry.orphaned]
+        print(f"partial    {len(partial)} writes ({_size(sum(e.size for e in partial))}), counted against the cap; "
+              f"{len(orphaned)} of them left by processes that died mid-write, evicted first")
     print(f"cap        {_size(cache.max_bytes)} (least recently used entries evicted first)")
     if cache.directory.exists():
         print(f"disk free  {_size(shutil.disk_usage(cache.directory).free)} (the cache keeps at least {_size(cache.min_free_bytes)})")
@@ -54,7 +59,7 @@ def run_prune(args: argparse.Namespace) -> int:
     cache = _cache()
     target = parse_size(args.max_size, "--max-size") if args.max_size is not None else cache.max_bytes
     removed, freed = cache.prune(target)
-    print(f"removed {removed} entries ({_size(freed)}); {cache.directory} now holds {_size(sum(e.size for e in cache.entries()))}")
+    print(f"removed {removed} entries ({_size(freed)}); {cache.directory} now holds {_size(sum(e.size for e in cache.listing()))}")
     return 0
 
 
