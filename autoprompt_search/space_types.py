@@ -5,6 +5,7 @@ failure names the field path: ``budget.trials must be at least 1``). Reading YAM
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,12 @@ _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # ------------------------------------------------------------------------------- dataclasses
 
 
+def absolute_path(path: str | Path | None) -> Path | None:
+    """A data file's path made absolute (from the working directory), as a space file's are made from
+    the file: a run's manifest then names the same file from wherever it is resumed."""
+    return None if path is None else Path(os.path.normpath(Path(path).expanduser().absolute()))
+
+
 def as_records(records: Any) -> tuple[Any, ...]:
     """Examples given in memory as a tuple of mappings (a pandas DataFrame's rows, without importing pandas)."""
     return tuple(records.to_dict("records") if hasattr(records, "to_dict") else records)
@@ -49,6 +56,7 @@ class DatasetSpec:
     records: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)  # examples given in memory
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "path", absolute_path(self.path))
         if self.path is None and self.records is None:
             need_choice("dataset", self.name, tuple(sorted(REGISTERED)))
             registered = DATASETS[self.name].labels
@@ -207,6 +215,7 @@ class Unlabelled:
     path: Path | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "path", absolute_path(self.path))
         need_int("unlabelled.texts", self.texts, 0)
         need_choice("unlabelled.select", self.select, UNLABELLED_SELECTIONS)
         if self.select != "labelled" and not self.texts:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,6 +42,7 @@ from autoprompt_search.space_types import (
     TemplateSpace,
     Unlabelled,
     VerbalizerSpace,
+    absolute_path,
     as_records,
 )
 from autoprompt_search.templates import SLOT, Template
@@ -479,7 +479,7 @@ def _data_file(given: Any, key: str, origins: _Origins) -> Path:
         raise Invalid(key, f"must be a file path, got {given!r}")
     try:
         file = Path(given).expanduser()
-        file = Path(os.path.normpath((file if file.is_absolute() else origins.file(key).parent / file).absolute()))
+        file = absolute_path(file if file.is_absolute() else origins.file(key).parent / file)
         found = file.is_file()
     except (OSError, RuntimeError) as error:  # ~nosuchuser, a name too long
         raise Invalid(key, f"{given!r}: not a usable file path ({error})") from None

@@ -13,6 +13,7 @@ from autoprompt_search import data
 from autoprompt_search.assets import DATASETS
 from autoprompt_search.cli import validate_cmd
 from autoprompt_search.errors import UserError
+from autoprompt_search.space_types import DatasetSpec, Unlabelled
 from autoprompt_search.spaces import Budget, SearchSpace, load_space, space_from_mapping
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -167,6 +168,19 @@ verbalizers:
     assert space.dataset.text_fields == ("premise", "hypothesis") and space.labels == ("yes", "no")
     loaded = data.load_split(space.dataset.spec, "all", **space.dataset.load_kwargs())
     assert loaded.labels == ["yes", "no"] and loaded.fields == ["premise", "hypothesis"] and len(loaded) == 2
+
+
+def test_a_dataset_built_in_python_names_its_file_from_anywhere(tmp_path, monkeypatch):
+    """A relative path given in code is made absolute from the working directory, as a space file's
+    are from the file: the manifest then names the same file wherever the run is resumed."""
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "d.csv", "text,label\nx,a\ny,b\n")
+    spec = DatasetSpec("d", Path("sub/../d.csv"), labels=("a", "b"))
+    unlabelled = Unlabelled(texts=5, path="d.csv")
+    assert spec.path == tmp_path / "d.csv" == unlabelled.path
+    monkeypatch.chdir(tmp_path.parent)
+    assert len(DatasetSpec.from_record({**spec.__dict__, "path": str(spec.path)}).load_split("all")) == 2
+    assert Unlabelled.from_record(unlabelled.to_dict()) == unlabelled
 
 
 def test_file_dataset_without_labels_takes_sorted_verbalizer_labels(tmp_path):
