@@ -73,13 +73,16 @@ def train_once(run: Path, name: str, arguments: list[str], out: Path, keep: bool
     return compact(recorded)
 
 
+CURVE_KEYS = ("epoch", "train_loss", "dev_accuracy", "selection_accuracy")  # the last: epoch 0's, where capped
+
+
 def compact(record: dict[str, Any]) -> dict[str, Any]:
     """What the benchmark keeps of one output's training.json."""
     refit = record.get("refit") or {}
     return {"test_accuracy": record["scores"]["test"]["accuracy"], "dev_accuracy": record["scores"]["dev"]["accuracy"],
             "dev_in_sample": bool(refit.get("done")), "refit": {k: v for k, v in refit.items() if k != "curve"} or None,
             "best_epoch": record["best_epoch"], "options": record["options"], "timings": record["timings"],
-            "curve": [{k: row[k] for k in ("epoch", "train_loss", "dev_accuracy")} for row in record["curve"]]}
+            "curve": [{k: row[k] for k in CURVE_KEYS if k in row} for row in record["curve"]]}
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

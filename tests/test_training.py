@@ -12,6 +12,7 @@ import subprocess
 import sys
 import weakref
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,29 @@ def test_full_fine_tuning_learns_the_train_split(causal_run: Path, tmp_path: Pat
     losses = [row["train_loss"] for row in result.curve[1:]]
     assert losses[-1] < losses[0]
     assert result.scores["train"]["accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize(("estimate", "kept"), [(0.7, 1), (0.95, 0), (None, 0)])
+def test_the_untrained_prompt_competes_with_at_most_the_searchs_held_out_estimate(
+        causal_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, estimate: float | None, kept: int) -> None:
+    """Epoch 0's dev accuracy is in-sample (the search chose the prompt on dev): it competes with the
+    lower of that and the search's held-out estimate, so an estimate below the trained epoch's dev
+    accuracy lets training win; an estimate above epoch 0's, or none, changes nothing."""
+    from autoprompt_search.training import loop
+    from autoprompt_search.training import run as training_run
+
+    read = training_run.read_source
+    monkeypatch.setattr(training_run, "read_source", lambda *a, **k: replace(read(*a, **k), held_out_estimate=estimate))
+    scripted = iter([{"dev_accuracy": 0.9, "dev_loss": 0.3}, {"dev_accuracy": 0.8, "dev_loss": 0.4}])  # epoch 0, epoch 1
+    monkeypatch.setattr(loop, "_dev_row", lambda *a: next(scripted))
+    result = train(causal_run, "full", out=tmp_path / "out", epochs=1, batch_size=4, log=quiet)
+    assert result.best_epoch == kept
+    recorded = json.loads((tmp_path / "out" / "training.json").read_text())
+    if estimate is None:
+        assert "selection_accuracy" not in result.curve[0] and "epoch_zero_cap" not in recorded["options"]
+    else:
+        assert result.curve[0]["selection_accuracy"] == min(0.9, estimate) and recorded["options"]["epoch_zero_cap"] == estimate
+        assert f"({estimate:.4f}" in recorded["epoch_zero_note"]
 
 
 def test_soft_prompt_inits(causal_run: Path, tiny_causal_lm: Path, tmp_path: Path) -> None:

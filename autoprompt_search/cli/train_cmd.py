@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoprompt_search.training import train
-    from autoprompt_search.training.run import epoch_zero_note
+    from autoprompt_search.training.loop import selection_accuracy
 
     result = train(args.source, args.method, out=args.out, epochs=args.epochs, learning_rate=args.learning_rate,
                    batch_size=args.batch_size, seed=args.seed, start=args.start, init=args.init, refit=args.refit, resume=args.resume,
@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
     for row in result.curve:
         loss = "" if row["train_loss"] is None else f"{row['train_loss']:.4f}"
         chosen = "  <- kept" if row["epoch"] == result.best_epoch else ""
-        print(f"{row['epoch']:>5} {loss:>10} {row['dev_accuracy']:>8.4f} {row['dev_loss']:>8.4f}{chosen}")
-    if result.best_epoch == 0 and (note := epoch_zero_note(result.method, args.init)):
+        competes = selection_accuracy(row)
+        capped = f"  (competes as {competes:.4f})" if competes != row["dev_accuracy"] else ""
+        print(f"{row['epoch']:>5} {loss:>10} {row['dev_accuracy']:>8.4f} {row['dev_loss']:>8.4f}{capped}{chosen}")
+    if result.best_epoch == 0 and (note := result.epoch_zero_note):
         print(f"kept epoch 0: {note}" + ("; nothing to refit" if args.refit else ""))
     if result.refit_curve:
         print(f"epoch {result.best_epoch} chosen on dev above; the model written was trained again on train+dev to that epoch "

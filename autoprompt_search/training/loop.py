@@ -30,6 +30,7 @@ class FitConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     stop_after: int | None = None  # stop after this many epochs, on the same schedule (a refit to the epoch chosen on dev)
+    epoch_zero_cap: float | None = None  # epoch 0 competes with at most this accuracy (see selection_accuracy)
 
     @property
     def last_epoch(self) -> int:
@@ -59,8 +60,13 @@ def evaluate(method: Method, examples: LabelledExamples, batch_size: int) -> dic
 
 
 def better(row: dict[str, Any], best: dict[str, Any]) -> bool:
-    """Higher dev accuracy wins; on a tie (frequent with few dev examples), lower dev loss."""
-    return (row["dev_accuracy"], -row["dev_loss"]) > (best["dev_accuracy"], -best["dev_loss"])
+    """Higher accuracy to select by wins; on a tie (frequent with few dev examples), lower dev loss."""
+    return (selection_accuracy(row), -row["dev_loss"]) > (selection_accuracy(best), -best["dev_loss"])
+
+
+def selection_accuracy(row: dict[str, Any]) -> float:
+    """What an epoch competes with: its dev accuracy, or for epoch 0 at most ``FitConfig.epoch_zero_cap``."""
+    return row.get("selection_accuracy", row["dev_accuracy"])
 
 
 def fit(method: Method, train: LabelledExamples, dev: LabelledExamples | None, config: FitConfig, checkpoint: Checkpoint,
@@ -75,7 +81,10 @@ def fit(method: Method, train: LabelledExamples, dev: LabelledExamples | None, c
     if state is None:
         state = TrainingState(identity)
         state.epoch = 0
-        state.curve.append({"epoch": 0, "step": 0, "train_loss": None, **_dev_row(method, dev, eval_batch_size), "seconds": 0.0})
+        row = {"epoch": 0, "step": 0, "train_loss": None, **_dev_row(method, dev, eval_batch_size), "seconds": 0.0}
+        if config.epoch_zero_cap is not None and row["dev_accuracy"] is not None:
+            row["selection_accuracy"] = min(row["dev_accuracy"], config.epoch_zero_cap)
+        state.curve.append(row)
         checkpoint.write(state, parameters, optimizer, best_changed=True)
     else:
         checkpoint.restore(state, parameters, optimizer)

@@ -58,6 +58,8 @@ DEFAULT_BATCH_SIZE = 8
 # The search chose the starting prompt on train+dev, so the untrained prompt's dev accuracy is in-sample.
 EPOCH_ZERO_NOTE = ("epoch 0 is the untrained prompt, which the search chose on these dev examples (with the train split): "
                    "its dev accuracy is in-sample and flatters it against the trained epochs")
+EPOCH_ZERO_CAPPED_NOTE = (EPOCH_ZERO_NOTE + "; it competed with the lower of that and the search's held-out estimate of the "
+                          "prompt ({cap:.4f}, itself made with the calibration training drops): the curve's selection_accuracy")
 SOFT_RANDOM_EPOCH_ZERO_NOTE = "epoch 0 is the prompt behind randomly initialised virtual tokens, which no search chose"
 
 
@@ -72,6 +74,7 @@ class TrainResult:
     curve: list[dict[str, Any]]
     timings: dict[str, float]
     refit_curve: list[dict[str, Any]] | None = None  # trained again on train+dev to the chosen epoch: dev scores in-sample
+    epoch_zero_note: str | None = None  # what the untrained model's dev accuracy is worth (training.json's)
 
 
 def check_options(method: str, epochs: int, learning_rate: float, batch_size: int, seed: int | None, init: str) -> None:
@@ -123,11 +126,13 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     check_output(out, resume)
     src = read_source(source, start, records=records, space=space)
     seed = src.splits.seed if seed is None else seed
+    cap = epoch_zero_cap(src, method, init)
     identity = {"method": method, "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
                 "init": init if method == "soft" else None, "source": src.described, "model": src.model.weights_sha256,
-                "splits": src.splits.describe()["splits"], **({"refit": True} if refit else {})}
+                "splits": src.splits.describe()["splits"], **({"refit": True} if refit else {}),
+                **({"epoch_zero_cap": cap} if cap is not None else {})}
     train_examples, dev_examples = _labelled(src.splits.train), _labelled(src.splits.dev)
-    config = FitConfig(epochs, learning_rate, batch_size, seed)
+    config = FitConfig(epochs, learning_rate, batch_size, seed, epoch_zero_cap=cap)
     selection = Checkpoint(out / CHECKPOINT)
     state = selection.read(identity) if resume else None
     if state is None or not state.released:
@@ -158,27 +163,38 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
                "total_seconds": time.perf_counter() - began,
                "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     RunFolder(out).write_predictions(src.splits.test, _labelled(src.splits.test).gold, {"trained": test_scored})
+    zero_note = epoch_zero_note(method, init, cap)
     atomic_write_json(out / TRAINING, {
         "method": method, "options": identity, "source": src.described,
         "model": {**src.model.__dict__, "precision": "float32"},  # _load_model's, whatever precision the search ran in
         "dataset": src.splits.describe(), "curve": state.curve, "best_epoch": state.best_epoch, "scores": scores,
         "refit": _refit_record(refit, state.best_epoch, refitted, len(train_examples) + len(dev_examples)),
         "frozen": src.frozen_scores, "frozen_precision": src.model.precision,
-        "epoch_zero_note": epoch_zero_note(method, init),
+        "epoch_zero_note": zero_note,
         "saved": {k: v for k, v in saved.items() if k != "adapter"}, "timings": timings,
         "machine_note": "CPU threads: " + str(torch.get_num_threads()), "provenance": stamp()})
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     log(f"train: {method} chose epoch {state.best_epoch} (dev {state.best['dev_accuracy']:.4f})"
         f"{'; refit on train+dev' if refitted else ''}; test accuracy {scores['test']['accuracy']:.4f} on {scores['test']['n']} "
         f"examples -> {out}")
-    return TrainResult(out, method, state.best_epoch, scores, state.curve, timings, refitted.curve if refitted else None)
+    return TrainResult(out, method, state.best_epoch, scores, state.curve, timings, refitted.curve if refitted else None, zero_note)
 
 
-def epoch_zero_note(method: str, init: str) -> str | None:
+def epoch_zero_cap(src: TrainSource, method: str, init: str) -> float | None:
+    """The most epoch 0 may compete with: the search's held-out estimate for a prompt it chose on
+    these dev examples (a manual start or an older run has none; a new head or random virtual
+    tokens are no prompt the search chose)."""
+    chosen_by_search = method != "head" and not (method == "soft" and init == "random")
+    return src.held_out_estimate if chosen_by_search else None
+
+
+def epoch_zero_note(method: str, init: str, cap: float | None = None) -> str | None:
     """What epoch 0's dev accuracy is worth: in-sample for a prompt the search chose; None for a new head."""
     if method == "head":
         return None
-    return SOFT_RANDOM_EPOCH_ZERO_NOTE if method == "soft" and init == "random" else EPOCH_ZERO_NOTE
+    if method == "soft" and init == "random":
+        return SOFT_RANDOM_EPOCH_ZERO_NOTE
+    return EPOCH_ZERO_NOTE if cap is None else EPOCH_ZERO_CAPPED_NOTE.format(cap=cap)
 
 
 def _fresh_method(method: str, src: TrainSource, device: str, eval_batch_size: int, *, seed: int, init: str) -> Method:

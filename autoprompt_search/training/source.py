@@ -29,6 +29,7 @@ class TrainSource:
     folder: RunFolder
     manual_spec: PromptSpec | None  # the run's best manual prompt, for initialising a soft prompt from its text
     frozen_scores: dict[str, Any]  # the frozen source prompt's and ensemble's test scores, as the search reported them
+    held_out_estimate: float | None = None  # the search's held-out estimate of the prompt's accuracy, where it made one
 
 
 def read_source(source: str | Path, start: str = "best", *, records: Any = None, space: Any = None) -> TrainSource:
@@ -54,17 +55,20 @@ def read_source(source: str | Path, start: str = "best", *, records: Any = None,
         if manual is None:
             raise UserError(f"{folder.path}: the run has no manual prompt to start from", option="start")
         spec, frozen, described = manual, manual_entry["test"], {"start": "manual", "trial": manual_entry["trial"]}
+        estimate = None
     else:
         member = max(file.members, key=lambda m: m.weight)
         spec = member.spec
-        frozen = ((file.document.get("scores") if file.kind == "single" else member_scores(file, member)) or {}).get("test", {})
+        scores = (file.document.get("scores") if file.kind == "single" else member_scores(file, member)) or {}
+        frozen, estimate = scores.get("test", {}), (scores.get("estimate") or {}).get("accuracy")
         described = {"start": "best" if file.kind == "single" else f"ensemble member of largest weight ({member.where})"}
     splits = folder.splits(records, space)
     return TrainSource(replace(spec, calibration=Calibration()),
                        {**described, "path": str(path.resolve()), "prompt_file": str(prompt_path), "template": spec.template.source,
                         "verbalizer": spec.verbalizer, "calibration_dropped": spec.calibration.method},
                        file.model, splits, folder, manual,
-                       {"source_prompt_test": frozen, "ensemble_test": (results.get("ensemble") or {}).get("test")})
+                       {"source_prompt_test": frozen, "ensemble_test": (results.get("ensemble") or {}).get("test")},
+                       float(estimate) if isinstance(estimate, (int, float)) else None)
 
 
 def member_scores(file, member) -> dict[str, Any] | None:
