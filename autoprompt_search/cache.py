@@ -189,7 +189,10 @@ class SlotCache:
         self._remember(key, array)
         if self.directory is None or not self.writing or not self._make_room(array.nbytes + 128):
             return
-        self._write(self._path(key), array)
+        try:
+            self._write(self._path(key), array)
+        except FileNotFoundError:  # the partial write was taken for an orphan (stalled over an hour) and removed
+            pass  # not stored: a later run recomputes it
 
     def _write(self, path: Path, array: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

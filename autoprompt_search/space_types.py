@@ -32,10 +32,14 @@ _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # ------------------------------------------------------------------------------- dataclasses
 
 
-def absolute_path(path: str | Path | None) -> Path | None:
+def absolute_path(path: str | Path | None, key: str = "path") -> Path | None:
     """A data file's path made absolute (from the working directory), as a space file's are made from
     the file: a run's manifest then names the same file from wherever it is resumed."""
-    return None if path is None else Path(os.path.normpath(Path(path).expanduser().absolute()))
+    if path is None:
+        return None
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise Invalid(key, f"must be a file path, got {path!r}")
+    return Path(os.path.normpath(Path(path).expanduser().absolute()))
 
 
 def as_records(records: Any) -> tuple[Any, ...]:
@@ -56,7 +60,7 @@ class DatasetSpec:
     records: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)  # examples given in memory
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", absolute_path(self.path))
+        object.__setattr__(self, "path", absolute_path(self.path, "dataset.path"))
         if self.path is None and self.records is None:
             need_choice("dataset", self.name, tuple(sorted(REGISTERED)))
             registered = DATASETS[self.name].labels
@@ -215,7 +219,7 @@ class Unlabelled:
     path: Path | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", absolute_path(self.path))
+        object.__setattr__(self, "path", absolute_path(self.path, "unlabelled.path"))
         need_int("unlabelled.texts", self.texts, 0)
         need_choice("unlabelled.select", self.select, UNLABELLED_SELECTIONS)
         if self.select != "labelled" and not self.texts:

@@ -78,16 +78,34 @@ def test_partial_writes_count_against_the_cap_and_orphaned_ones_are_evicted_firs
     orphan, writing = folder / "tmpdead.tmp", folder / "tmplive.tmp"
     for partial in (orphan, writing):
         partial.write_bytes(bytes(size))
-    long_ago = time.time() - STALE_WRITE_SECONDS - 60
-    os.utime(orphan, (long_ago, long_ago))  # older than every entry too: eviction order is not by age alone
-    assert [entry.path for entry in cache.listing()] == [orphan, *(entry.path for entry in cache.entries()), writing]
+    now, stale = time.time(), STALE_WRITE_SECONDS
+    # not in order of age: the first entry was used before the orphan was left, the write in progress
+    # began before the second entry was used
+    for path, when in ((cache._path(keys(1)[0]), now - 3 * stale), (orphan, now - 2 * stale), (writing, now - 60),
+                       (cache._path(keys(2)[1]), now - 30)):
+        os.utime(path, (when, when))
+    assert [entry.path for entry in cache.listing()] == [orphan, cache._path(keys(1)[0]), cache._path(keys(2)[1]), writing]
     cache.put(keys(3)[2], ENTRY)  # 4 files + this one fit in 5 sizes: nothing evicted
+    time.sleep(0.01)  # a later modification time than the entry just written
     assert orphan.exists() and cache.evicted == 0
     cache.put(keys(4)[3], ENTRY)  # over the cap: the orphan goes first, then the oldest entry
     assert not orphan.exists() and writing.exists() and cache.evicted == 2
     assert {entry.path.name.split(".")[0] for entry in cache.entries()} == set(keys(4)[1:])
     assert sum(entry.size for entry in cache.listing()) <= 5 * size
     assert cache.prune(0) == (3, 3 * size) and [entry.path for entry in cache.listing()] == [writing]
+
+
+def test_a_write_whose_partial_file_was_taken_for_an_orphan_is_not_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer stalled past STALE_WRITE_SECONDS finds its partial file evicted: the run goes on."""
+    cache = SlotCache(tmp_path / "cache", max_bytes=2**30, min_free_bytes=0)
+
+    def evicted_meanwhile(source, target):
+        os.unlink(source)
+        raise FileNotFoundError(source)
+
+    monkeypatch.setattr("autoprompt_search.cache.os.replace", evicted_meanwhile)
+    cache.put(keys(1)[0], ENTRY)
+    assert cache.listing() == [] and cache.get(keys(1)[0]) is not None  # kept in memory only
 
 
 def test_an_entry_larger_than_the_cap_stays_in_memory_only(tmp_path: Path) -> None:
@@ -154,15 +172,18 @@ def test_the_cache_command_shows_prunes_and_clears(tmp_path: Path, monkeypatch: 
     os.utime(orphan, (0, 0))
     assert main(["cache", "info"]) == 0
     assert "entries    7," in (out := capsys.readouterr().out) and "1 of them (0.0 MiB) in the float32 format" in out
-    assert "partial    1 writes (0.0 MiB)" in out and "1 of them left by processes that died mid-write" in out
+    assert "partial    1 unfinished write(s) (0.0 MiB)" in out and "1 of them left by processes that died mid-write" in out
     legacy.unlink()
-    orphan.unlink()
-    assert main(["cache", "prune", "--max-size", str(3 * size)]) == 0
-    assert len(SlotCache(tmp_path / "slot_cache").entries()) == 3 and "removed 3 entries" in capsys.readouterr().out
+    assert main(["cache", "prune", "--max-size", str(3 * size)]) == 0  # the orphan, then the 3 least recently used
+    assert len(SlotCache(tmp_path / "slot_cache").entries()) == 3 and not orphan.exists()
+    assert "removed 4 files" in capsys.readouterr().out
     assert main(["cache", "prune", "--max-size", "lots"]) == 2
     assert "--max-size" in capsys.readouterr().err
+    writing = orphan.with_name("tmplive.tmp")
+    writing.write_bytes(bytes(100))
     assert main(["cache", "clear"]) == 0
-    assert SlotCache(tmp_path / "slot_cache").entries() == []
+    assert SlotCache(tmp_path / "slot_cache").entries() == [] and writing.exists()
+    assert "removed 3 files" in (out := capsys.readouterr().out) and "left 1 write(s) in progress" in out
 
 
 def test_codes_keep_every_log_probability_within_half_a_step_and_floor_the_rest() -> None:

@@ -181,6 +181,8 @@ def test_a_dataset_built_in_python_names_its_file_from_anywhere(tmp_path, monkey
     monkeypatch.chdir(tmp_path.parent)
     assert len(DatasetSpec.from_record({**spec.__dict__, "path": str(spec.path)}).load_split("all")) == 2
     assert Unlabelled.from_record(unlabelled.to_dict()) == unlabelled
+    with pytest.raises(UserError, match="dataset.path must be a file path"):
+        DatasetSpec("d", " ", labels=("a", "b"))  # not the working directory
 
 
 def test_file_dataset_without_labels_takes_sorted_verbalizer_labels(tmp_path):

@@ -32,6 +32,7 @@ from autoprompt_search.testing import MULTI_TOKEN_WORDS, TINY_CORPUS, write_tiny
 from autoprompt_search.training import checkpoint as checkpoint_module
 from autoprompt_search.training import train
 from autoprompt_search.training.run import TRAINING
+from autoprompt_search.training.source import read_source
 from autoprompt_search.verbalizers import Verbalizer
 
 try:
@@ -227,9 +228,21 @@ def test_the_untrained_prompt_competes_with_at_most_the_searchs_held_out_estimat
     recorded = json.loads((tmp_path / "out" / "training.json").read_text())
     if estimate is None:
         assert "selection_accuracy" not in result.curve[0] and "epoch_zero_cap" not in recorded["options"]
+        assert "held-out estimate" not in recorded["epoch_zero_note"]
     else:
         assert result.curve[0]["selection_accuracy"] == min(0.9, estimate) and recorded["options"]["epoch_zero_cap"] == estimate
         assert f"({estimate:.4f}" in recorded["epoch_zero_note"]
+
+
+def test_the_cap_is_the_estimate_the_search_wrote_for_a_prompt_it_chose(causal_run: Path) -> None:
+    from autoprompt_search.training.run import epoch_zero_cap
+
+    written = json.loads((causal_run / "best.json").read_text())["scores"]["estimate"]["accuracy"]
+    source = read_source(causal_run)
+    assert source.held_out_estimate == written
+    assert epoch_zero_cap(source, "full", "text") == epoch_zero_cap(source, "soft", "manual") == written
+    assert epoch_zero_cap(source, "head", "text") is None and epoch_zero_cap(source, "soft", "random") is None
+    assert read_source(causal_run, "manual").held_out_estimate is None  # the search made no estimate of it
 
 
 def test_soft_prompt_inits(causal_run: Path, tiny_causal_lm: Path, tmp_path: Path) -> None:
@@ -456,6 +469,6 @@ def test_cli(causal_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "<- kept" in printed and "test   accuracy" in printed
     recorded = json.loads((tmp_path / "ok" / "training.json").read_text())
     assert "in-sample" in recorded["epoch_zero_note"]  # the untrained prompt was chosen on dev
-    assert ("kept the untrained prompt" in printed) == (recorded["best_epoch"] == 0)
+    assert ("kept epoch 0: " in printed) == (recorded["best_epoch"] == 0)
     assert main(["train", str(causal_run), "--out", str(tmp_path / "ok")]) == 2
     assert "finished training run" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def run_info(args: argparse.Namespace) -> int:
     partial = cache.partial_writes()
     if partial:
         orphaned = [entry for entry in partial if entry.orphaned]
-        print(f"partial    {len(partial)} writes ({_size(sum(e.size for e in partial))}), counted against the cap; "
+        print(f"partial    {len(partial)} unfinished write(s) ({_size(sum(e.size for e in partial))}), counted against the cap; "
               f"{len(orphaned)} of them left by processes that died mid-write, evicted first")
     print(f"cap        {_size(cache.max_bytes)} (least recently used entries evicted first)")
     if cache.directory.exists():
@@ -59,12 +59,14 @@ def run_prune(args: argparse.Namespace) -> int:
     cache = _cache()
     target = parse_size(args.max_size, "--max-size") if args.max_size is not None else cache.max_bytes
     removed, freed = cache.prune(target)
-    print(f"removed {removed} entries ({_size(freed)}); {cache.directory} now holds {_size(sum(e.size for e in cache.listing()))}")
+    print(f"removed {removed} files ({_size(freed)}); {cache.directory} now holds {_size(sum(e.size for e in cache.listing()))}")
     return 0
 
 
 def run_clear(args: argparse.Namespace) -> int:
     cache = _cache()
     removed, freed = cache.prune(0)
-    print(f"removed {removed} entries ({_size(freed)}) from {cache.directory}")
+    writing = cache.partial_writes()
+    print(f"removed {removed} files ({_size(freed)}) from {cache.directory}"
+          + (f"; left {len(writing)} write(s) in progress by another process" if writing else ""))
     return 0

@@ -87,6 +87,11 @@ class Checkpoint:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    def saved_identity(self) -> dict[str, Any] | None:
+        """The options the saved state was made with, or None when there is none."""
+        path = self.folder / STATE
+        return read_json(path, "training checkpoint state").get("identity", {}) if path.is_file() else None
+
     def read(self, identity: dict[str, Any]) -> TrainingState | None:
         """The saved state, or None when there is none; a user error when it was made with other options."""
         path = self.folder / STATE

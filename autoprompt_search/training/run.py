@@ -58,8 +58,9 @@ DEFAULT_BATCH_SIZE = 8
 # The search chose the starting prompt on train+dev, so the untrained prompt's dev accuracy is in-sample.
 EPOCH_ZERO_NOTE = ("epoch 0 is the untrained prompt, which the search chose on these dev examples (with the train split): "
                    "its dev accuracy is in-sample and flatters it against the trained epochs")
-EPOCH_ZERO_CAPPED_NOTE = (EPOCH_ZERO_NOTE + "; it competed with the lower of that and the search's held-out estimate of the "
-                          "prompt ({cap:.4f}, itself made with the calibration training drops): the curve's selection_accuracy")
+EPOCH_ZERO_CAPPED_NOTE = (EPOCH_ZERO_NOTE + "; it competed with the lower of that and the search's held-out estimate ({cap:.4f}: "
+                          "the search's choice repeated on folds, scored on held-out dev folds, with the search's calibration): "
+                          "the curve's selection_accuracy")
 SOFT_RANDOM_EPOCH_ZERO_NOTE = "epoch 0 is the prompt behind randomly initialised virtual tokens, which no search chose"
 
 
@@ -126,14 +127,16 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     check_output(out, resume)
     src = read_source(source, start, records=records, space=space)
     seed = src.splits.seed if seed is None else seed
+    selection = Checkpoint(out / CHECKPOINT)
     cap = epoch_zero_cap(src, method, init)
+    if resume and cap is not None and "epoch_zero_cap" not in (selection.saved_identity() or {"epoch_zero_cap": cap}):
+        cap = None  # a checkpoint made before epoch 0 was capped: it finishes as it began
     identity = {"method": method, "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
                 "init": init if method == "soft" else None, "source": src.described, "model": src.model.weights_sha256,
                 "splits": src.splits.describe()["splits"], **({"refit": True} if refit else {}),
                 **({"epoch_zero_cap": cap} if cap is not None else {})}
     train_examples, dev_examples = _labelled(src.splits.train), _labelled(src.splits.dev)
     config = FitConfig(epochs, learning_rate, batch_size, seed, epoch_zero_cap=cap)
-    selection = Checkpoint(out / CHECKPOINT)
     state = selection.read(identity) if resume else None
     if state is None or not state.released:
         trainer = _fresh_method(method, src, device, eval_batch_size, seed=seed, init=init)
@@ -182,8 +185,8 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
 
 def epoch_zero_cap(src: TrainSource, method: str, init: str) -> float | None:
     """The most epoch 0 may compete with: the search's held-out estimate for a prompt it chose on
-    these dev examples (a manual start or an older run has none; a new head or random virtual
-    tokens are no prompt the search chose)."""
+    these dev examples. None for a manual start, an ensemble member or a run from before estimates
+    (no estimate of that prompt), and for a new head or random virtual tokens (no prompt the search chose)."""
     chosen_by_search = method != "head" and not (method == "soft" and init == "random")
     return src.held_out_estimate if chosen_by_search else None
 
