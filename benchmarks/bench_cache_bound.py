@@ -42,7 +42,8 @@ STOPPED = "stopped writing"  # in the cache's one warning when the floor stops i
 
 
 def folder_bytes(folder: Path) -> int:
-    """Every file under ``folder``: entries and partial writes (``.tmp``), as the cache counts them."""
+    """Every file under ``folder``, walked independently of the cache's own listing (entries and
+    partial writes, and anything else that was left there)."""
     total = 0
     for root, _, names in os.walk(folder):
         for name in names:

@@ -129,8 +129,9 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     seed = src.splits.seed if seed is None else seed
     selection = Checkpoint(out / CHECKPOINT)
     cap = epoch_zero_cap(src, method, init)
-    if resume and cap is not None and "epoch_zero_cap" not in (selection.saved_identity() or {"epoch_zero_cap": cap}):
-        cap = None  # a checkpoint made before epoch 0 was capped: it finishes as it began
+    saved = selection.saved_identity() if resume else None
+    if saved is not None and "epoch_zero_cap" not in saved:
+        cap = None  # a checkpoint made before epoch 0 was capped (or without a cap): it finishes as it began
     identity = {"method": method, "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
                 "init": init if method == "soft" else None, "source": src.described, "model": src.model.weights_sha256,
                 "splits": src.splits.describe()["splits"], **({"refit": True} if refit else {}),
@@ -187,17 +188,21 @@ def epoch_zero_cap(src: TrainSource, method: str, init: str) -> float | None:
     """The most epoch 0 may compete with: the search's held-out estimate for a prompt it chose on
     these dev examples. None for a manual start, an ensemble member or a run from before estimates
     (no estimate of that prompt), and for a new head or random virtual tokens (no prompt the search chose)."""
-    chosen_by_search = method != "head" and not (method == "soft" and init == "random")
-    return src.held_out_estimate if chosen_by_search else None
+    return src.held_out_estimate if _search_chose_epoch_zero(method, init) else None
 
 
 def epoch_zero_note(method: str, init: str, cap: float | None = None) -> str | None:
     """What epoch 0's dev accuracy is worth: in-sample for a prompt the search chose; None for a new head."""
     if method == "head":
         return None
-    if method == "soft" and init == "random":
+    if not _search_chose_epoch_zero(method, init):
         return SOFT_RANDOM_EPOCH_ZERO_NOTE
     return EPOCH_ZERO_NOTE if cap is None else EPOCH_ZERO_CAPPED_NOTE.format(cap=cap)
+
+
+def _search_chose_epoch_zero(method: str, init: str) -> bool:
+    """Whether epoch 0 is the prompt the search chose: not a new head, not random virtual tokens."""
+    return method != "head" and not (method == "soft" and init == "random")
 
 
 def _fresh_method(method: str, src: TrainSource, device: str, eval_batch_size: int, *, seed: int, init: str) -> Method:
