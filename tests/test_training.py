@@ -245,6 +245,37 @@ def test_the_cap_is_the_estimate_the_search_wrote_for_a_prompt_it_chose(causal_r
     assert read_source(causal_run, "manual").held_out_estimate is None  # the search made no estimate of it
 
 
+def test_member_trains_the_ensembles_nth_prompt_capped_by_the_top_choices_estimate(causal_run: Path) -> None:
+    """``member`` picks the ensemble's N-th prompt in the search's ranking (from a run folder, its
+    ensemble.json); every prompt the search ranked competes with at most its top choice's estimate."""
+    ensemble = json.loads((causal_run / "ensemble.json").read_text())["members"]
+    written = json.loads((causal_run / "best.json").read_text())["scores"]["estimate"]["accuracy"]
+    assert len(ensemble) >= 2 and ensemble[0]["prompt"] != ensemble[1]["prompt"]
+    for number, row in enumerate(ensemble, start=1):
+        for given in (causal_run, causal_run / "ensemble.json"):
+            source = read_source(given, member=number)
+            assert source.spec.template.source == row["prompt"]["template"]
+            assert source.spec.verbalizer == row["prompt"]["verbalizer"]
+            assert source.described["start"].startswith(f"ensemble member {number} of {len(ensemble)}, asked for")
+            assert source.frozen_scores["source_prompt_test"] == row["scores"]["test"]
+            assert source.held_out_estimate == written
+    largest = max(range(len(ensemble)), key=lambda i: ensemble[i]["weight"])
+    assert read_source(causal_run / "ensemble.json").spec.template.source == ensemble[largest]["prompt"]["template"]
+    assert read_source(causal_run / "ensemble.json").held_out_estimate == written
+
+
+@pytest.mark.parametrize(("source", "options", "message"), [
+    ("ensemble.json", {"member": 99}, r"has \d members, not 99"),
+    ("ensemble.json", {"member": 0}, "member must be a whole number from 1"),
+    ("best.json", {"member": 1}, "holds a single prompt"),
+    ("", {"member": 1, "start": "manual"}, "not the manual start"),
+])
+def test_bad_members_are_refused(causal_run: Path, tmp_path: Path, source: str, options: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message) as raised:
+        train(causal_run / source, "full", out=tmp_path / "out", log=quiet, **options)
+    assert raised.value.option == "member" and not (tmp_path / "out").exists()
+
+
 def test_soft_prompt_inits(causal_run: Path, tiny_causal_lm: Path, tmp_path: Path) -> None:
     """text: the virtual tokens start as the embeddings of the prompt's own words (PEFT's TEXT init);
     manual: of the best manual prompt's words; random: as many tokens, not those embeddings."""
@@ -472,3 +503,8 @@ def test_cli(causal_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert ("kept epoch 0: " in printed) == (recorded["best_epoch"] == 0)
     assert main(["train", str(causal_run), "--out", str(tmp_path / "ok")]) == 2
     assert "finished training run" in capsys.readouterr().err
+    assert main(["train", str(causal_run), "--member", "99", "--out", str(tmp_path / "member")]) == 2
+    assert "--member: " in capsys.readouterr().err and not (tmp_path / "member").exists()
+    assert main(["train", str(causal_run), "--member", "2", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "member")]) == 0
+    recorded = json.loads((tmp_path / "member" / "training.json").read_text())
+    assert recorded["source"]["start"].startswith("ensemble member 2 of ") and "epoch_zero_cap" in recorded["options"]

@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"examples per step (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--seed", type=int, help="seed of the example order, dropout and new weights (default: the run's seed)")
     parser.add_argument("--start", choices=STARTS, default="best", help="train the run's best prompt or its best manual prompt")
+    parser.add_argument("--member", type=int, metavar="N",
+                        help="train the N-th prompt of the run's ensemble (or of the ensemble JSON given) in the search's "
+                             "ranking, 1 being its top prompt; train several and average them with combine (default: the "
+                             "best prompt, or an ensemble file's member of largest weight)")
     parser.add_argument("--init", choices=SOFT_INITS, default="text",
                         help="soft prompts: start the virtual tokens from the prompt's own words (text), at random, or from the "
                              "words of the run's best manual prompt (default: text)")
@@ -43,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from autoprompt_search.training.loop import selection_accuracy
 
     result = train(args.source, args.method, out=args.out, epochs=args.epochs, learning_rate=args.learning_rate,
-                   batch_size=args.batch_size, seed=args.seed, start=args.start, init=args.init, refit=args.refit, resume=args.resume,
-                   device=args.device)
+                   batch_size=args.batch_size, seed=args.seed, start=args.start, member=args.member, init=args.init,
+                   refit=args.refit, resume=args.resume, device=args.device)
     print(f"\n{'epoch':>5} {'train loss':>10} {'dev acc':>8} {'dev loss':>8}")
     for row in result.curve:
         loss = "" if row["train_loss"] is None else f"{row['train_loss']:.4f}"

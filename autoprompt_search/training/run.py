@@ -58,9 +58,9 @@ DEFAULT_BATCH_SIZE = 8
 # The search chose the starting prompt on train+dev, so the untrained prompt's dev accuracy is in-sample.
 EPOCH_ZERO_NOTE = ("epoch 0 is the untrained prompt, which the search chose on these dev examples (with the train split): "
                    "its dev accuracy is in-sample and flatters it against the trained epochs")
-EPOCH_ZERO_CAPPED_NOTE = (EPOCH_ZERO_NOTE + "; it competed with the lower of that and the search's held-out estimate ({cap:.4f}: "
-                          "the search's choice repeated on folds, scored on held-out dev folds, with the search's calibration): "
-                          "the curve's selection_accuracy")
+EPOCH_ZERO_CAPPED_NOTE = (EPOCH_ZERO_NOTE + "; it competed with the lower of that and the search's held-out estimate "
+                          "of its top choice ({cap:.4f}: the search's choice repeated on folds, scored on held-out dev folds, "
+                          "with the search's calibration): the curve's selection_accuracy")
 SOFT_RANDOM_EPOCH_ZERO_NOTE = "epoch 0 is the prompt behind randomly initialised virtual tokens, which no search chose"
 
 
@@ -111,11 +111,12 @@ def check_output(out: Path, resume: bool) -> None:
 
 def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: int = DEFAULT_EPOCHS,
           learning_rate: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, seed: int | None = None, start: str = "best",
-          init: str = "text", refit: bool = False, resume: bool = False, device: str = "auto", eval_batch_size: int = 32,
-          records: Any = None, space: Any = None, log: Log = print) -> TrainResult:
+          member: int | None = None, init: str = "text", refit: bool = False, resume: bool = False, device: str = "auto",
+          eval_batch_size: int = 32, records: Any = None, space: Any = None, log: Log = print) -> TrainResult:
     """Train the prompt of ``source`` (a run folder or a prompt file inside one) with ``method`` on the
     run's few-shot train split, keep the epoch best on dev, write the outputs under ``out`` and score
-    them, loaded back from the files, on train, dev and the run's held-out test split. ``refit``: then
+    them, loaded back from the files, on train, dev and the run's held-out test split. ``member``: train
+    the ensemble's N-th prompt in the search's ranking instead (see :func:`read_source`). ``refit``: then
     train again from the start on train+dev, stopping at the chosen epoch on the same schedule, and
     keep that model (its dev score is then in-sample). A run whose examples were given in memory
     needs them again (``records``); ``space`` replaces the data the run recorded (:meth:`RunFolder.splits`)."""
@@ -125,7 +126,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     checked_device(device)  # before any work, and not taken for a missing model by _load_model
     out = Path(out)
     check_output(out, resume)
-    src = read_source(source, start, records=records, space=space)
+    src = read_source(source, start, member=member, records=records, space=space)
     seed = src.splits.seed if seed is None else seed
     selection = Checkpoint(out / CHECKPOINT)
     cap = epoch_zero_cap(src, method, init)
@@ -185,9 +186,10 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
 
 
 def epoch_zero_cap(src: TrainSource, method: str, init: str) -> float | None:
-    """The most epoch 0 may compete with: the search's held-out estimate for a prompt it chose on
-    these dev examples. None for a manual start, an ensemble member or a run from before estimates
-    (no estimate of that prompt), and for a new head or random virtual tokens (no prompt the search chose)."""
+    """The most epoch 0 may compete with: the search's held-out estimate of its top choice, for a prompt
+    it chose on these dev examples (its best, or an ensemble member ranked no higher). None for a
+    manual start or a run from before estimates (no estimate), and for a new head or random virtual
+    tokens (no prompt the search chose)."""
     return src.held_out_estimate if _search_chose_epoch_zero(method, init) else None
 
 

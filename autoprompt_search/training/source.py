@@ -10,7 +10,8 @@ from typing import Any
 from autoprompt_search.calibration import Calibration
 from autoprompt_search.errors import UserError
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.run_folder import BEST, MANIFEST, RunFolder
+from autoprompt_search.prompt_file import PromptFile, PromptMember
+from autoprompt_search.run_folder import BEST, ENSEMBLE, MANIFEST, RunFolder
 from autoprompt_search.splits import RunSplits
 from autoprompt_search.templates import Template
 
@@ -29,15 +30,21 @@ class TrainSource:
     folder: RunFolder
     manual_spec: PromptSpec | None  # the run's best manual prompt, for initialising a soft prompt from its text
     frozen_scores: dict[str, Any]  # the frozen source prompt's and ensemble's test scores, as the search reported them
-    held_out_estimate: float | None = None  # the search's held-out estimate of the prompt's accuracy, where it made one
+    held_out_estimate: float | None = None  # the search's held-out estimate of its top choice's accuracy, where it made one
 
 
-def read_source(source: str | Path, start: str = "best", *, records: Any = None, space: Any = None) -> TrainSource:
+def read_source(source: str | Path, start: str = "best", *, member: int | None = None, records: Any = None,
+                space: Any = None) -> TrainSource:
     """A run folder (its ``best.json``, or its best manual prompt with ``start="manual"``) or a
-    prompt/ensemble JSON inside a run folder (an ensemble gives its member of largest weight)."""
+    prompt/ensemble JSON inside a run folder (an ensemble gives its member of largest weight).
+    ``member``: the ensemble's N-th member in the search's ranking (1 is its top prompt); with a run
+    folder, of the folder's ``ensemble.json``."""
     path = Path(source)
     if start not in STARTS:
         raise UserError(f"unknown start {start!r}; choose one of {', '.join(STARTS)}", option="start")
+    if member is not None and (start != "best" or isinstance(member, bool) or not isinstance(member, int) or member < 1):
+        why = "picks a searched prompt, not the manual start" if start != "best" else f"must be a whole number from 1, got {member!r}"
+        raise UserError(f"member {why}", option="member")
     if not path.exists():
         raise UserError(f"{path}: no such run folder or prompt file")
     folder = RunFolder(path if path.is_dir() else path.parent)
@@ -46,7 +53,7 @@ def read_source(source: str | Path, start: str = "best", *, records: Any = None,
         raise UserError(f"{path}: {where} ({MANIFEST} missing): training uses the run's own few-shot split, "
                         "so it starts from a search's run folder or a prompt file inside one")
     folder.check_finished()
-    prompt_path = folder.file(BEST) if path.is_dir() else path
+    prompt_path = path if not path.is_dir() else folder.file(ENSEMBLE if member is not None else BEST)
     file = folder.prompt_file(prompt_path, kinds=("single", "ensemble"))  # an ensemble of models has no one model to train
     results = folder.results()
     manual_entry = results.get("best_manual")
@@ -57,21 +64,48 @@ def read_source(source: str | Path, start: str = "best", *, records: Any = None,
         spec, frozen, described = manual, manual_entry["test"], {"start": "manual", "trial": manual_entry["trial"]}
         estimate = None
     else:
-        member = max(file.members, key=lambda m: m.weight)
-        spec = member.spec
-        scores = (file.document.get("scores") if file.kind == "single" else member_scores(file, member)) or {}
-        frozen, estimate = scores.get("test", {}), (scores.get("estimate") or {}).get("accuracy")
-        described = {"start": "best" if file.kind == "single" else f"ensemble member of largest weight ({member.where})"}
+        chosen = _member(file, prompt_path, member)
+        spec = chosen.spec
+        scores = (file.document.get("scores") if file.kind == "single" else member_scores(file, chosen)) or {}
+        frozen, estimate = scores.get("test", {}), _top_choice_estimate(folder, file)
+        described = {"start": "best" if file.kind == "single" else _described_member(file, chosen, member)}
     splits = folder.splits(records, space)
     return TrainSource(replace(spec, calibration=Calibration()),
                        {**described, "path": str(path.resolve()), "prompt_file": str(prompt_path), "template": spec.template.source,
                         "verbalizer": spec.verbalizer, "calibration_dropped": spec.calibration.method},
                        file.model, splits, folder, manual,
                        {"source_prompt_test": frozen, "ensemble_test": (results.get("ensemble") or {}).get("test")},
-                       float(estimate) if isinstance(estimate, (int, float)) else None)
+                       estimate)
 
 
-def member_scores(file, member) -> dict[str, Any] | None:
+def _member(file: PromptFile, path: Path, member: int | None) -> PromptMember:
+    """The asked member (1-based, in the file's order: the search's ranking), or the one of largest weight."""
+    if member is None:
+        return max(file.members, key=lambda m: m.weight)
+    if file.kind != "ensemble":
+        raise UserError(f"{path}: holds a single prompt; member picks a prompt of an ensemble file", option="member")
+    if member > len(file.members):
+        raise UserError(f"{path}: the ensemble has {len(file.members)} members, not {member}", option="member")
+    return file.members[member - 1]
+
+
+def _described_member(file: PromptFile, chosen: PromptMember, member: int | None) -> str:
+    rank = file.members.index(chosen) + 1
+    how = "asked for" if member is not None else "of largest weight"
+    return f"ensemble member {rank} of {len(file.members)}, {how} ({chosen.where}, weight {chosen.weight:.4f})"
+
+
+def _top_choice_estimate(folder: RunFolder, file: PromptFile) -> float | None:
+    """The search's held-out estimate of its top choice (``best.json``'s ``scores.estimate``). It serves
+    every prompt the search ranked: an ensemble member ranked no higher than that choice, and was
+    chosen on the same dev examples."""
+    best = file if file.kind == "single" else (folder.prompt_file(folder.file(BEST), kinds=("single",))
+                                              if folder.file(BEST).is_file() else None)
+    accuracy = ((best.document.get("scores") or {}).get("estimate") or {}).get("accuracy") if best else None
+    return float(accuracy) if isinstance(accuracy, (int, float)) else None
+
+
+def member_scores(file: PromptFile, member: PromptMember) -> dict[str, Any] | None:
     """The scores an ensemble file recorded for one member."""
     index = file.members.index(member)
     return file.document["members"][index].get("scores")
