@@ -14,6 +14,9 @@ seeds before the next (finished outputs are read back, so an interrupted benchma
 - ``head``: standard fine-tuning with a classification head on the bare text (LM-BFF's baseline);
 - ``full_refit`` / ``lora_refit``: the epoch chosen on dev as above, then the model trained again on
   train+dev to that epoch (``--refit``); its dev figure is in-sample, its test figure held out;
+- ``full_member2`` / ``lora_member3`` / ...: the same from the ensemble's 2nd or 3rd prompt in the
+  search's ranking (``--member``), so that several trained prompts can be averaged as PET does
+  (``bench_trained_ensembles.py``);
 - ``<method>_from_manual``: the prompt method with the best mean dev accuracy, started from the
   run's best manual prompt instead of the searched one (what the search contributes).
 
@@ -53,6 +56,7 @@ METHODS: dict[str, list[str]] = {
     "soft_manual": ["--method", "soft", "--init", "manual"],
     "full_refit": ["--method", "full", "--refit"],
     "lora_refit": ["--method", "lora", "--refit"],
+    **{f"{method}_member{n}": ["--method", method, "--member", str(n)] for method in ("full", "lora") for n in (2, 3)},
 }
 DEFAULT_METHODS = ("full", "head", "lora", "soft_text", "soft_random")  # the list, headline first
 PROMPT_METHODS = ("full", "lora", "soft_text", "soft_random", "soft_manual")
