@@ -14,9 +14,9 @@ seeds before the next (finished outputs are read back, so an interrupted benchma
 - ``head``: standard fine-tuning with a classification head on the bare text (LM-BFF's baseline);
 - ``full_refit`` / ``lora_refit``: the epoch chosen on dev as above, then the model trained again on
   train+dev to that epoch (``--refit``); its dev figure is in-sample, its test figure held out;
-- ``full_member2`` / ``lora_member3`` / ...: the same from the ensemble's 2nd or 3rd prompt in the
-  search's ranking (``--member``), so that several trained prompts can be averaged as PET does
-  (``bench_trained_ensembles.py``);
+- ``full_member2``, ``full_member3``, ``lora_member2``, ``lora_member3``: the same from the
+  ensemble's 2nd or 3rd distinct prompt in the search's ranking (``--member``), so that several
+  trained prompts can be averaged as PET does (``bench_trained_ensembles.py``);
 - ``<method>_from_manual``: the prompt method with the best mean dev accuracy, started from the
   run's best manual prompt instead of the searched one (what the search contributes).
 

@@ -245,34 +245,48 @@ def test_the_cap_is_the_estimate_the_search_wrote_for_a_prompt_it_chose(causal_r
     assert read_source(causal_run, "manual").held_out_estimate is None  # the search made no estimate of it
 
 
-def test_member_trains_the_ensembles_nth_prompt_capped_by_the_top_choices_estimate(causal_run: Path) -> None:
-    """``member`` picks the ensemble's N-th prompt in the search's ranking (from a run folder, its
-    ensemble.json); every prompt the search ranked competes with at most its top choice's estimate."""
+def test_member_trains_the_ensembles_nth_distinct_prompt_capped_by_the_searchs_estimate(causal_run: Path) -> None:
+    """``member`` picks the ensemble's N-th distinct prompt in the search's ranking (from a run folder,
+    its ensemble.json): members that differ only in calibration are one prompt to train. Every prompt
+    the search chose competes with at most its estimate."""
     ensemble = json.loads((causal_run / "ensemble.json").read_text())["members"]
     written = json.loads((causal_run / "best.json").read_text())["scores"]["estimate"]["accuracy"]
-    assert len(ensemble) >= 2 and ensemble[0]["prompt"] != ensemble[1]["prompt"]
-    for number, row in enumerate(ensemble, start=1):
+    prompts = [(row["prompt"]["template"], row["prompt"]["verbalizer"]) for row in ensemble]
+    distinct = [index for index, prompt in enumerate(prompts) if prompt not in prompts[:index]]  # first of each prompt
+    assert 2 <= len(distinct) < len(ensemble)  # the fixture's ensemble repeats prompts under another calibration
+    for number, index in enumerate(distinct, start=1):
         for given in (causal_run, causal_run / "ensemble.json"):
             source = read_source(given, member=number)
-            assert source.spec.template.source == row["prompt"]["template"]
-            assert source.spec.verbalizer == row["prompt"]["verbalizer"]
-            assert source.described["start"].startswith(f"ensemble member {number} of {len(ensemble)}, asked for")
-            assert source.frozen_scores["source_prompt_test"] == row["scores"]["test"]
+            assert source.spec.template.source == ensemble[index]["prompt"]["template"]
+            assert source.spec.verbalizer == ensemble[index]["prompt"]["verbalizer"]
+            assert source.described["start"] == f"ensemble prompt {number} of {len(distinct)} distinct, asked for (members[{index}].prompt)"
+            assert source.frozen_scores["source_prompt_test"] == ensemble[index]["scores"]["test"]
             assert source.held_out_estimate == written
     largest = max(range(len(ensemble)), key=lambda i: ensemble[i]["weight"])
-    assert read_source(causal_run / "ensemble.json").spec.template.source == ensemble[largest]["prompt"]["template"]
-    assert read_source(causal_run / "ensemble.json").held_out_estimate == written
+    default = read_source(causal_run / "ensemble.json")
+    assert default.spec.template.source == ensemble[largest]["prompt"]["template"]
+    assert default.described["start"] == f"ensemble member of largest weight (members[{largest}].prompt)"  # as before --member
+    assert default.held_out_estimate == written
 
 
 @pytest.mark.parametrize(("source", "options", "message"), [
-    ("ensemble.json", {"member": 99}, r"has \d members, not 99"),
+    ("ensemble.json", {"member": 99}, r"has \d distinct prompts, not 99"),
     ("ensemble.json", {"member": 0}, "member must be a whole number from 1"),
+    ("ensemble.json", {"member": True}, "member must be a whole number from 1"),
     ("best.json", {"member": 1}, "holds a single prompt"),
     ("", {"member": 1, "start": "manual"}, "not the manual start"),
 ])
 def test_bad_members_are_refused(causal_run: Path, tmp_path: Path, source: str, options: dict, message: str) -> None:
     with pytest.raises(UserError, match=message) as raised:
         train(causal_run / source, "full", out=tmp_path / "out", log=quiet, **options)
+    assert raised.value.option == "member" and not (tmp_path / "out").exists()
+
+
+def test_member_of_a_run_without_an_ensemble_is_refused(causal_run: Path, tmp_path: Path) -> None:
+    run = _copy_run(causal_run, tmp_path)
+    (run / "ensemble.json").unlink()
+    with pytest.raises(UserError, match="ensemble.json missing") as raised:
+        train(run, "full", member=1, out=tmp_path / "out", log=quiet)
     assert raised.value.option == "member" and not (tmp_path / "out").exists()
 
 
@@ -507,4 +521,4 @@ def test_cli(causal_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "--member: " in capsys.readouterr().err and not (tmp_path / "member").exists()
     assert main(["train", str(causal_run), "--member", "2", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "member")]) == 0
     recorded = json.loads((tmp_path / "member" / "training.json").read_text())
-    assert recorded["source"]["start"].startswith("ensemble member 2 of ") and "epoch_zero_cap" in recorded["options"]
+    assert recorded["source"]["start"].startswith("ensemble prompt 2 of ") and "epoch_zero_cap" in recorded["options"]

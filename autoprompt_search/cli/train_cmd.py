@@ -28,9 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="seed of the example order, dropout and new weights (default: the run's seed)")
     parser.add_argument("--start", choices=STARTS, default="best", help="train the run's best prompt or its best manual prompt")
     parser.add_argument("--member", type=int, metavar="N",
-                        help="train the N-th prompt of the run's ensemble (or of the ensemble JSON given) in the search's "
-                             "ranking, 1 being its top prompt; train several and average them with combine (default: the "
-                             "best prompt, or an ensemble file's member of largest weight)")
+                        help="train the N-th distinct prompt of the run's ensemble (or of the ensemble JSON given) in the "
+                             "search's ranking, 1 being its top prompt, members that differ only in calibration counting once; "
+                             "train several and average them with combine (default: the best prompt, or an ensemble file's "
+                             "member of largest weight)")
     parser.add_argument("--init", choices=SOFT_INITS, default="text",
                         help="soft prompts: start the virtual tokens from the prompt's own words (text), at random, or from the "
                              "words of the run's best manual prompt (default: text)")

@@ -59,7 +59,7 @@ DEFAULT_BATCH_SIZE = 8
 EPOCH_ZERO_NOTE = ("epoch 0 is the untrained prompt, which the search chose on these dev examples (with the train split): "
                    "its dev accuracy is in-sample and flatters it against the trained epochs")
 EPOCH_ZERO_CAPPED_NOTE = (EPOCH_ZERO_NOTE + "; it competed with the lower of that and the search's held-out estimate "
-                          "of its top choice ({cap:.4f}: the search's choice repeated on folds, scored on held-out dev folds, "
+                          "for the prompt it chose ({cap:.4f}: the search's choice repeated on folds, scored on held-out dev folds, "
                           "with the search's calibration): the curve's selection_accuracy")
 SOFT_RANDOM_EPOCH_ZERO_NOTE = "epoch 0 is the prompt behind randomly initialised virtual tokens, which no search chose"
 
@@ -116,7 +116,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     """Train the prompt of ``source`` (a run folder or a prompt file inside one) with ``method`` on the
     run's few-shot train split, keep the epoch best on dev, write the outputs under ``out`` and score
     them, loaded back from the files, on train, dev and the run's held-out test split. ``member``: train
-    the ensemble's N-th prompt in the search's ranking instead (see :func:`read_source`). ``refit``: then
+    the ensemble's N-th distinct prompt in the search's ranking instead (see :func:`read_source`). ``refit``: then
     train again from the start on train+dev, stopping at the chosen epoch on the same schedule, and
     keep that model (its dev score is then in-sample). A run whose examples were given in memory
     needs them again (``records``); ``space`` replaces the data the run recorded (:meth:`RunFolder.splits`)."""
@@ -186,10 +186,10 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
 
 
 def epoch_zero_cap(src: TrainSource, method: str, init: str) -> float | None:
-    """The most epoch 0 may compete with: the search's held-out estimate of its top choice, for a prompt
-    it chose on these dev examples (its best, or an ensemble member ranked no higher). None for a
-    manual start or a run from before estimates (no estimate), and for a new head or random virtual
-    tokens (no prompt the search chose)."""
+    """The most epoch 0 may compete with: the search's held-out estimate for the prompt it chose, for
+    any prompt it chose on these dev examples (its best, or an ensemble member). None for a manual
+    start or a run from before estimates (no estimate), and for a new head or random virtual tokens
+    (no prompt the search chose)."""
     return src.held_out_estimate if _search_chose_epoch_zero(method, init) else None
 
 

@@ -30,15 +30,15 @@ class TrainSource:
     folder: RunFolder
     manual_spec: PromptSpec | None  # the run's best manual prompt, for initialising a soft prompt from its text
     frozen_scores: dict[str, Any]  # the frozen source prompt's and ensemble's test scores, as the search reported them
-    held_out_estimate: float | None = None  # the search's held-out estimate of its top choice's accuracy, where it made one
+    held_out_estimate: float | None = None  # the search's held-out estimate for the prompt it chose, where it made one
 
 
 def read_source(source: str | Path, start: str = "best", *, member: int | None = None, records: Any = None,
                 space: Any = None) -> TrainSource:
     """A run folder (its ``best.json``, or its best manual prompt with ``start="manual"``) or a
     prompt/ensemble JSON inside a run folder (an ensemble gives its member of largest weight).
-    ``member``: the ensemble's N-th member in the search's ranking (1 is its top prompt); with a run
-    folder, of the folder's ``ensemble.json``."""
+    ``member``: the ensemble's N-th distinct prompt in the search's ranking (1 is its top prompt; see
+    :func:`_pick`); with a run folder, of the folder's ``ensemble.json``."""
     path = Path(source)
     if start not in STARTS:
         raise UserError(f"unknown start {start!r}; choose one of {', '.join(STARTS)}", option="start")
@@ -54,6 +54,8 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
                         "so it starts from a search's run folder or a prompt file inside one")
     folder.check_finished()
     prompt_path = path if not path.is_dir() else folder.file(ENSEMBLE if member is not None else BEST)
+    if member is not None and not prompt_path.is_file():
+        raise UserError(f"{folder.path}: {ENSEMBLE} missing; member picks a prompt of the run's ensemble", option="member")
     file = folder.prompt_file(prompt_path, kinds=("single", "ensemble"))  # an ensemble of models has no one model to train
     results = folder.results()
     manual_entry = results.get("best_manual")
@@ -64,11 +66,11 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
         spec, frozen, described = manual, manual_entry["test"], {"start": "manual", "trial": manual_entry["trial"]}
         estimate = None
     else:
-        chosen = _member(file, prompt_path, member)
+        chosen, which = _pick(file, prompt_path, member)
         spec = chosen.spec
         scores = (file.document.get("scores") if file.kind == "single" else member_scores(file, chosen)) or {}
-        frozen, estimate = scores.get("test", {}), _top_choice_estimate(folder, file)
-        described = {"start": "best" if file.kind == "single" else _described_member(file, chosen, member)}
+        frozen, estimate = scores.get("test", {}), _chosen_prompt_estimate(folder, file)
+        described = {"start": "best" if file.kind == "single" else which}
     splits = folder.splits(records, space)
     return TrainSource(replace(spec, calibration=Calibration()),
                        {**described, "path": str(path.resolve()), "prompt_file": str(prompt_path), "template": spec.template.source,
@@ -78,27 +80,35 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
                        estimate)
 
 
-def _member(file: PromptFile, path: Path, member: int | None) -> PromptMember:
-    """The asked member (1-based, in the file's order: the search's ranking), or the one of largest weight."""
+def _pick(file: PromptFile, path: Path, member: int | None) -> tuple[PromptMember, str]:
+    """The member to train and how the output describes it. With ``member``: the N-th distinct prompt
+    in the file's order (the search's ranking), members that differ only in calibration counting as
+    one, since training drops the calibration; without: an ensemble's member of largest weight."""
     if member is None:
-        return max(file.members, key=lambda m: m.weight)
+        chosen = max(file.members, key=lambda m: m.weight)
+        return chosen, f"ensemble member of largest weight ({chosen.where})"  # as before --member: resumes match
     if file.kind != "ensemble":
         raise UserError(f"{path}: holds a single prompt; member picks a prompt of an ensemble file", option="member")
-    if member > len(file.members):
-        raise UserError(f"{path}: the ensemble has {len(file.members)} members, not {member}", option="member")
-    return file.members[member - 1]
+    distinct: list[PromptMember] = []
+    for candidate in file.members:
+        if not any(_uncalibrated(candidate) == _uncalibrated(kept) for kept in distinct):
+            distinct.append(candidate)
+    if member > len(distinct):
+        raise UserError(f"{path}: the ensemble has {len(distinct)} distinct prompts, not {member} (its {len(file.members)} "
+                        "members differ in template, label words or calibration, and training drops the calibration)",
+                        option="member")
+    chosen = distinct[member - 1]
+    return chosen, f"ensemble prompt {member} of {len(distinct)} distinct, asked for ({chosen.where})"
 
 
-def _described_member(file: PromptFile, chosen: PromptMember, member: int | None) -> str:
-    rank = file.members.index(chosen) + 1
-    how = "asked for" if member is not None else "of largest weight"
-    return f"ensemble member {rank} of {len(file.members)}, {how} ({chosen.where}, weight {chosen.weight:.4f})"
+def _uncalibrated(member: PromptMember) -> PromptSpec:
+    return replace(member.spec, calibration=Calibration())
 
 
-def _top_choice_estimate(folder: RunFolder, file: PromptFile) -> float | None:
-    """The search's held-out estimate of its top choice (``best.json``'s ``scores.estimate``). It serves
-    every prompt the search ranked: an ensemble member ranked no higher than that choice, and was
-    chosen on the same dev examples."""
+def _chosen_prompt_estimate(folder: RunFolder, file: PromptFile) -> float | None:
+    """The search's held-out estimate for the prompt it chose (a single prompt file's own, else
+    ``best.json``'s ``scores.estimate``): the ceiling for epoch 0 of every prompt the search chose
+    on these dev examples, ensemble members included, which have no estimate of their own."""
     best = file if file.kind == "single" else (folder.prompt_file(folder.file(BEST), kinds=("single",))
                                               if folder.file(BEST).is_file() else None)
     accuracy = ((best.document.get("scores") or {}).get("estimate") or {}).get("accuracy") if best else None
