@@ -16,7 +16,8 @@ seeds before the next (finished outputs are read back, so an interrupted benchma
   train+dev to that epoch (``--refit``); its dev figure is in-sample, its test figure held out;
 - ``full_member2``, ``full_member3``, ``lora_member2``, ``lora_member3``: the same from the
   ensemble's 2nd or 3rd distinct prompt in the search's ranking (``--member``), so that several
-  trained prompts can be averaged as PET does (``bench_trained_ensembles.py``);
+  trained prompts can be averaged as PET does (``bench_trained_ensembles.py``; distinct from the
+  best prompt where the ensemble opens with it, as a search ranked on labels does);
 - ``<method>_from_manual``: the prompt method with the best mean dev accuracy, started from the
   run's best manual prompt instead of the searched one (what the search contributes).
 

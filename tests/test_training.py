@@ -253,7 +253,9 @@ def test_member_trains_the_ensembles_nth_distinct_prompt_capped_by_the_searchs_e
     written = json.loads((causal_run / "best.json").read_text())["scores"]["estimate"]["accuracy"]
     prompts = [(row["prompt"]["template"], row["prompt"]["verbalizer"]) for row in ensemble]
     distinct = [index for index, prompt in enumerate(prompts) if prompt not in prompts[:index]]  # first of each prompt
+    assert isinstance(written, float)
     assert 2 <= len(distinct) < len(ensemble)  # the fixture's ensemble repeats prompts under another calibration
+    assert distinct != list(range(len(distinct)))  # so counting members instead would pick another prompt
     for number, index in enumerate(distinct, start=1):
         for given in (causal_run, causal_run / "ensemble.json"):
             source = read_source(given, member=number)
@@ -270,15 +272,17 @@ def test_member_trains_the_ensembles_nth_distinct_prompt_capped_by_the_searchs_e
 
 
 @pytest.mark.parametrize(("source", "options", "message"), [
-    ("ensemble.json", {"member": 99}, r"has \d distinct prompts, not 99"),
+    ("ensemble.json", {"member": 99}, r"choose a member from 1 to \d: the ensemble's \d members are \d distinct"),
     ("ensemble.json", {"member": 0}, "member must be a whole number from 1"),
     ("ensemble.json", {"member": True}, "member must be a whole number from 1"),
     ("best.json", {"member": 1}, "holds a single prompt"),
     ("", {"member": 1, "start": "manual"}, "not the manual start"),
+    ("", {"member": 2, "method": "head"}, "method head trains a classification head"),
 ])
 def test_bad_members_are_refused(causal_run: Path, tmp_path: Path, source: str, options: dict, message: str) -> None:
+    method = options.pop("method", "full")
     with pytest.raises(UserError, match=message) as raised:
-        train(causal_run / source, "full", out=tmp_path / "out", log=quiet, **options)
+        train(causal_run / source, method, out=tmp_path / "out", log=quiet, **options)
     assert raised.value.option == "member" and not (tmp_path / "out").exists()
 
 

@@ -59,7 +59,7 @@ DEFAULT_BATCH_SIZE = 8
 EPOCH_ZERO_NOTE = ("epoch 0 is the untrained prompt, which the search chose on these dev examples (with the train split): "
                    "its dev accuracy is in-sample and flatters it against the trained epochs")
 EPOCH_ZERO_CAPPED_NOTE = (EPOCH_ZERO_NOTE + "; it competed with the lower of that and the search's held-out estimate "
-                          "for the prompt it chose ({cap:.4f}: the search's choice repeated on folds, scored on held-out dev folds, "
+                          "for its best prompt ({cap:.4f}: the search's choice repeated on folds, scored on held-out dev folds, "
                           "with the search's calibration): the curve's selection_accuracy")
 SOFT_RANDOM_EPOCH_ZERO_NOTE = "epoch 0 is the prompt behind randomly initialised virtual tokens, which no search chose"
 
@@ -123,6 +123,8 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     began = time.perf_counter()
     learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
     check_options(method, epochs, learning_rate, batch_size, seed, init)
+    if method == "head" and member is not None:
+        raise UserError("member picks a prompt to train; method head trains a classification head on the bare text", option="member")
     checked_device(device)  # before any work, and not taken for a missing model by _load_model
     out = Path(out)
     check_output(out, resume)
@@ -186,7 +188,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
 
 
 def epoch_zero_cap(src: TrainSource, method: str, init: str) -> float | None:
-    """The most epoch 0 may compete with: the search's held-out estimate for the prompt it chose, for
+    """The most epoch 0 may compete with: the search's held-out estimate for its best prompt, for
     any prompt it chose on these dev examples (its best, or an ensemble member). None for a manual
     start or a run from before estimates (no estimate), and for a new head or random virtual tokens
     (no prompt the search chose)."""

@@ -30,7 +30,7 @@ class TrainSource:
     folder: RunFolder
     manual_spec: PromptSpec | None  # the run's best manual prompt, for initialising a soft prompt from its text
     frozen_scores: dict[str, Any]  # the frozen source prompt's and ensemble's test scores, as the search reported them
-    held_out_estimate: float | None = None  # the search's held-out estimate for the prompt it chose, where it made one
+    held_out_estimate: float | None = None  # the search's held-out estimate for its best prompt, where it made one
 
 
 def read_source(source: str | Path, start: str = "best", *, member: int | None = None, records: Any = None,
@@ -66,9 +66,9 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
         spec, frozen, described = manual, manual_entry["test"], {"start": "manual", "trial": manual_entry["trial"]}
         estimate = None
     else:
-        chosen, which = _pick(file, prompt_path, member)
-        spec = chosen.spec
-        scores = (file.document.get("scores") if file.kind == "single" else member_scores(file, chosen)) or {}
+        index, which = _pick(file, prompt_path, member)
+        spec = file.members[index].spec
+        scores = (file.document.get("scores") if file.kind == "single" else file.document["members"][index].get("scores")) or {}
         frozen, estimate = scores.get("test", {}), _chosen_prompt_estimate(folder, file)
         described = {"start": "best" if file.kind == "single" else which}
     splits = folder.splits(records, space)
@@ -80,25 +80,25 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
                        estimate)
 
 
-def _pick(file: PromptFile, path: Path, member: int | None) -> tuple[PromptMember, str]:
-    """The member to train and how the output describes it. With ``member``: the N-th distinct prompt
-    in the file's order (the search's ranking), members that differ only in calibration counting as
-    one, since training drops the calibration; without: an ensemble's member of largest weight."""
+def _pick(file: PromptFile, path: Path, member: int | None) -> tuple[int, str]:
+    """The index of the member to train and how the output describes it. With ``member``: the N-th
+    distinct prompt in the file's order (the search's ranking), members that differ only in
+    calibration counting as one, since training drops the calibration; without: the member of
+    largest weight (a single prompt file's one prompt)."""
     if member is None:
-        chosen = max(file.members, key=lambda m: m.weight)
-        return chosen, f"ensemble member of largest weight ({chosen.where})"  # as before --member: resumes match
+        index = max(range(len(file.members)), key=lambda i: file.members[i].weight)
+        return index, f"ensemble member of largest weight ({file.members[index].where})"  # as before --member: resumes match
     if file.kind != "ensemble":
         raise UserError(f"{path}: holds a single prompt; member picks a prompt of an ensemble file", option="member")
-    distinct: list[PromptMember] = []
-    for candidate in file.members:
-        if not any(_uncalibrated(candidate) == _uncalibrated(kept) for kept in distinct):
-            distinct.append(candidate)
+    distinct: list[int] = []
+    for index, candidate in enumerate(file.members):
+        if not any(_uncalibrated(candidate) == _uncalibrated(file.members[kept]) for kept in distinct):
+            distinct.append(index)
     if member > len(distinct):
-        raise UserError(f"{path}: the ensemble has {len(distinct)} distinct prompts, not {member} (its {len(file.members)} "
-                        "members differ in template, label words or calibration, and training drops the calibration)",
-                        option="member")
-    chosen = distinct[member - 1]
-    return chosen, f"ensemble prompt {member} of {len(distinct)} distinct, asked for ({chosen.where})"
+        raise UserError(f"{path}: choose a member from 1 to {len(distinct)}: the ensemble's {len(file.members)} members are "
+                        f"{len(distinct)} distinct prompt(s) once calibration, which training drops, is set aside", option="member")
+    index = distinct[member - 1]
+    return index, f"ensemble prompt {member} of {len(distinct)} distinct, asked for ({file.members[index].where})"
 
 
 def _uncalibrated(member: PromptMember) -> PromptSpec:
@@ -106,19 +106,12 @@ def _uncalibrated(member: PromptMember) -> PromptSpec:
 
 
 def _chosen_prompt_estimate(folder: RunFolder, file: PromptFile) -> float | None:
-    """The search's held-out estimate for the prompt it chose (a single prompt file's own, else
+    """The search's held-out estimate for its best prompt (a single prompt file's own, else
     ``best.json``'s ``scores.estimate``): the ceiling for epoch 0 of every prompt the search chose
     on these dev examples, ensemble members included, which have no estimate of their own."""
-    best = file if file.kind == "single" else (folder.prompt_file(folder.file(BEST), kinds=("single",))
-                                              if folder.file(BEST).is_file() else None)
-    accuracy = ((best.document.get("scores") or {}).get("estimate") or {}).get("accuracy") if best else None
+    document = file.document if file.kind == "single" else (folder.read_json(BEST) if folder.file(BEST).is_file() else {})
+    accuracy = ((document.get("scores") or {}).get("estimate") or {}).get("accuracy")
     return float(accuracy) if isinstance(accuracy, (int, float)) else None
-
-
-def member_scores(file: PromptFile, member: PromptMember) -> dict[str, Any] | None:
-    """The scores an ensemble file recorded for one member."""
-    index = file.members.index(member)
-    return file.document["members"][index].get("scores")
 
 
 def _spec_of_entry(entry: dict[str, Any], like: PromptSpec) -> PromptSpec:
