@@ -278,6 +278,23 @@ def test_trained_models_and_a_frozen_run_combine_with_equal_weights(trained_comb
     assert len(json.loads((folder / RESULTS).read_text())["parts"]) == 2
 
 
+def test_prompts_of_one_run_trained_with_member_combine_as_an_average(combined: ModelEnsembleResult, models: list[str],
+                                                                      tmp_path: Path) -> None:
+    """PET's recipe: several prompts of one run's ensemble trained (``member``) and averaged with equal weights."""
+    run = part_runs(combined, models)[0]
+    folder = tmp_path / "prompts"
+    outputs = [train(run, "lora", member=number, out=folder / f"prompt{number}", **TRAIN_FAST).folder for number in (1, 2)]
+    trained = [json.loads((output / "training.json").read_text())["source"] for output in outputs]
+    assert (trained[0]["template"], trained[0]["verbalizer"]) != (trained[1]["template"], trained[1]["verbalizer"])
+    result = combine_runs(outputs, folder, log=quiet)
+    assert result.weights == pytest.approx((0.5, 0.5))
+    rows = _predictions(folder)
+    columns = [part["column"] for part in result.summary["parts"]]
+    assert len(set(columns)) == 2
+    average = np.mean([[float(row[f"{column}_p_positive"]) for row in rows] for column in columns], axis=0)
+    np.testing.assert_allclose(average, [float(row["ensemble_p_positive"]) for row in rows], rtol=1e-5)
+
+
 def test_a_trained_part_outside_the_output_folder_or_without_a_prompt_is_refused(trained_combination: Path,
                                                                                  combined: ModelEnsembleResult, models: list[str],
                                                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
