@@ -78,11 +78,14 @@ class TrainResult:
     epoch_zero_note: str | None = None  # what the untrained model's dev accuracy is worth (training.json's)
 
 
-def check_options(method: str, epochs: int, learning_rate: float, batch_size: int, seed: int | None, init: str) -> None:
+def check_options(method: str, epochs: int, learning_rate: float, batch_size: int, seed: int | None, init: str,
+                  member: int | None = None) -> None:
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", option="method")
     if init != "text" and method != "soft":
         raise UserError(f"init {init!r} is for soft prompts (method soft), not method {method}", option="init")
+    if member is not None and method == "head":
+        raise UserError("member picks a prompt to train; method head trains a classification head on the bare text", option="member")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
         raise UserError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}", option="seed")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -122,9 +125,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     needs them again (``records``); ``space`` replaces the data the run recorded (:meth:`RunFolder.splits`)."""
     began = time.perf_counter()
     learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
-    check_options(method, epochs, learning_rate, batch_size, seed, init)
-    if method == "head" and member is not None:
-        raise UserError("member picks a prompt to train; method head trains a classification head on the bare text", option="member")
+    check_options(method, epochs, learning_rate, batch_size, seed, init, member)
     checked_device(device)  # before any work, and not taken for a missing model by _load_model
     out = Path(out)
     check_output(out, resume)

@@ -10,7 +10,7 @@ from typing import Any
 from autoprompt_search.calibration import Calibration
 from autoprompt_search.errors import UserError
 from autoprompt_search.prompt import ModelInfo, PromptSpec
-from autoprompt_search.prompt_file import PromptFile, PromptMember
+from autoprompt_search.prompt_file import PromptFile
 from autoprompt_search.run_folder import BEST, ENSEMBLE, MANIFEST, RunFolder
 from autoprompt_search.splits import RunSplits
 from autoprompt_search.templates import Template
@@ -72,7 +72,7 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
         frozen, estimate = scores.get("test", {}), _chosen_prompt_estimate(folder, file)
         described = {"start": "best" if file.kind == "single" else which}
     splits = folder.splits(records, space)
-    return TrainSource(replace(spec, calibration=Calibration()),
+    return TrainSource(_uncalibrated(spec),
                        {**described, "path": str(path.resolve()), "prompt_file": str(prompt_path), "template": spec.template.source,
                         "verbalizer": spec.verbalizer, "calibration_dropped": spec.calibration.method},
                        file.model, splits, folder, manual,
@@ -90,10 +90,8 @@ def _pick(file: PromptFile, path: Path, member: int | None) -> tuple[int, str]:
         return index, f"ensemble member of largest weight ({file.members[index].where})"  # as before --member: resumes match
     if file.kind != "ensemble":
         raise UserError(f"{path}: holds a single prompt; member picks a prompt of an ensemble file", option="member")
-    distinct: list[int] = []
-    for index, candidate in enumerate(file.members):
-        if not any(_uncalibrated(candidate) == _uncalibrated(file.members[kept]) for kept in distinct):
-            distinct.append(index)
+    prompts = [_uncalibrated(candidate.spec) for candidate in file.members]
+    distinct = [index for index, prompt in enumerate(prompts) if prompt not in prompts[:index]]
     if member > len(distinct):
         raise UserError(f"{path}: choose a member from 1 to {len(distinct)}: the ensemble's {len(file.members)} members are "
                         f"{len(distinct)} distinct prompt(s) once calibration, which training drops, is set aside", option="member")
@@ -101,8 +99,9 @@ def _pick(file: PromptFile, path: Path, member: int | None) -> tuple[int, str]:
     return index, f"ensemble prompt {member} of {len(distinct)} distinct, asked for ({file.members[index].where})"
 
 
-def _uncalibrated(member: PromptMember) -> PromptSpec:
-    return replace(member.spec, calibration=Calibration())
+def _uncalibrated(spec: PromptSpec) -> PromptSpec:
+    """The prompt as training sees it: the search's calibration dropped (the objective fits the class bias itself)."""
+    return replace(spec, calibration=Calibration())
 
 
 def _chosen_prompt_estimate(folder: RunFolder, file: PromptFile) -> float | None:
