@@ -14,8 +14,8 @@ seeds before the next (finished outputs are read back, so an interrupted benchma
 - ``head``: standard fine-tuning with a classification head on the bare text (LM-BFF's baseline);
 - ``full_refit`` / ``lora_refit``: the epoch chosen on dev as above, then the model trained again on
   train+dev to that epoch (``--refit``); its dev figure is in-sample, its test figure held out;
-- ``full_member2``, ``full_member3``, ``lora_member2``, ``lora_member3``: the same from the
-  ensemble's 2nd or 3rd distinct prompt in the search's ranking (``--member``), so that several
+- ``full_memberN``, ``lora_memberN`` (N = 2 to 5): the same from the
+  ensemble's N-th distinct prompt in the search's ranking (``--member``), so that several
   trained prompts can be averaged as PET does (``bench_trained_ensembles.py``; distinct from the
   best prompt where the ensemble opens with it, as a search ranked on labels does);
 - ``<method>_from_manual``: the prompt method with the best mean dev accuracy, started from the
@@ -57,7 +57,7 @@ METHODS: dict[str, list[str]] = {
     "soft_manual": ["--method", "soft", "--init", "manual"],
     "full_refit": ["--method", "full", "--refit"],
     "lora_refit": ["--method", "lora", "--refit"],
-    **{f"{method}_member{n}": ["--method", method, "--member", str(n)] for method in ("full", "lora") for n in (2, 3)},
+    **{f"{method}_member{n}": ["--method", method, "--member", str(n)] for method in ("full", "lora") for n in (2, 3, 4, 5)},
 }
 DEFAULT_METHODS = ("full", "head", "lora", "soft_text", "soft_random")  # the list, headline first
 PROMPT_METHODS = ("full", "lora", "soft_text", "soft_random", "soft_manual")
