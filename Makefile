@@ -90,7 +90,8 @@ bench-model-ensemble: assets
 # Every training method from the MR runs' prompts, 5 seeds (about 2.5 hours on a 2-core CPU; finished
 # outputs are read back, so an interrupted run continues); then, on the quality benchmark's MR runs of both
 # models (bench-model-ensemble's), all-weights training from the found and the manual prompt and its refit, the
-# two soft prompts, Gemma-3-270M with LoRA and with all weights, subj and bbc, and the two models' trained outputs averaged.
+# two soft prompts, Gemma-3-270M with LoRA and with all weights, subj and bbc, the 2nd to 5th prompts of each run's
+# ensemble (SmolLM2 all weights, Gemma LoRA: about 2.5 hours more), and the two models' trained outputs averaged.
 bench-training: bench-model-ensemble
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --out results/benchmarks/training_mr.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods full,full_refit \
@@ -101,6 +102,14 @@ bench-training: bench-model-ensemble
 		--methods lora,lora_refit --no-manual
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --model gemma3-270m --runs results/runs/quality-gemma3-270m \
 		--methods full --no-manual --out results/benchmarks/training_mr_gemma3_270m_full.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --model gemma3-270m --runs results/runs/quality-gemma3-270m \
+		--methods lora_member2,lora_member3 --no-manual --out results/benchmarks/training_mr_gemma3_270m_members.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --model gemma3-270m --runs results/runs/quality-gemma3-270m \
+		--methods lora_member4,lora_member5 --no-manual --out results/benchmarks/training_mr_gemma3_270m_members45.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods full_member2,full_member3 --no-manual \
+		--out results/benchmarks/training_mr_quality_runs_members.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --runs results/runs/quality --methods full_member4,full_member5 --no-manual \
+		--out results/benchmarks/training_mr_quality_runs_members45.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --space subj --methods full --no-manual
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_training.py --space bbc --methods full --no-manual
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_trained_ensembles.py \
@@ -110,9 +119,17 @@ bench-training: bench-model-ensemble
 		--part gemma3_lora_refit='results/runs/quality-gemma3-270m/mr-seed{seed}-lora_refit' \
 		--part gemma3_full='results/runs/quality-gemma3-270m/mr-seed{seed}-full' \
 		--part smollm2_frozen='results/runs/quality/mr-seed{seed}' --part gemma3_frozen='results/runs/quality-gemma3-270m/mr-seed{seed}' \
+		$(foreach n,2 3 4 5,--part gemma3_lora_member$(n)='results/runs/quality-gemma3-270m/mr-seed{seed}-lora_member$(n)' \
+			--part smollm2_full_member$(n)='results/runs/quality/mr-seed{seed}-full_member$(n)') \
 		--combination trained=smollm2_full+gemma3_lora --combination trained_refit=smollm2_full_refit+gemma3_lora_refit \
 		--combination trained_and_frozen=smollm2_full+gemma3_lora+smollm2_frozen+gemma3_frozen \
 		--combination trained_both_full=smollm2_full+gemma3_full --combination trained_three=smollm2_full+gemma3_lora+gemma3_full \
+		--combination gemma3_lora_top3=gemma3_lora+gemma3_lora_member2+gemma3_lora_member3 \
+		--combination smollm2_full_top3=smollm2_full+smollm2_full_member2+smollm2_full_member3 \
+		--combination trained_top3_both=smollm2_full+smollm2_full_member2+smollm2_full_member3+gemma3_lora+gemma3_lora_member2+gemma3_lora_member3 \
+		--combination gemma3_lora_top5=gemma3_lora+gemma3_lora_member2+gemma3_lora_member3+gemma3_lora_member4+gemma3_lora_member5 \
+		--combination smollm2_full_top5=smollm2_full+smollm2_full_member2+smollm2_full_member3+smollm2_full_member4+smollm2_full_member5 \
+		--combination trained_top5_both=smollm2_full+smollm2_full_member2+smollm2_full_member3+smollm2_full_member4+smollm2_full_member5+gemma3_lora+gemma3_lora_member2+gemma3_lora_member3+gemma3_lora_member4+gemma3_lora_member5 \
 		--out results/benchmarks/trained_ensembles_mr.json
 
 # OpenPrompt 1.0.1 in its own environment, for the speed comparison (see benchmarks/openprompt/requirements.txt).
