@@ -166,12 +166,8 @@ def _trained_source(path: Path, out: str | Path | None) -> tuple[RunFolder, dict
                         "whose ensemble.json names its model relative to itself: train into it "
                         "(train RUN --out OUT/NAME) or move the train output there")
     training = RunFolder(path).read_json(TRAINING)
-    options = training.get("options")
-    source = options.get("source") if isinstance(options, dict) else None
-    source = source.get("path") if isinstance(source, dict) else None
-    if not isinstance(source, str) or not source:
-        raise UserError(f"{path / TRAINING}: options.source.path: the run the model was trained from is not recorded")
-    folder = RunFolder(Path(source) if not Path(source).is_file() else Path(source).parent)  # a run folder, or a prompt file in one
+    source = _recorded_source(path, training)
+    folder = RunFolder(source if not source.is_file() else source.parent)  # a run folder, or a prompt file in one
     try:
         folder.check_finished()
     except UserError as error:
@@ -180,6 +176,20 @@ def _trained_source(path: Path, out: str | Path | None) -> tuple[RunFolder, dict
     model = folder.manifest().get("model") or {"name": str(folder.path)}
     inside = path.resolve().relative_to(Path(out).resolve()).as_posix()
     return folder, {**model, "trained": {"method": training.get("method"), "output": inside}}
+
+
+def _recorded_source(path: Path, training: dict[str, Any]) -> Path:
+    """The source a train output records: its absolute path, or, where that is gone (the tree moved
+    or was copied to another machine), its path seen from the output, if that leads somewhere."""
+    options = training.get("options")
+    source = options.get("source") if isinstance(options, dict) else None
+    recorded = source.get("path") if isinstance(source, dict) else None
+    if not isinstance(recorded, str) or not recorded:
+        raise UserError(f"{path / TRAINING}: options.source.path: the run the model was trained from is not recorded")
+    relative = (training.get("source") or {}).get("path_from_output")
+    if not Path(recorded).exists() and isinstance(relative, str) and (path / relative).exists():
+        return (path / relative).resolve()
+    return Path(recorded)
 
 
 def _check_trained_weights(path: Path, file: PromptFile) -> None:

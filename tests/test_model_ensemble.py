@@ -295,6 +295,26 @@ def test_prompts_of_one_run_trained_with_member_combine_as_an_average(combined: 
     np.testing.assert_allclose(average, [float(row["ensemble_p_positive"]) for row in rows], rtol=1e-5)
 
 
+def test_runs_and_trained_parts_moved_together_still_combine(combined: ModelEnsembleResult, models: list[str],
+                                                             tmp_path: Path) -> None:
+    """A train output records where its source lies seen from itself too, so a tree holding both
+    (copied to another folder or machine) combines where the absolute path no longer leads."""
+    tree = tmp_path / "tree"
+    run = tree / "runs" / "causal"
+    shutil.copytree(part_runs(combined, models)[0], run)
+    trained = train(run, "lora", out=tree / "both" / "lora", **TRAIN_FAST).folder
+    assert json.loads((trained / "training.json").read_text())["source"]["path_from_output"] == "../../runs/causal"
+    before = combine_runs([trained, run], tree / "both", log=quiet)
+    moved = tmp_path / "moved"
+    shutil.move(str(tree), moved)
+    after = combine_runs([moved / "both" / "lora", moved / "runs" / "causal"], moved / "both", replace=True, log=quiet)
+    assert after.test_accuracy == before.test_accuracy
+    assert after.summary["parts"][0]["test"] == before.summary["parts"][0]["test"]
+    shutil.rmtree(moved / "runs")
+    with pytest.raises(UserError, match="the run the model was trained from is needed"):
+        combine_runs([moved / "both" / "lora", part_runs(combined, models)[1]], moved / "both", replace=True, log=quiet)
+
+
 def test_a_trained_part_outside_the_output_folder_or_without_a_prompt_is_refused(trained_combination: Path,
                                                                                  combined: ModelEnsembleResult, models: list[str],
                                                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

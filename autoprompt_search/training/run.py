@@ -17,6 +17,7 @@ Output folder::
 from __future__ import annotations
 
 import math
+import os
 import resource
 import shutil
 import time
@@ -96,6 +97,15 @@ def check_options(method: str, epochs: int, learning_rate: float, batch_size: in
         raise UserError(f"batch_size must be a whole number of at least 1, got {batch_size!r}", option="batch_size")
 
 
+def _path_from_output(source: str, out: Path) -> dict[str, str]:
+    """Where the source lies seen from the output folder, so that a tree holding both can move
+    (``combine`` falls back on it when the recorded absolute path is gone); nothing across drives."""
+    try:
+        return {"path_from_output": Path(os.path.relpath(source, out.resolve())).as_posix()}
+    except ValueError:
+        return {}
+
+
 def check_output(out: Path, resume: bool) -> None:
     """Before any work: the output folder can be written and holds no other (or finished) run."""
     if out.exists() and not out.is_dir():
@@ -173,7 +183,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     RunFolder(out).write_predictions(src.splits.test, _labelled(src.splits.test).gold, {"trained": test_scored})
     zero_note = epoch_zero_note(method, init, cap)
     atomic_write_json(out / TRAINING, {
-        "method": method, "options": identity, "source": src.described,
+        "method": method, "options": identity, "source": {**src.described, **_path_from_output(src.described["path"], out)},
         "model": {**src.model.__dict__, "precision": "float32"},  # _load_model's, whatever precision the search ran in
         "dataset": src.splits.describe(), "curve": state.curve, "best_epoch": state.best_epoch, "scores": scores,
         "refit": _refit_record(refit, state.best_epoch, refitted, len(train_examples) + len(dev_examples)),
