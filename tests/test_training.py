@@ -4,6 +4,7 @@ continues to the same result, and each user mistake is one clear error with noth
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -269,6 +270,24 @@ def test_member_trains_the_ensembles_nth_distinct_prompt_capped_by_the_searchs_e
     assert default.spec.template.source == ensemble[largest]["prompt"]["template"]
     assert default.described["start"] == f"ensemble member of largest weight (members[{largest}].prompt)"  # as before --member
     assert default.held_out_estimate == written
+
+
+def test_members_whose_label_words_differ_only_in_order_are_one_prompt(causal_run: Path, tmp_path: Path) -> None:
+    """A label's words are averaged, so their order does not make another prompt to train."""
+    run = tmp_path / "run"
+    shutil.copytree(causal_run, run)
+    document = json.loads((run / "ensemble.json").read_text())
+    first = document["members"][0]["prompt"]
+    first["verbalizer"] = {"negative": ["bad", "terrible"], "positive": ["good", "great"]}
+    reordered = copy.deepcopy(document["members"][0])
+    reordered["prompt"]["verbalizer"] = {"negative": ["terrible", "bad"], "positive": ["great", "good"]}
+    document["members"].insert(1, reordered)
+    (run / "ensemble.json").write_text(json.dumps(document))
+    later = [row["prompt"] for row in document["members"][2:] if (row["prompt"]["template"], row["prompt"]["verbalizer"])
+             != (first["template"], first["verbalizer"])]
+    assert read_source(run, member=1).spec.verbalizer == first["verbalizer"]
+    second = read_source(run, member=2)
+    assert (second.spec.template.source, second.spec.verbalizer) == (later[0]["template"], later[0]["verbalizer"])
 
 
 @pytest.mark.parametrize(("source", "options", "message"), [

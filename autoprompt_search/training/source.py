@@ -83,20 +83,28 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
 def _pick(file: PromptFile, path: Path, member: int | None) -> tuple[int, str]:
     """The index of the member to train and how the output describes it. With ``member``: the N-th
     distinct prompt in the file's order (the search's ranking), members that differ only in
-    calibration counting as one, since training drops the calibration; without: the member of
-    largest weight (a single prompt file's one prompt)."""
+    calibration or in the order of a label's words counting as one (:func:`_as_trained`); without:
+    the member of largest weight (a single prompt file's one prompt)."""
     if member is None:
         index = max(range(len(file.members)), key=lambda i: file.members[i].weight)
         return index, f"ensemble member of largest weight ({file.members[index].where})"  # as before --member: resumes match
     if file.kind != "ensemble":
         raise UserError(f"{path}: holds a single prompt; member picks a prompt of an ensemble file", option="member")
-    prompts = [_uncalibrated(candidate.spec) for candidate in file.members]
+    prompts = [_as_trained(candidate.spec) for candidate in file.members]
     distinct = [index for index, prompt in enumerate(prompts) if prompt not in prompts[:index]]
     if member > len(distinct):
         raise UserError(f"{path}: choose a member from 1 to {len(distinct)}: the ensemble's {len(file.members)} members are "
-                        f"{len(distinct)} distinct prompt(s) once calibration, which training drops, is set aside", option="member")
+                        f"{len(distinct)} distinct prompt(s) once calibration (which training drops) and word order are set aside",
+                        option="member")
     index = distinct[member - 1]
     return index, f"ensemble prompt {member} of {len(distinct)} distinct, asked for ({file.members[index].where})"
+
+
+def _as_trained(spec: PromptSpec) -> tuple[str, tuple[frozenset[str], ...]]:
+    """What training sees of a prompt: its template and each label's set of words (the calibration is
+    dropped, and a label's words are averaged, so their order does not matter)."""
+    template, verbalizer = spec.parsed()
+    return template.source, tuple(frozenset(words) for words in verbalizer.words)
 
 
 def _uncalibrated(spec: PromptSpec) -> PromptSpec:
