@@ -166,30 +166,38 @@ def _trained_source(path: Path, out: str | Path | None) -> tuple[RunFolder, dict
                         "whose ensemble.json names its model relative to itself: train into it "
                         "(train RUN --out OUT/NAME) or move the train output there")
     training = RunFolder(path).read_json(TRAINING)
-    source = _recorded_source(path, training)
+    source, relative = _recorded_source(path, training)
     folder = RunFolder(source if not source.is_file() else source.parent)  # a run folder, or a prompt file in one
     try:
         folder.check_finished()
     except UserError as error:
+        tried = (f"; nor is it at {relative} seen from the train output" if relative
+                 else "; this train output records no path from itself to it (an older one): put the run back there")
         raise UserError(f"{path / TRAINING}: options.source.path: the run the model was trained from is needed for its "
-                        f"examples ({error})") from None
+                        f"examples ({error}){tried}") from None
     model = folder.manifest().get("model") or {"name": str(folder.path)}
+    if (trained_on := training["options"].get("model")) and model.get("weights_sha256") not in (None, trained_on):
+        raise UserError(f"{path / TRAINING}: options.source.path: {folder.path} is a run of another model "
+                        f"(weights {model.get('weights_sha256')}, the output was trained on {trained_on})")
     inside = path.resolve().relative_to(Path(out).resolve()).as_posix()
     return folder, {**model, "trained": {"method": training.get("method"), "output": inside}}
 
 
-def _recorded_source(path: Path, training: dict[str, Any]) -> Path:
+def _recorded_source(path: Path, training: dict[str, Any]) -> tuple[Path, str | None]:
     """The source a train output records: its absolute path, or, where that is gone (the tree moved
-    or was copied to another machine), its path seen from the output, if that leads somewhere."""
+    or was copied to another machine), its path seen from the output, if that leads somewhere; and
+    that relative path (None in outputs written before it was recorded)."""
     options = training.get("options")
     source = options.get("source") if isinstance(options, dict) else None
     recorded = source.get("path") if isinstance(source, dict) else None
     if not isinstance(recorded, str) or not recorded:
         raise UserError(f"{path / TRAINING}: options.source.path: the run the model was trained from is not recorded")
-    relative = (training.get("source") or {}).get("path_from_output")
-    if not Path(recorded).exists() and isinstance(relative, str) and (path / relative).exists():
-        return (path / relative).resolve()
-    return Path(recorded)
+    described = training.get("source")
+    relative = described.get("path_from_output") if isinstance(described, dict) else None
+    relative = relative if isinstance(relative, str) and relative else None
+    if not Path(recorded).exists() and relative and (path / relative).exists():
+        return (path / relative).resolve(), relative
+    return Path(recorded), relative
 
 
 def _check_trained_weights(path: Path, file: PromptFile) -> None:

@@ -310,8 +310,15 @@ def test_runs_and_trained_parts_moved_together_still_combine(combined: ModelEnse
     after = combine_runs([moved / "both" / "lora", moved / "runs" / "causal"], moved / "both", replace=True, log=quiet)
     assert after.test_accuracy == before.test_accuracy
     assert after.summary["parts"][0]["test"] == before.summary["parts"][0]["test"]
+    record = json.loads((moved / "both" / "lora" / "training.json").read_text())
+    record["options"]["source"]["path"] = str(part_runs(combined, models)[1])  # the other model's run, on the same sample
+    (moved / "both" / "lora" / "training.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="is a run of another model"):
+        combine_runs([moved / "both" / "lora", part_runs(combined, models)[1]], moved / "both", replace=True, log=quiet)
+    record["options"]["source"]["path"] = str(tmp_path / "tree" / "runs" / "causal")
+    (moved / "both" / "lora" / "training.json").write_text(json.dumps(record))
     shutil.rmtree(moved / "runs")
-    with pytest.raises(UserError, match="the run the model was trained from is needed"):
+    with pytest.raises(UserError, match=r"is needed for its examples .*; nor is it at \.\./\.\./runs/causal seen from the train output"):
         combine_runs([moved / "both" / "lora", part_runs(combined, models)[1]], moved / "both", replace=True, log=quiet)
 
 

@@ -26,6 +26,7 @@ from autoprompt_search.cache import CODE_ERROR
 from autoprompt_search.cli.main import main
 from autoprompt_search.errors import UserError
 from autoprompt_search.pipeline import run_search
+from autoprompt_search.prompt import PromptSpec
 from autoprompt_search.run_folder import BEST, PREDICTIONS
 from autoprompt_search.scoring import PromptScorer, trainable_class_scores
 from autoprompt_search.templates import Template
@@ -33,7 +34,7 @@ from autoprompt_search.testing import MULTI_TOKEN_WORDS, TINY_CORPUS, write_tiny
 from autoprompt_search.training import checkpoint as checkpoint_module
 from autoprompt_search.training import train
 from autoprompt_search.training.run import TRAINING
-from autoprompt_search.training.source import read_source
+from autoprompt_search.training.source import _as_trained, read_source
 from autoprompt_search.verbalizers import Verbalizer
 
 try:
@@ -288,6 +289,9 @@ def test_members_whose_label_words_differ_only_in_order_are_one_prompt(causal_ru
     assert read_source(run, member=1).spec.verbalizer == first["verbalizer"]
     second = read_source(run, member=2)
     assert (second.spec.template.source, second.spec.verbalizer) == (later[0]["template"], later[0]["verbalizer"])
+    triggered = [PromptSpec("{text} [T] It was {mask}", {"negative": ["bad"], "positive": ["good"]}, ("negative", "positive"),
+                            ("text",), trigger_ids=ids) for ids in ((11,), (12,), (11,))]
+    assert [_as_trained(spec) for spec in triggered].count(_as_trained(triggered[0])) == 2  # trigger tokens tell prompts apart
 
 
 @pytest.mark.parametrize(("source", "options", "message"), [

@@ -94,17 +94,19 @@ def _pick(file: PromptFile, path: Path, member: int | None) -> tuple[int, str]:
     distinct = [index for index, prompt in enumerate(prompts) if prompt not in prompts[:index]]
     if member > len(distinct):
         raise UserError(f"{path}: choose a member from 1 to {len(distinct)}: the ensemble's {len(file.members)} members are "
-                        f"{len(distinct)} distinct prompt(s) once calibration (which training drops) and word order are set aside",
+                        f"{len(distinct)} distinct prompt(s) once calibration (which training drops) and the order of "
+                        "a label's words are set aside",
                         option="member")
     index = distinct[member - 1]
     return index, f"ensemble prompt {member} of {len(distinct)} distinct, asked for ({file.members[index].where})"
 
 
-def _as_trained(spec: PromptSpec) -> tuple[str, tuple[frozenset[str], ...]]:
-    """What training sees of a prompt: its template and each label's set of words (the calibration is
-    dropped, and a label's words are averaged, so their order does not matter)."""
+def _as_trained(spec: PromptSpec) -> tuple[str, tuple[int, ...], tuple[frozenset[str], ...]]:
+    """What training sees of a prompt, for telling prompts apart: its template, trigger tokens and each
+    label's set of words (the calibration is dropped, and a label's words are averaged, so their order
+    does not matter)."""
     template, verbalizer = spec.parsed()
-    return template.source, tuple(frozenset(words) for words in verbalizer.words)
+    return template.source, spec.trigger_ids, tuple(frozenset(words) for words in verbalizer.words)
 
 
 def _uncalibrated(spec: PromptSpec) -> PromptSpec:
