@@ -171,8 +171,8 @@ def _trained_source(path: Path, out: str | Path | None) -> tuple[RunFolder, dict
     try:
         folder.check_finished()
     except UserError as error:
-        tried = (f"; nor is it at {relative} seen from the train output" if relative
-                 else "; this train output records no path from itself to it (an older one): put the run back there")
+        tried = "" if source.exists() else (f"; nor is it at {relative} seen from the train output" if relative else
+                                            "; this train output records no path from itself to it (an older one): put the run back there")
         raise UserError(f"{path / TRAINING}: options.source.path: the run the model was trained from is needed for its "
                         f"examples ({error}){tried}") from None
     model = folder.manifest().get("model") or {"name": str(folder.path)}

@@ -72,7 +72,7 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
         frozen, estimate = scores.get("test", {}), _chosen_prompt_estimate(folder, file)
         described = {"start": "best" if file.kind == "single" else which}
     splits = folder.splits(records, space)
-    return TrainSource(_uncalibrated(spec),
+    return TrainSource(replace(spec, calibration=Calibration()),  # training fits the class bias itself
                        {**described, "path": str(path.resolve()), "prompt_file": str(prompt_path), "template": spec.template.source,
                         "verbalizer": spec.verbalizer, "calibration_dropped": spec.calibration.method},
                        file.model, splits, folder, manual,
@@ -107,11 +107,6 @@ def _as_trained(spec: PromptSpec) -> tuple[str, tuple[int, ...], tuple[frozenset
     does not matter)."""
     template, verbalizer = spec.parsed()
     return template.source, spec.trigger_ids, tuple(frozenset(words) for words in verbalizer.words)
-
-
-def _uncalibrated(spec: PromptSpec) -> PromptSpec:
-    """The prompt as training sees it: the search's calibration dropped (the objective fits the class bias itself)."""
-    return replace(spec, calibration=Calibration())
 
 
 def _chosen_prompt_estimate(folder: RunFolder, file: PromptFile) -> float | None:
