@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from autoprompt_search.arguments import positive_number, whole_number
 from autoprompt_search.errors import UserError
 from autoprompt_search.logs import Log, to_stderr
 from autoprompt_search.provenance import stamp
@@ -20,7 +21,7 @@ from autoprompt_search.ranking import TrialResult
 from autoprompt_search.run_folder import DEFAULT_STORAGE, MANIFEST, RESULTS, RunFolder
 from autoprompt_search.space_types import MIN_MAX_LENGTH
 from autoprompt_search.spaces import SearchSpace, load_space, slug
-from autoprompt_search.splits import RunSplits, make_splits
+from autoprompt_search.splits import RunSplits, checked_seed, make_splits
 
 if TYPE_CHECKING:
     from autoprompt_search.model_ensemble import ModelEnsembleResult
@@ -73,7 +74,11 @@ def run_search(space: str | Path | SearchSpace | Mapping[str, Any], *, seed: int
     several workers; ``resume`` continues the study in ``out``. Progress goes to ``log`` (stderr
     by default) and to progress bars on stderr.
     """
-    _check_options(seed=seed, trials=trials, timeout=timeout, test_limit=test_limit, max_length=max_length, batch_size=batch_size)
+    seed = None if seed is None else checked_seed(seed)
+    trials, test_limit, max_length = (None if value is None else whole_number(value, name, least) for name, value, least in
+                                      (("trials", trials, 1), ("test_limit", test_limit, 1), ("max_length", max_length, MIN_MAX_LENGTH)))
+    batch_size = whole_number(batch_size, "batch_size", 1)
+    timeout = None if timeout is None else positive_number(timeout, "timeout", unit=" of seconds")
     if isinstance(space, SearchSpace):
         loaded = space
     elif isinstance(space, Mapping):
@@ -130,7 +135,7 @@ def run_search_models(space: str | Path | SearchSpace | Mapping[str, Any], model
         loaded = load_space(space)
     if data is not None:
         loaded = loaded.with_data(data)
-    seed = seed if seed is not None else loaded.few_shot.seeds[0]
+    seed = checked_seed(seed) if seed is not None else loaded.few_shot.seeds[0]
     root = Path(out) if out is not None else Path("results/runs") / f"{loaded.name}-{'+'.join(folders)}-seed{seed}"
     check_output(root, replace=resume)  # everything the searches could refuse is checked before the first starts
     runs = [RunFolder(root / folder) for folder in folders]
@@ -144,18 +149,6 @@ def run_search_models(space: str | Path | SearchSpace | Mapping[str, Any], model
             on_search(result)
     return combine_runs([run.path for run in runs], root, device=device, cache=cache, replace=resume, space=loaded,
                         records=loaded.dataset.records, log=log)
-
-
-def _check_options(**options: Any) -> None:
-    """The numeric arguments of :func:`run_search`, each a user error naming it when out of range."""
-    minimum = {"seed": 0, "trials": 1, "test_limit": 1, "max_length": MIN_MAX_LENGTH, "batch_size": 1}
-    for name, least in minimum.items():
-        value = options[name]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise UserError(f"{name} must be a whole number of at least {least}, got {value!r}", option=name)
-    timeout = options["timeout"]
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
-        raise UserError(f"timeout must be a number of seconds above 0, got {timeout!r}", option="timeout")
 
 
 class _SearchJob:

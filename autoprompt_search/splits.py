@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from autoprompt_search import data
+from autoprompt_search.arguments import whole_number
 from autoprompt_search.data import Dataset
 from autoprompt_search.errors import UserError
 from autoprompt_search.examples import deduplicate
@@ -48,6 +49,11 @@ class RunSplits:
                                 f"(content hash {(expected or 'none')[:12]}...): the data changed since the run")
 
 
+def checked_seed(seed: Any) -> int:
+    """A few-shot seed as an ``int``, within what numpy's and Optuna's samplers take."""
+    return whole_number(seed, "seed", 0, data.MAX_SEED, most_text="2**32 - 1")
+
+
 def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
                 test_sample_seed: int = TEST_SAMPLE_SEED, unlabelled: int = 0, unlabelled_file: Path | None = None) -> RunSplits:
     """Train and dev of K examples per label drawn from the train pool with ``seed``; the test split
@@ -55,8 +61,7 @@ def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
     train pool (or of ``unlabelled_file``) that train, dev and the whole test split do not hold,
     drawn with ``seed`` (none for 0). ``dataset`` is a space's
     :class:`~autoprompt_search.space_types.DatasetSpec`."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= data.MAX_SEED:
-        raise UserError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}", option="seed")
+    seed = checked_seed(seed)
     if test_limit is not None and test_limit < 1:
         raise UserError(f"the test limit must be at least 1, got {test_limit}", option="test_limit")
     pool, whole_test = dataset.load_split("train_pool"), dataset.load_split("test")

@@ -514,7 +514,7 @@ CASES: list[Case] = [
     Case("cli-timeout-nan", "command line", "--timeout nan",
          space(), search("--timeout", "nan"), "--timeout must be a number of seconds above 0, got nan"),
     Case("cli-seed-negative", "command line", "--seed -1",
-         space(), search("--seed", "-1"), "--seed must be a whole number of at least 0, got -1"),
+         space(), search("--seed", "-1"), "--seed must be a whole number from 0 to 2**32 - 1, got -1"),
     Case("cli-seed-not-int", "command line", "--seed abc",
          space(), search("--seed", "abc"), "argument --seed: invalid int value: 'abc'"),
     Case("cli-seed-absurd", "command line", "--seed 2**40 (beyond what the samplers take)",

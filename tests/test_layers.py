@@ -23,8 +23,8 @@ import autoprompt_search
 # pipeline, training and the outputs. Names are module paths relative to the package; a package name (``candidates``,
 # ``cli``) covers every module inside it. ``__init__`` is the package's own ``__init__.py``.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("errors", "fileio", "logs", "provenance", "version", "calibration", "space_checks", "asset_registry", "examples",
-                    "postgres_cluster")),
+    ("foundation", ("errors", "arguments", "fileio", "logs", "provenance", "version", "calibration", "space_checks", "asset_registry",
+                    "examples", "postgres_cluster")),
     ("data", ("assets", "corpora", "data", "tokenization", "gguf_convert")),
     ("prompt language", ("templates", "verbalizers")),
     ("model", ("backends", "cache", "adapters")),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -117,6 +118,14 @@ def test_the_same_seed_gives_the_same_trials(path_run: SearchResult, workspace: 
     again = run_search(space_file, seed=13, out=workspace / "runs" / "again", batch_size=8, cache=False, log=quiet)
     assert trial_rows(again.folder.path) == trial_rows(path_run.folder.path)
     assert again.best == path_run.best
+
+
+def test_numpy_numbers_search_as_python_numbers_do(path_run: SearchResult, workspace: Path, space_file: Path) -> None:
+    """A seed or size from a numpy array (a sweep over ``np.arange``) is taken, and recorded as plain JSON."""
+    result = run_search(space_file, seed=np.int64(13), out=workspace / "runs" / "numpy", batch_size=np.int32(8),
+                        timeout=np.float64(600), log=quiet)
+    assert trial_rows(result.folder.path) == trial_rows(path_run.folder.path)
+    assert json.loads((result.folder.path / MANIFEST).read_text())["seed"] == 13
 
 
 def test_a_loaded_space_searches_as_its_file_does(path_run: SearchResult, workspace: Path, space_file: Path) -> None:

@@ -236,6 +236,14 @@ def test_the_untrained_prompt_competes_with_at_most_the_searchs_held_out_estimat
         assert f"({estimate:.4f}" in recorded["epoch_zero_note"]
 
 
+def test_numpy_numbers_are_taken_and_recorded_as_plain_numbers(causal_run: Path, tmp_path: Path) -> None:
+    result = train(causal_run, "full", out=tmp_path / "out", epochs=np.int64(1), learning_rate=np.float32(0.001),
+                   batch_size=np.int32(4), seed=np.uint32(7), log=quiet)
+    options = json.loads((tmp_path / "out" / "training.json").read_text())["options"]
+    assert (options["epochs"], options["batch_size"], options["seed"]) == (1, 4, 7) and len(result.curve) == 2
+    assert options["learning_rate"] == pytest.approx(0.001)
+
+
 def test_the_cap_is_the_estimate_the_search_wrote_for_a_prompt_it_chose(causal_run: Path) -> None:
     from autoprompt_search.training.run import epoch_zero_cap
 
@@ -296,8 +304,8 @@ def test_members_whose_label_words_differ_only_in_order_are_one_prompt(causal_ru
 
 @pytest.mark.parametrize(("source", "options", "message"), [
     ("ensemble.json", {"member": 99}, r"choose a member from 1 to \d: the ensemble's \d members are \d distinct"),
-    ("ensemble.json", {"member": 0}, "member must be a whole number from 1"),
-    ("ensemble.json", {"member": True}, "member must be a whole number from 1"),
+    ("ensemble.json", {"member": 0}, "member must be a whole number of at least 1"),
+    ("ensemble.json", {"member": True}, "member must be a whole number of at least 1"),
     ("best.json", {"member": 1}, "holds a single prompt"),
     ("", {"member": 1, "start": "manual"}, "not the manual start"),
     ("", {"member": 2, "method": "head"}, "method head trains a classification head"),

@@ -16,7 +16,6 @@ Output folder::
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import shutil
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from autoprompt_search.arguments import positive_number, whole_number
 from autoprompt_search.backends import Backend, checked_device, load_backend
 from autoprompt_search.errors import UserError
 from autoprompt_search.export import write_prompt
@@ -39,6 +39,7 @@ from autoprompt_search.prompt import ModelInfo
 from autoprompt_search.provenance import stamp
 from autoprompt_search.run_folder import RunFolder
 from autoprompt_search.scoring import PromptScore, evaluate_scores
+from autoprompt_search.splits import checked_seed
 from autoprompt_search.training.checkpoint import STATE, Checkpoint
 from autoprompt_search.training.loop import FitConfig, LabelledExamples, fit
 from autoprompt_search.training.methods import (
@@ -79,22 +80,21 @@ class TrainResult:
     epoch_zero_note: str | None = None  # what the untrained model's dev accuracy is worth (training.json's)
 
 
-def check_options(method: str, epochs: int, learning_rate: float, batch_size: int, seed: int | None, init: str,
-                  member: int | None = None) -> None:
+def check_options(method: str, epochs: Any, learning_rate: Any, batch_size: Any, seed: Any, init: str,
+                  member: Any = None) -> tuple[int, float, int, int | None, int | None]:
+    """The options as plain numbers (epochs, learning rate, batch size, seed, member), or a user error naming the first bad one."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", option="method")
     if init != "text" and method != "soft":
         raise UserError(f"init {init!r} is for soft prompts (method soft), not method {method}", option="init")
     if member is not None and method == "head":
         raise UserError("member picks a prompt to train; method head trains a classification head on the bare text", option="member")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
-        raise UserError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}", option="seed")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"epochs must be a whole number of at least 1, got {epochs!r}", option="epochs")
-    if not isinstance(learning_rate, (int, float)) or not math.isfinite(learning_rate) or not 0 < learning_rate <= 1:
-        raise UserError(f"learning_rate must be a number above 0 and at most 1, got {learning_rate!r}", option="learning_rate")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch_size must be a whole number of at least 1, got {batch_size!r}", option="batch_size")
+    seed = None if seed is None else checked_seed(seed)
+    epochs = whole_number(epochs, "epochs", 1)
+    learning_rate = positive_number(learning_rate, "learning_rate", most=1)
+    batch_size = whole_number(batch_size, "batch_size", 1)
+    member = None if member is None else whole_number(member, "member", 1)
+    return epochs, learning_rate, batch_size, seed, member
 
 
 def _path_from_output(source: str, out: Path) -> dict[str, str]:
@@ -135,7 +135,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     needs them again (``records``); ``space`` replaces the data the run recorded (:meth:`RunFolder.splits`)."""
     began = time.perf_counter()
     learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
-    check_options(method, epochs, learning_rate, batch_size, seed, init, member)
+    epochs, learning_rate, batch_size, seed, member = check_options(method, epochs, learning_rate, batch_size, seed, init, member)
     checked_device(device)  # before any work, and not taken for a missing model by _load_model
     out = Path(out)
     check_output(out, resume)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from autoprompt_search.arguments import whole_number
 from autoprompt_search.calibration import Calibration
 from autoprompt_search.errors import UserError
 from autoprompt_search.prompt import ModelInfo, PromptSpec
@@ -42,9 +43,9 @@ def read_source(source: str | Path, start: str = "best", *, member: int | None =
     path = Path(source)
     if start not in STARTS:
         raise UserError(f"unknown start {start!r}; choose one of {', '.join(STARTS)}", option="start")
-    if member is not None and (start != "best" or isinstance(member, bool) or not isinstance(member, int) or member < 1):
-        why = "picks a searched prompt, not the manual start" if start != "best" else f"must be a whole number from 1, got {member!r}"
-        raise UserError(f"member {why}", option="member")
+    if member is not None and start != "best":
+        raise UserError("member picks a searched prompt, not the manual start", option="member")
+    member = None if member is None else whole_number(member, "member", 1)
     if not path.exists():
         raise UserError(f"{path}: no such run folder or prompt file")
     folder = RunFolder(path if path.is_dir() else path.parent)
