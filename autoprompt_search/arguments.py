@@ -5,6 +5,7 @@ from them stays plain JSON."""
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -21,9 +22,15 @@ def whole_number(value: Any, name: str, least: int, most: int | None = None, *, 
 
 
 def positive_number(value: Any, name: str, most: float | None = None, *, unit: str = "") -> float:
-    """``value`` as a ``float`` when it is a real number above 0 (and at most ``most``; NaN never is);
-    ``unit`` names what it counts in the message (``" of seconds"``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 or (most is not None and not value <= most):
+    """``value`` as a ``float`` when it is a finite real number above 0 (and at most ``most``);
+    ``unit`` names what it counts in the message (``" of seconds"``). Infinity is refused: a record
+    holding it is not JSON."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    try:
+        number = float(value) if real else math.nan
+    except OverflowError:  # an int beyond a float's range
+        number = math.inf
+    if not 0 < number < math.inf or (most is not None and number > most):
         bound = f"above 0 and at most {most:g}" if most is not None else "above 0"
-        raise UserError(f"{name} must be a number{unit} {bound}, got {value!r}", option=name)
-    return float(value)
+        raise UserError(f"{name} must be a {'finite ' if number == math.inf else ''}number{unit} {bound}, got {value!r}", option=name)
+    return number

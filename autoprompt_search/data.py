@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from autoprompt_search.arguments import whole_number
 from autoprompt_search.asset_registry import DATASETS
 from autoprompt_search.corpora import REGISTERED, load_registered, split_sentences  # noqa: F401 (part of this module's API)
 from autoprompt_search.errors import UserError
@@ -44,6 +45,12 @@ LMBFF_SEEDS = (13, 21, 42, 87, 100)
 MAX_SEED = 2**32 - 1  # the largest seed numpy's and Optuna's samplers take
 SPLITS = ("train_pool", "test", "all")
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
+def checked_seed(seed: Any) -> int:
+    """A seed as an ``int`` (Python's or numpy's whole number), within what the samplers take."""
+    return whole_number(seed, "seed", 0, MAX_SEED, most_text="2**32 - 1")
+
 
 # ---------------------------------------------------------------- user files
 

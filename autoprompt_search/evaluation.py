@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from autoprompt_search import data as data_module
+from autoprompt_search.arguments import whole_number
 from autoprompt_search.backends import Backend, load_backend
 from autoprompt_search.cache import SlotCache, default_cache_dir
 from autoprompt_search.data import Dataset
@@ -43,6 +44,7 @@ def evaluate_prompt(
     class's mean log-score over the evaluated texts (no labels used).
     """
     began = time.perf_counter()
+    seed, limit = data_module.checked_seed(seed), None if limit is None else whole_number(limit, "limit", 1)
     examples = dataset if isinstance(dataset, Dataset) else data_module.load_split(dataset, split, **(data_options or {}))
     if limit is not None:
         examples = data_module.sample(examples, limit, seed)

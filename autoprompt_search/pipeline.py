@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from autoprompt_search.arguments import positive_number, whole_number
+from autoprompt_search.data import checked_seed
 from autoprompt_search.errors import UserError
 from autoprompt_search.logs import Log, to_stderr
 from autoprompt_search.provenance import stamp
@@ -21,7 +22,7 @@ from autoprompt_search.ranking import TrialResult
 from autoprompt_search.run_folder import DEFAULT_STORAGE, MANIFEST, RESULTS, RunFolder
 from autoprompt_search.space_types import MIN_MAX_LENGTH
 from autoprompt_search.spaces import SearchSpace, load_space, slug
-from autoprompt_search.splits import RunSplits, checked_seed, make_splits
+from autoprompt_search.splits import RunSplits, make_splits
 
 if TYPE_CHECKING:
     from autoprompt_search.model_ensemble import ModelEnsembleResult

@@ -49,11 +49,6 @@ class RunSplits:
                                 f"(content hash {(expected or 'none')[:12]}...): the data changed since the run")
 
 
-def checked_seed(seed: Any) -> int:
-    """A few-shot seed as an ``int``, within what numpy's and Optuna's samplers take."""
-    return whole_number(seed, "seed", 0, data.MAX_SEED, most_text="2**32 - 1")
-
-
 def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
                 test_sample_seed: int = TEST_SAMPLE_SEED, unlabelled: int = 0, unlabelled_file: Path | None = None) -> RunSplits:
     """Train and dev of K examples per label drawn from the train pool with ``seed``; the test split
@@ -61,9 +56,8 @@ def make_splits(dataset: Any, k: int, seed: int, test_limit: int | None = None,
     train pool (or of ``unlabelled_file``) that train, dev and the whole test split do not hold,
     drawn with ``seed`` (none for 0). ``dataset`` is a space's
     :class:`~autoprompt_search.space_types.DatasetSpec`."""
-    seed = checked_seed(seed)
-    if test_limit is not None and test_limit < 1:
-        raise UserError(f"the test limit must be at least 1, got {test_limit}", option="test_limit")
+    seed, k = data.checked_seed(seed), whole_number(k, "k", 1)
+    test_limit = None if test_limit is None else whole_number(test_limit, "test_limit", 1)
     pool, whole_test = dataset.load_split("train_pool"), dataset.load_split("test")
     # the same test sample for every few-shot seed: comparable runs and shared cache entries
     test = data.sample(whole_test, test_limit, test_sample_seed) if test_limit else whole_test

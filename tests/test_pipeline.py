@@ -123,7 +123,7 @@ def test_the_same_seed_gives_the_same_trials(path_run: SearchResult, workspace: 
 def test_numpy_numbers_search_as_python_numbers_do(path_run: SearchResult, workspace: Path, space_file: Path) -> None:
     """A seed or size from a numpy array (a sweep over ``np.arange``) is taken, and recorded as plain JSON."""
     result = run_search(space_file, seed=np.int64(13), out=workspace / "runs" / "numpy", batch_size=np.int32(8),
-                        timeout=np.float64(600), log=quiet)
+                        trials=np.int64(3), timeout=np.float32(600), log=quiet)
     assert trial_rows(result.folder.path) == trial_rows(path_run.folder.path)
     assert json.loads((result.folder.path / MANIFEST).read_text())["seed"] == 13
 

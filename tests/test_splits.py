@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from autoprompt_search.errors import UserError
@@ -55,3 +56,24 @@ def test_a_file_without_a_text_left_over_is_a_clear_error(space_with_file, tmp_p
     no_column.write_text("sentence\nhello\n")
     with pytest.raises(UserError, match=r"other.csv: no column 'text'; columns are: sentence"):
         make_splits(load_space(path).dataset, 4, 13, unlabelled=5, unlabelled_file=no_column)
+
+
+def test_numpy_numbers_draw_the_same_splits_and_describe_them_as_json(tmp_path, tiny_causal_lm) -> None:
+    dataset = load_space(write_tiny_space(tmp_path, tiny_causal_lm)).dataset
+    plain = make_splits(dataset, 4, 13, test_limit=6)
+    drawn = make_splits(dataset, np.int64(4), np.uint32(13), test_limit=np.int16(6))
+    assert json.dumps(drawn.describe()) == json.dumps(plain.describe())
+    assert (drawn.seed, drawn.k) == (13, 4) and type(drawn.seed) is int
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ((4, True), "seed must be a whole number from 0 to 2\\*\\*32 - 1, got True"),
+    ((0, 13), "k must be a whole number of at least 1, got 0"),
+    ((4.0, 13), "k must be a whole number of at least 1, got 4.0"),
+])
+def test_bad_numbers_are_refused_by_name(tmp_path, tiny_causal_lm, arguments, message: str) -> None:
+    dataset = load_space(write_tiny_space(tmp_path, tiny_causal_lm)).dataset
+    with pytest.raises(UserError, match=message):
+        make_splits(dataset, *arguments)
+    with pytest.raises(UserError, match="test_limit must be a whole number of at least 1, got 2.5"):
+        make_splits(dataset, 4, 13, test_limit=2.5)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from autoprompt_search.arguments import positive_number, whole_number
 from autoprompt_search.backends import Backend, checked_device, load_backend
+from autoprompt_search.data import checked_seed
 from autoprompt_search.errors import UserError
 from autoprompt_search.export import write_prompt
 from autoprompt_search.fileio import atomic_write_json, unwritable_reason
@@ -39,7 +40,6 @@ from autoprompt_search.prompt import ModelInfo
 from autoprompt_search.provenance import stamp
 from autoprompt_search.run_folder import RunFolder
 from autoprompt_search.scoring import PromptScore, evaluate_scores
-from autoprompt_search.splits import checked_seed
 from autoprompt_search.training.checkpoint import STATE, Checkpoint
 from autoprompt_search.training.loop import FitConfig, LabelledExamples, fit
 from autoprompt_search.training.methods import (
