@@ -480,6 +480,7 @@ def _copy_run(run: Path, tmp_path: Path) -> Path:
     ({"learning_rate": 5.0}, "learning_rate must be"),
     ({"epochs": 0}, "epochs must be"),
     ({"batch_size": 0}, "batch_size must be"),
+    ({"eval_batch_size": 0}, "eval_batch_size must be"),
     ({"method": "adapters"}, "unknown method"),
     ({"start": "worst"}, "unknown start"),
     ({"seed": -1}, "seed must be"),

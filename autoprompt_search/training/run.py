@@ -136,6 +136,7 @@ def train(source: str | Path, method: str = "full", *, out: str | Path, epochs: 
     began = time.perf_counter()
     learning_rate = DEFAULT_LEARNING_RATES.get(method, 0.0) if learning_rate is None else learning_rate
     epochs, learning_rate, batch_size, seed, member = check_options(method, epochs, learning_rate, batch_size, seed, init, member)
+    eval_batch_size = whole_number(eval_batch_size, "eval_batch_size", 1)
     checked_device(device)  # before any work, and not taken for a missing model by _load_model
     out = Path(out)
     check_output(out, resume)
